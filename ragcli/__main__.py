@@ -1,0 +1,3 @@
+from ragcli.cli.app import main
+
+main()

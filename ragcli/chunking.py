@@ -1,0 +1,191 @@
+"""Markdown/text -> chunks that never cut a code block, table, list item or numbered clause.
+
+Sizes are in tokens of the embedder's tokenizer (``count_tokens``), measured on exactly what gets
+embedded (``Chunk.search_text``: heading path + body), so no chunk exceeds what the embedder reads.
+A block larger than the budget on its own is split on line boundaries (a table repeats its header
+row in every piece); a single line larger than the budget is split on word boundaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .models import Chunk, Document
+
+CountTokens = Callable[[str], int]
+
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
+_LIST_ITEM = re.compile(r"^\s{0,3}(?:[-*+]|\d{1,3}[.)])\s+")
+_CLAUSE = re.compile(r"^\s{0,3}\d{1,3}(?:\.\d{1,3})+\.?\s+")
+_TABLE_ROW = re.compile(r"^\s*\|")
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: str  # paragraph | code | table | item | clause
+    text: str
+    headings: tuple[str, ...]
+
+
+def split_blocks(text: str) -> Iterator[Block]:
+    """Yield the structural blocks of a Markdown (or plain) text, in order."""
+    headings: list[tuple[int, str]] = []
+    lines = text.splitlines()
+    i = 0
+
+    def path() -> tuple[str, ...]:
+        return tuple(h for _, h in headings)
+
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip():
+            i += 1
+            continue
+        fence = _FENCE.match(line)
+        if fence:
+            marker = fence.group(1)
+            j = i + 1
+            while j < len(lines) and not lines[j].lstrip().startswith(marker):
+                j += 1
+            end = min(j + 1, len(lines))
+            yield Block("code", "\n".join(lines[i:end]), path())
+            i = end
+            continue
+        heading = _HEADING.match(line)
+        if heading:
+            level = len(heading.group(1))
+            while headings and headings[-1][0] >= level:
+                headings.pop()
+            headings.append((level, heading.group(2).strip()))
+            i += 1
+            continue
+        if _TABLE_ROW.match(line):
+            j = i + 1
+            while j < len(lines) and _TABLE_ROW.match(lines[j]):
+                j += 1
+            yield Block("table", "\n".join(lines[i:j]), path())
+            i = j
+            continue
+        kind = "clause" if _CLAUSE.match(line) else "item" if _LIST_ITEM.match(line) else "paragraph"
+        j = i + 1
+        while j < len(lines):
+            nxt = lines[j]
+            if not nxt.strip():
+                # a blank line ends a paragraph, but an indented continuation keeps an item open
+                k = j + 1
+                if kind == "item" and k < len(lines) and lines[k].startswith(("  ", "\t")) \
+                        and not _LIST_ITEM.match(lines[k]):
+                    j = k
+                    continue
+                break
+            if _HEADING.match(nxt) or _TABLE_ROW.match(nxt) or _CLAUSE.match(nxt):
+                break
+            if _LIST_ITEM.match(nxt) and not nxt.startswith(("    ", "\t")):
+                break
+            if _FENCE.match(nxt) and not (kind == "item" and nxt.startswith(("  ", "\t"))):
+                break
+            if _FENCE.match(nxt):  # a fenced block inside a list item belongs to the item
+                marker = _FENCE.match(nxt).group(1)  # type: ignore[union-attr]
+                k = j + 1
+                while k < len(lines) and not lines[k].lstrip().startswith(marker):
+                    k += 1
+                j = min(k + 1, len(lines))
+                continue
+            j += 1
+        yield Block(kind, "\n".join(lines[i:j]).rstrip(), path())
+        i = j
+
+
+def _split_words(line: str, budget: int, count: CountTokens) -> list[str]:
+    pieces: list[str] = []
+    current: list[str] = []
+    for word in line.split(" "):
+        trial = " ".join([*current, word])
+        if current and count(trial) > budget:
+            pieces.append(" ".join(current))
+            current = [word]
+        else:
+            current.append(word)
+    if current:
+        pieces.append(" ".join(current))
+    # a single "word" longer than the budget (a base64 blob): cut it by characters
+    out: list[str] = []
+    for piece in pieces:
+        while count(piece) > budget and len(piece) > 1:
+            cut = max(1, len(piece) * budget // max(count(piece), 1) - 1)
+            out.append(piece[:cut])
+            piece = piece[cut:]
+        out.append(piece)
+    return out
+
+
+def _split_block(block: Block, budget: int, count: CountTokens) -> list[str]:
+    """Split one oversized block on line boundaries (tables repeat their header)."""
+    lines = block.text.split("\n")
+    header: list[str] = []
+    if block.kind == "table" and len(lines) > 2 and set(lines[1].replace("|", "").strip()) <= set("-: "):
+        header, lines = lines[:2], lines[2:]
+    pieces: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        if count(line) > budget - (count("\n".join(header)) if header else 0):
+            if current:
+                pieces.append("\n".join(header + current))
+                current = []
+            pieces.extend(_split_words(line, budget, count))
+            continue
+        trial = "\n".join(header + current + [line])
+        if current and count(trial) > budget:
+            pieces.append("\n".join(header + current))
+            current = [line]
+        else:
+            current.append(line)
+    if current:
+        pieces.append("\n".join(header + current))
+    return pieces
+
+
+def chunk_document(document: Document, count_tokens: CountTokens, max_tokens: int) -> list[Chunk]:
+    """Cut a document into chunks of at most ``max_tokens`` embedder tokens of ``search_text``."""
+    chunks: list[Chunk] = []
+    pending: list[str] = []
+    pending_path: tuple[str, ...] | None = None
+
+    def make(text: str, headings: tuple[str, ...]) -> Chunk:
+        ordinal = len(chunks)
+        heading_path = " > ".join(headings)
+        probe = Chunk("", document.doc_id, ordinal, document.source, document.title, heading_path,
+                      text, "", document.doc_hash, document.acl)
+        digest = hashlib.sha256(probe.search_text.encode("utf-8")).hexdigest()
+        return Chunk(f"{document.doc_id}#{ordinal}", document.doc_id, ordinal, document.source,
+                     document.title, heading_path, text, digest, document.doc_hash, document.acl)
+
+    def budget_for(headings: tuple[str, ...]) -> int:
+        probe = make("", headings)
+        return max(16, max_tokens - count_tokens(probe.search_text) - 1)
+
+    def flush() -> None:
+        nonlocal pending, pending_path
+        if pending and pending_path is not None:
+            chunks.append(make("\n\n".join(pending), pending_path))
+        pending, pending_path = [], None
+
+    for block in split_blocks(document.text):
+        budget = budget_for(block.headings)
+        if pending_path is not None and block.headings != pending_path:
+            flush()
+        if count_tokens(block.text) > budget:
+            flush()
+            for piece in _split_block(block, budget, count_tokens):
+                chunks.append(make(piece, block.headings))
+            continue
+        if pending and count_tokens("\n\n".join([*pending, block.text])) > budget:
+            flush()
+        pending.append(block.text)
+        pending_path = block.headings
+    flush()
+    return chunks

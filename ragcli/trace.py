@@ -1,0 +1,78 @@
+"""The audit log: one append-only record per request ID, in SQLite (WAL mode).
+
+Why SQLite and not a LanceDB table: the log must outlive a broken or missing store (a failed ask is
+recorded too), take concurrent appends from many ``ask`` processes without losing one, survive a
+killed process without a half-written record (each record is one transaction), and answer a lookup
+by request ID in milliseconds (primary key). SQLite in WAL mode does all four and ships with Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS traces (
+    request_id TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    user TEXT,
+    status TEXT NOT NULL,
+    refused INTEGER NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS traces_created ON traces (created_at);
+"""
+
+
+class AuditLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fresh = not self.path.exists()
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            if fresh:
+                os.chmod(self.path, 0o600)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open audit log {self.path}: {exc}") from None
+        return connection
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write one record in one transaction; an existing request ID is never overwritten."""
+        with closing(self._connect()) as connection:
+            connection.execute(
+                "INSERT INTO traces (request_id, created_at, user, status, refused, record) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (record["request_id"], record["created_at"], record.get("user"),
+                 record["status"], int(bool(record.get("refused"))),
+                 json.dumps(record, sort_keys=True, ensure_ascii=False)))
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        with closing(self._connect()) as connection:
+            row = connection.execute("SELECT record FROM traces WHERE request_id = ?",
+                                     (request_id,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def recent(self, limit: int = 20) -> Iterator[dict[str, Any]]:
+        if not self.path.exists():
+            return
+        with closing(self._connect()) as connection:
+            rows = connection.execute(
+                "SELECT record FROM traces ORDER BY created_at DESC, request_id DESC LIMIT ?",
+                (limit,)).fetchall()
+        for (record,) in rows:
+            yield json.loads(record)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fakes import EchoGenerator, HashEmbedder
+from ragcli.embedder import EMBEDDERS
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDBOOK = ROOT / "corpora" / "handbook"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own data/state dirs and cwd; no RAGCLI_* from the caller leaks in."""
+    for name in list(os.environ):
+        if name.startswith("RAGCLI_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    EMBEDDERS["test-hash"] = HashEmbedder
+    return tmp_path
+
+
+@pytest.fixture
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+@pytest.fixture
+def echo_generator() -> EchoGenerator:
+    return EchoGenerator()

@@ -1,0 +1,124 @@
+"""The real parts, run for real: MiniLM (sentence-transformers), SmolLM2 (llama-cpp-python),
+LanceDB, and the CLI end to end on the handbook corpus. Marked ``real``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import HANDBOOK
+from ragcli.chunking import chunk_document
+from ragcli.cli.app import app
+from ragcli.embedder import MiniLMEmbedder
+from ragcli.generation import LlamaCppGenerator, default_model_path
+from ragcli.schema import answer_schema
+from ragcli.sources import load_documents
+from ragcli.trace import AuditLog
+
+pytestmark = pytest.mark.real
+runner = CliRunner()
+HR_QUESTION = "How long is a final written warning valid?"
+
+
+@pytest.fixture(scope="module")
+def embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder()
+
+
+@pytest.fixture(scope="module")
+def generator() -> LlamaCppGenerator:
+    return LlamaCppGenerator(None)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("real") / "store"
+    result = runner.invoke(app, ["ingest", str(HANDBOOK), "--store", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 45
+    return path
+
+
+def ask(store: Path, audit: Path, *args: str) -> dict:  # type: ignore[type-arg]
+    result = runner.invoke(app, ["ask", *args, "--store", str(store), "--json"],
+                           env={"RAGCLI_AUDIT": str(audit)})
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    jsonschema.validate(data, answer_schema())
+    return data  # type: ignore[no-any-return]
+
+
+def test_minilm_embeds_offline_and_normalised(embedder: MiniLMEmbedder) -> None:
+    vectors = embedder.embed(["How do I rotate my password?", "Password rotation policy",
+                              "Parental leave for new parents"])
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+    assert embedder.count_tokens("hello world") == 2
+
+
+def test_handbook_chunks_fit_what_minilm_reads(embedder: MiniLMEmbedder) -> None:
+    loaded = load_documents([HANDBOOK])
+    chunks = [c for d in loaded.documents for c in chunk_document(d, embedder.count_tokens, 200)]
+    assert len(chunks) > len(loaded.documents)
+    assert max(embedder.count_tokens(c.search_text) for c in chunks) <= embedder.max_tokens
+    code = [c for c in chunks if c.doc_id == "runbooks/postgres-failover.md" and "```" in c.text]
+    assert any("--candidate pg-meta-2 --force\n```" in c.text for c in code)
+    table = [c for c in chunks if c.doc_id == "pricing/plans.md" and "| Enterprise |" in c.text]
+    assert table and "| Plan | Price per month |" in table[0].text and "| Starter |" in table[0].text
+
+
+def test_smollm2_uses_gguf_template_and_is_deterministic(generator: LlamaCppGenerator) -> None:
+    assert generator.model_path == default_model_path()
+    prompt = generator.render([("system", "Be brief."), ("user", "Name a colour.")])
+    assert prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert prompt.endswith("<|im_start|>assistant\n")
+    first = generator.generate(prompt, max_tokens=16, temperature=0.0, seed=42)
+    second = generator.generate(prompt, max_tokens=16, temperature=0.0, seed=42)
+    assert first.text.strip() and first.text == second.text
+    assert len(generator.model_sha256()) == 64
+
+
+def test_hr_answer_is_retrieved_and_cited_only_with_the_group(store: Path, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.sqlite3"
+    allowed = ask(store, audit, HR_QUESTION, "--groups", "hr")
+    assert allowed["retrieved"][0]["doc_id"] == "hr/disciplinary-procedure.md"
+    assert not allowed["refused"], allowed
+    assert "hr/disciplinary-procedure.md" in {c["doc_id"] for c in allowed["citations"]}
+    denied = ask(store, audit, HR_QUESTION)
+    assert denied["refused"] is True
+    assert not [r for r in denied["retrieved"] if r["doc_id"].startswith("hr/disciplinary")]
+    assert denied["citations"] == []
+    records = {r["request_id"]: r for r in AuditLog(audit).recent(10)}
+    assert set(records) == {allowed["request_id"], denied["request_id"]}
+    record = records[allowed["request_id"]]
+    assert record["status"] == "answered"
+    assert record["model"]["sha256"] == LlamaCppGenerator(None).model_sha256()
+    assert "<|im_start|>assistant\n" in record["prompt"]["text"]
+
+
+def test_absent_fact_is_refused(store: Path, tmp_path: Path) -> None:
+    data = ask(store, tmp_path / "audit.sqlite3", "What is the capital of France?")
+    assert data["refused"] is True and data["answer"] == "I don't know."
+    assert data["refusal_reason"].startswith("low_confidence")
+
+
+def test_answer_citations_are_retrieved_and_readable(store: Path, tmp_path: Path) -> None:
+    questions = ["How many weeks of paid parental leave do non-birthing parents get?",
+                 "How much is the yearly learning budget?",
+                 "What port does the local API listen on?",
+                 "What is the notice period to terminate the agreement for convenience?"]
+    answered = 0
+    for question in questions:
+        data = ask(store, tmp_path / "audit.sqlite3", question)
+        retrieved = {r["chunk_id"] for r in data["retrieved"]}
+        for citation in data["citations"]:
+            assert citation["chunk_id"] in retrieved
+            assert not citation["doc_id"].startswith(("hr/salary", "hr/disciplinary", "finance/f"))
+        answered += not data["refused"]
+    assert answered >= 3

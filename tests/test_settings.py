@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from ragcli.errors import ConfigError
+from ragcli.settings import Settings, load_settings
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings({}, environ={}, cwd=tmp_path)
+    assert settings == Settings()
+    assert settings.store.name == "store"
+
+
+def test_precedence_flag_over_env_over_toml_over_default(tmp_path: Path) -> None:
+    (tmp_path / "ragcli.toml").write_text('top_k = 3\ncandidates = 7\nstore = "/from/toml"\n')
+    env = {"RAGCLI_TOP_K": "4", "RAGCLI_STORE": "/from/env"}
+    settings = load_settings({"top_k": 9, "store": None}, environ=env, cwd=tmp_path)
+    assert settings.top_k == 9  # flag
+    assert settings.store == Path("/from/env")  # env beats toml; None flag = not given
+    assert settings.candidates == 7  # toml beats default
+    assert settings.max_tokens == Settings().max_tokens  # default
+
+
+def test_config_from_env_variable_and_ragcli_table(tmp_path: Path) -> None:
+    config = tmp_path / "other.toml"
+    config.write_text("[ragcli]\nmin_confidence = 0.5\n")
+    settings = load_settings({}, environ={"RAGCLI_CONFIG": str(config)}, cwd=tmp_path)
+    assert settings.min_confidence == 0.5
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("top_k = 'many'", "top_k must be a int"),
+        ("top_k = 0", "at least 1"),
+        ("colour = 'blue'", "unknown setting(s): colour"),
+        ("top_k = ", "not valid TOML"),
+        ("min_confidence = 5.0", "between 0 and 2"),
+    ],
+)
+def test_bad_config_is_a_config_error(tmp_path: Path, toml: str, message: str) -> None:
+    (tmp_path / "ragcli.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_settings({}, environ={}, cwd=tmp_path)
+
+
+def test_bad_env_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="RAGCLI_TOP_K"):
+        load_settings({}, environ={"RAGCLI_TOP_K": "three"}, cwd=tmp_path)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings({}, config=tmp_path / "nope.toml", environ={}, cwd=tmp_path)
+
+
+def test_fingerprint_changes_with_settings() -> None:
+    assert Settings().fingerprint() == Settings().fingerprint()
+    assert Settings(top_k=2).fingerprint() != Settings().fingerprint()
