@@ -2,12 +2,12 @@
 
 Citation integrity is a system property, not a hope: a ``[n]`` marker is kept only if passage ``n``
 was retrieved *and* given to the model under the user's ACL; other markers are removed and recorded.
-When the model cites nothing, each sentence is attributed to the passage that best supports it.
+A marked sentence must also be supported by a passage it cites; a sentence without a valid,
+supporting marker is attributed to the passage that supports it best, or left out as unsupported.
 
 Support score of a sentence against a passage: the fraction of the sentence's content terms
 (lower-cased, lightly stemmed words and numbers, stop words removed; see text.py) that occur in
-the passage. A sentence is
-supported when its best score is at least ``SUPPORT_THRESHOLD``.
+the passage with its title and headings. Supported means a score of at least ``SUPPORT_THRESHOLD``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ _REFUSAL_PATTERNS = re.compile(r"\b(i don'?t know|i do not know|cannot answer|ca
 
 
 def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``; a citation marker after a full stop stays with its sentence."""
+    """Sentences (and lines) of ``text``; a marker after a full stop stays with its sentence."""
     sentences: list[str] = []
-    for piece in _SENTENCE.split(text.strip()):
+    pieces = [p for line in text.strip().splitlines() for p in _SENTENCE.split(line)]
+    for piece in pieces:
         piece = piece.strip()
         lead = _LEADING_MARKERS.match(piece)
         if lead and sentences:
@@ -65,7 +66,13 @@ def _citation(n: int, hit: Hit, how: str) -> Citation:
 
 
 def check_answer(raw: str, passages: Sequence[Hit]) -> CheckedAnswer:
-    """Validate ``[n]`` markers against ``passages``; attribute uncited sentences by support."""
+    """Keep the supported sentences of ``raw``, each with a valid citation.
+
+    A ``[n]`` marker is invalid unless passage ``n`` was given to the model (retrieved and
+    allowed); invalid markers are removed and recorded. A sentence is kept when a passage it cites
+    supports it, or else when its best-supporting passage does (then cited with ``how="support"``).
+    Sentences that no passage supports are left out of the answer and returned as ``unsupported``.
+    """
     invalid: list[int] = []
 
     def keep(match: re.Match[str]) -> str:
@@ -76,28 +83,29 @@ def check_answer(raw: str, passages: Sequence[Hit]) -> CheckedAnswer:
         return ""
 
     text = _MARKER.sub(keep, raw.strip())
-    sentences = split_sentences(text)
     cited: dict[int, Citation] = {}
     unsupported: list[str] = []
     out: list[str] = []
-    supported = 0
-    for sentence in sentences:
-        markers = [int(m) for m in _MARKER.findall(sentence)]
-        if markers:
-            for n in markers:
+    for sentence in split_sentences(text):
+        bare = _MARKER.sub("", sentence).strip()
+        marked = [int(m) for m in _MARKER.findall(sentence)]
+        backed = [n for n in marked if support(bare, _passage_text(passages[n - 1]))
+                  >= SUPPORT_THRESHOLD]
+        if backed:
+            for n in backed:
                 cited.setdefault(n, _citation(n, passages[n - 1], "marker"))
-            supported += 1
-            out.append(sentence)
+            out.append(bare + " " + "".join(f"[{n}]" for n in backed))
             continue
-        scores = [(support(sentence, p.text + " " + p.heading_path), i + 1)
-                  for i, p in enumerate(passages)]
+        scores = [(support(bare, _passage_text(p)), i + 1) for i, p in enumerate(passages)]
         best, n = max(scores, default=(0.0, 0))
-        if best >= SUPPORT_THRESHOLD and n:
+        if bare and best >= SUPPORT_THRESHOLD:
             cited.setdefault(n, _citation(n, passages[n - 1], "support"))
-            supported += 1
-            out.append(f"{sentence} [{n}]")
-        else:
-            unsupported.append(sentence)
-            out.append(sentence)
+            out.append(f"{bare} [{n}]")
+        elif bare:
+            unsupported.append(bare)
     return CheckedAnswer(" ".join(out), tuple(sorted(cited.values(), key=lambda c: c.n)),
-                         tuple(invalid), tuple(unsupported), supported)
+                         tuple(invalid), tuple(unsupported), len(out))
+
+
+def _passage_text(hit: Hit) -> str:
+    return f"{hit.title} {hit.heading_path} {hit.text}"

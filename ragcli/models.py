@@ -8,6 +8,15 @@ PUBLIC_GROUP = "public"
 """The ACL group of documents that carry no ``acl``: every user may read them."""
 
 
+def section_label(title: str, heading_path: str) -> str:
+    """"Title > Heading > Sub", without repeating a title that is also the first heading."""
+    if not heading_path:
+        return title
+    if not title or heading_path == title or heading_path.startswith(title + " > "):
+        return heading_path
+    return f"{title} > {heading_path}"
+
+
 @dataclass(frozen=True)
 class Document:
     """One source document, loaded and normalised to text."""
@@ -40,7 +49,7 @@ class Chunk:
     @property
     def search_text(self) -> str:
         """What is embedded and full-text indexed: title, heading path and body."""
-        head = " > ".join(p for p in (self.title, self.heading_path) if p)
+        head = section_label(self.title, self.heading_path)
         return f"{head}\n{self.text}" if head else self.text
 
 

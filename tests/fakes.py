@@ -67,7 +67,7 @@ class EchoGenerator:
         if self.reply is not None:
             text = self.reply
         else:
-            match = re.search(r'\[1\] source: [^\n]*\n"""\n(.*?)\n"""', prompt, re.S)
+            match = re.search(r'\[1\] [^\n]*\n"""\n(.*?)\n"""', prompt, re.S)
             first = match.group(1).split(". ")[0].rstrip(".") if match else "nothing"
             text = f"{first}. [1]"
         if on_token:

@@ -22,9 +22,17 @@ def test_uncited_sentences_are_attributed_by_support() -> None:
     checked = check_answer("Non-birthing parents get 16 weeks of paid leave. The moon is cheese.",
                            PASSAGES)
     assert [(c.n, c.how) for c in checked.citations] == [(1, "support")]
-    assert checked.text.startswith("Non-birthing parents get 16 weeks of paid leave. [1]")
+    assert checked.text == "Non-birthing parents get 16 weeks of paid leave. [1]"
     assert checked.unsupported == ("The moon is cheese.",)
     assert checked.supported_sentences == 1
+
+
+def test_marker_on_an_unsupported_sentence_is_not_shown() -> None:
+    checked = check_answer("The answer is purple elephants [1].\nPasswords need 14 characters [1].",
+                           PASSAGES)
+    assert checked.text == "Passwords need 14 characters. [2]"
+    assert [(c.n, c.how) for c in checked.citations] == [(2, "support")]
+    assert checked.unsupported == ("The answer is purple elephants.",)
 
 
 def test_marker_to_no_passage_at_all() -> None:

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..models import section_label
+
 
 def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
@@ -57,22 +59,21 @@ def answer(result: Any) -> None:
         if result.retrieved:
             out.print("Closest sources searched:")
             for hit in result.retrieved:
-                out.print(f"  - {hit.doc_id} ({hit.title}) similarity {hit.vector_score or 0:.2f}")
+                out.print(f"  - {hit.chunk_id}  {section_label(hit.title, hit.heading_path)} "
+                          f"(evidence {hit.evidence:.2f})")
         else:
             out.print("No readable sources matched.")
     else:
         out.print(result.answer)
         for sentence in result.unsupported_sentences:
-            out.print(Text(f"  (unsupported by the sources: {sentence})", style="dim"))
+            out.print(Text(f"  (left out, not supported by the sources: {sentence})", style="dim"))
         if result.citations:
-            table = Table(title="Sources", show_lines=False, title_justify="left")
-            table.add_column("#", justify="right")
-            table.add_column("document")
-            table.add_column("title")
-            table.add_column("chunk")
+            out.print("Sources:")
+            hits = {h.chunk_id: h for h in result.retrieved}
             for citation in result.citations:
-                table.add_row(str(citation.n), citation.doc_id, citation.title, citation.chunk_id)
-            out.print(table)
+                hit = hits.get(citation.chunk_id)
+                label = section_label(hit.title, hit.heading_path) if hit else citation.title
+                out.print(f"  [{citation.n}] {citation.chunk_id}  {label}")
     out.print(f"request id: {result.request_id}")
 
 
