@@ -96,6 +96,7 @@ class Answerer:
                          candidates=settings.candidates)
         timings = {"retrieve": (time.perf_counter() - start) * 1000, **found.timings_ms}
         record.update(_retrieval_record(found))
+        store.pin_version(found.version)  # cleanup keeps the version this record points at
 
         def refuse(reason: str) -> Answer:
             record.update(status="refused", refused=True, refusal_reason=reason, answer=REFUSAL)

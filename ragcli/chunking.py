@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from .models import Chunk, Document
+from .models import PAGE_BREAK, Chunk, Document
 
 CountTokens = Callable[[str], int]
 
@@ -29,13 +29,15 @@ class Block:
     kind: str  # paragraph | code | table | item | clause
     text: str
     headings: tuple[str, ...]
+    page: int = 1  # 1 + the number of form feeds (PDF page breaks) before the block
 
 
 def split_blocks(text: str) -> Iterator[Block]:
     """Yield the structural blocks of a Markdown (or plain) text, in order."""
     headings: list[tuple[int, str]] = []
-    lines = text.splitlines()
+    lines = text.split("\n")
     i = 0
+    page = 1
 
     def path() -> tuple[str, ...]:
         return tuple(h for _, h in headings)
@@ -43,6 +45,7 @@ def split_blocks(text: str) -> Iterator[Block]:
     while i < len(lines):
         line = lines[i]
         if not line.strip():
+            page += line.count("\f")
             i += 1
             continue
         fence = _FENCE.match(line)
@@ -52,7 +55,7 @@ def split_blocks(text: str) -> Iterator[Block]:
             while j < len(lines) and not lines[j].lstrip().startswith(marker):
                 j += 1
             end = min(j + 1, len(lines))
-            yield Block("code", "\n".join(lines[i:end]), path())
+            yield Block("code", "\n".join(lines[i:end]), path(), page)
             i = end
             continue
         heading = _HEADING.match(line)
@@ -67,7 +70,7 @@ def split_blocks(text: str) -> Iterator[Block]:
             j = i + 1
             while j < len(lines) and _TABLE_ROW.match(lines[j]):
                 j += 1
-            yield Block("table", "\n".join(lines[i:j]), path())
+            yield Block("table", "\n".join(lines[i:j]), path(), page)
             i = j
             continue
         kind = "clause" if _CLAUSE.match(line) else "item" if _LIST_ITEM.match(line) else "paragraph"
@@ -96,7 +99,7 @@ def split_blocks(text: str) -> Iterator[Block]:
                 j = min(k + 1, len(lines))
                 continue
             j += 1
-        yield Block(kind, "\n".join(lines[i:j]).rstrip(), path())
+        yield Block(kind, "\n".join(lines[i:j]).rstrip(), path(), page)
         i = j
 
 
@@ -149,30 +152,48 @@ def _split_block(block: Block, budget: int, count: CountTokens) -> list[str]:
     return pieces
 
 
+def _clip(text: str, budget: int, count: CountTokens) -> str:
+    """The longest prefix of ``text`` (whole words) within ``budget`` tokens."""
+    if count(text) <= budget:
+        return text
+    words = text.split(" ")
+    while words and count(" ".join(words)) > budget:
+        words.pop()
+    return " ".join(words)
+
+
 def chunk_document(document: Document, count_tokens: CountTokens, max_tokens: int) -> list[Chunk]:
-    """Cut a document into chunks of at most ``max_tokens`` embedder tokens of ``search_text``."""
+    """Cut a document into chunks of at most ``max_tokens`` embedder tokens of ``search_text``.
+
+    The title and heading path are part of every chunk's ``search_text``; they are clipped to a
+    quarter of the budget each, so that a pathological title cannot crowd out the text.
+    """
     chunks: list[Chunk] = []
     pending: list[str] = []
     pending_path: tuple[str, ...] | None = None
+    pending_pages: set[int] = set()
+    paged = PAGE_BREAK in document.text
+    title = _clip(document.title, max_tokens // 4, count_tokens)
 
-    def make(text: str, headings: tuple[str, ...]) -> Chunk:
+    def make(text: str, headings: tuple[str, ...], pages: Iterable[int] = ()) -> Chunk:
         ordinal = len(chunks)
-        heading_path = " > ".join(headings)
-        probe = Chunk("", document.doc_id, ordinal, document.source, document.title, heading_path,
+        heading_path = _clip(" > ".join(headings), max_tokens // 4, count_tokens)
+        probe = Chunk("", document.doc_id, ordinal, document.source, title, heading_path,
                       text, "", document.doc_hash, document.acl)
         digest = hashlib.sha256(probe.search_text.encode("utf-8")).hexdigest()
         return Chunk(f"{document.doc_id}#{ordinal}", document.doc_id, ordinal, document.source,
-                     document.title, heading_path, text, digest, document.doc_hash, document.acl)
+                     title, heading_path, text, digest, document.doc_hash, document.acl,
+                     tuple(sorted(pages)) if paged else ())
 
     def budget_for(headings: tuple[str, ...]) -> int:
         probe = make("", headings)
-        return max(16, max_tokens - count_tokens(probe.search_text) - 1)
+        return max(1, max_tokens - count_tokens(probe.search_text) - 1)
 
     def flush() -> None:
-        nonlocal pending, pending_path
+        nonlocal pending, pending_path, pending_pages
         if pending and pending_path is not None:
-            chunks.append(make("\n\n".join(pending), pending_path))
-        pending, pending_path = [], None
+            chunks.append(make("\n\n".join(pending), pending_path, pending_pages))
+        pending, pending_path, pending_pages = [], None, set()
 
     for block in split_blocks(document.text):
         budget = budget_for(block.headings)
@@ -181,11 +202,12 @@ def chunk_document(document: Document, count_tokens: CountTokens, max_tokens: in
         if count_tokens(block.text) > budget:
             flush()
             for piece in _split_block(block, budget, count_tokens):
-                chunks.append(make(piece, block.headings))
+                chunks.append(make(piece, block.headings, [block.page]))
             continue
         if pending and count_tokens("\n\n".join([*pending, block.text])) > budget:
             flush()
         pending.append(block.text)
         pending_path = block.headings
+        pending_pages.add(block.page)
     flush()
     return chunks

@@ -1,7 +1,14 @@
-"""Ingest: load sources, diff them against the store by content hash, embed what changed, write.
+"""ingest and reindex: load sources, diff them against the store, embed only what changed, write.
 
-A document whose content hash and ACL match what is stored is not re-chunked nor re-embedded.
-Changed documents are replaced whole in one commit (see ``Store.replace_documents``).
+- A document whose content hash and ACL match the store is left alone: a run with nothing changed
+  writes nothing and creates no table version.
+- A changed document is re-chunked; each chunk whose hash the store already holds for that
+  document keeps its stored vector, so an ACL-only change embeds nothing.
+- ``reindex`` also deletes documents that disappeared from a corpus root it was given (a directory
+  or a JSONL file); a file that is merely unreadable now is skipped, never deleted.
+- Each commit replaces whole documents (``Store.replace_documents``): a concurrent ``ask`` sees a
+  document all old or all new. One writer at a time (``Store.writer_lock``).
+- ``reindex`` with another embedder than the store's re-embeds everything from the given paths.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .chunking import chunk_document
@@ -19,27 +27,34 @@ from .sources import Skipped, load_documents
 from .store import Store
 
 ProgressCallback = Callable[[int, int], None]
-COMMIT_CHUNKS = 4096  # chunks per merge_insert commit (whole documents only)
-CHUNK_TOKENS = 200  # target ceiling of a chunk, in embedder tokens (the embedder reads 254)
+COMMIT_DOCUMENTS = 256  # whole documents per commit
+COMMIT_CHUNKS = 4096
+CHUNK_TOKENS = 200  # target ceiling of a chunk, in embedder tokens (MiniLM reads 254)
 
 
 @dataclass(frozen=True)
-class IngestReport:
+class IndexReport:
     run_id: str
     added: int
-    changed: int
+    changed: int  # content changed
+    acl_changed: int  # only the ACL changed: rows rewritten, nothing embedded
+    deleted: int
     unchanged: int
     chunks_written: int
+    chunks_embedded: int
     version: int | None
     seconds: float
     skipped: tuple[Skipped, ...] = field(default=())
     ignored: int = 0  # files of unsupported types found in directories
+    rebuilt: bool = False  # the store changed embedder and was re-embedded
 
     def to_json(self) -> dict[str, object]:
         return {"run_id": self.run_id, "added": self.added, "changed": self.changed,
+                "acl_changed": self.acl_changed, "deleted": self.deleted,
                 "unchanged": self.unchanged, "chunks_written": self.chunks_written,
-                "version": self.version, "seconds": round(self.seconds, 3),
-                "ignored": self.ignored,
+                "chunks_embedded": self.chunks_embedded, "version": self.version,
+                "seconds": round(self.seconds, 3), "ignored": self.ignored,
+                "rebuilt": self.rebuilt,
                 "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped]}
 
 
@@ -48,53 +63,141 @@ def chunk_documents(documents: Sequence[Document], embedder: Embedder) -> list[C
     return [c for d in documents for c in chunk_document(d, embedder.count_tokens, limit)]
 
 
-def ingest(paths: Sequence[Path], store_path: Path, embedder: Embedder,
-           progress: ProgressCallback | None = None) -> IngestReport:
-    """Index every supported file under ``paths`` into the store at ``store_path``."""
+def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
+                delete_missing: bool, progress: ProgressCallback | None = None,
+                retention: timedelta = timedelta(days=7)) -> IndexReport:
+    """Bring the store at ``store_path`` in line with the files under ``paths``."""
+    import numpy as np
+
     started = time.perf_counter()
     run_id = new_id()
     loaded = load_documents(paths)
-    documents, skipped = loaded.documents, loaded.skipped
-    if not documents:
-        return IngestReport(run_id, 0, 0, 0, 0, None, time.perf_counter() - started,
-                            tuple(skipped), loaded.ignored)
-    store = Store.open_for_write(store_path, embedder.id, embedder.dim)
+    skipped = tuple(loaded.skipped)
+    if not loaded.documents and not (store_path / "ragcli.json").is_file():
+        return IndexReport(run_id, 0, 0, 0, 0, 0, 0, 0, None, time.perf_counter() - started,
+                           skipped, loaded.ignored)
+    store = Store.open_or_create(store_path, embedder.id, embedder.dim)
     with store.writer_lock():
-        table = store.table(create=True)
-        existing = store.documents() if table.count_rows() else {}
-        todo = [d for d in documents
-                if (e := existing.get(d.doc_id)) is None
-                or e["doc_hash"] != d.doc_hash or e["acl"] != d.acl]
-        added = sum(1 for d in todo if d.doc_id not in existing)
-        total_chunks = 0
-        batch: list[Document] = []
-        batch_chunks: list[Chunk] = []
-        done = 0
-        planned = len(todo)
-
-        def commit() -> None:
-            nonlocal total_chunks, done
-            if not batch:
-                return
-            vectors = embedder.embed([c.search_text for c in batch_chunks])
-            store.replace_documents([d.doc_id for d in batch], batch_chunks, vectors,
-                                    run_id=run_id)
-            total_chunks += len(batch_chunks)
-            done += len(batch)
+        rebuilt = store.manifest.embedder != embedder.id
+        if rebuilt:
+            if not delete_missing:
+                store.require_embedder(embedder.id)  # raises, with a hint
+            store.reset(embedder.id, embedder.dim)
+        existing = store.documents() if store.has_table() else {}
+        version_before = store.version if existing else None
+        documents: dict[str, Document] = {}
+        for document in loaded.documents:
+            if chunk_documents([document], embedder):
+                documents[document.doc_id] = document
+            else:  # only headings, say: nothing to embed, and never "added" on every run
+                skipped += (Skipped(document.source, "no indexable text"),)
+        added = [d for d in documents.values() if d.doc_id not in existing]
+        changed = [d for d in documents.values()
+                   if d.doc_id in existing and existing[d.doc_id]["doc_hash"] != d.doc_hash]
+        acl_only = [d for d in documents.values()
+                    if d.doc_id in existing and existing[d.doc_id]["doc_hash"] == d.doc_hash
+                    and existing[d.doc_id]["acl"] != d.acl]
+        deleted = [doc_id for doc_id, e in existing.items()
+                   if delete_missing and e["root"] in loaded.roots and doc_id not in documents
+                   and (e["root"], doc_id) not in loaded.unreadable] if delete_missing else []
+        todo = changed + acl_only + added
+        written = embedded = 0
+        for start in range(0, max(len(todo), 1 if deleted else 0), COMMIT_DOCUMENTS):
+            batch = todo[start:start + COMMIT_DOCUMENTS]
+            last = start + COMMIT_DOCUMENTS >= len(todo)
+            chunks = chunk_documents(batch, embedder)
+            reuse = store.vectors_for([d.doc_id for d in batch if d.doc_id in existing])
+            missing = [i for i, c in enumerate(chunks) if (c.doc_id, c.chunk_hash) not in reuse]
+            vectors = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
+            for i, c in enumerate(chunks):
+                if (c.doc_id, c.chunk_hash) in reuse:
+                    vectors[i] = np.asarray(reuse[(c.doc_id, c.chunk_hash)], dtype=np.float32)
+            for offset in range(0, len(missing), COMMIT_CHUNKS):
+                part = missing[offset:offset + COMMIT_CHUNKS]
+                vectors[part] = embedder.embed([chunks[i].search_text for i in part])
+            doc_ids = [d.doc_id for d in batch] + (deleted if last else [])
+            roots = {d.doc_id: (d.root, d.mtime) for d in batch}
+            store.replace_documents(doc_ids, chunks, vectors, run_id=run_id, roots=roots)
+            written += len(chunks)
+            embedded += len(missing)
             if progress:
-                progress(done, planned)
-            batch.clear()
-            batch_chunks.clear()
+                progress(min(start + COMMIT_DOCUMENTS, len(todo)), len(todo))
+        if store.has_table() and (todo or deleted or version_before is None):
+            store.refresh_indices(retention)
+        version = store.version if store.has_table() else None
+        report = IndexReport(run_id, len(added), len(changed), len(acl_only), len(deleted),
+                             len(documents) - len(todo), written, embedded, version,
+                             time.perf_counter() - started, skipped, loaded.ignored, rebuilt)
+        store.record_run({"finished_at": datetime.now(UTC).isoformat(),
+                          "command": "reindex" if delete_missing else "ingest",
+                          "paths": [str(p) for p in paths], **report.to_json()})
+    return report
 
-        for document in todo:
-            batch.append(document)
-            batch_chunks.extend(chunk_documents([document], embedder))
-            if len(batch_chunks) >= COMMIT_CHUNKS or len(batch) >= 256:
-                commit()
-        commit()
-        if todo or not existing:
-            store.refresh_indices()
-        version = store.version
-    return IngestReport(run_id, added, len(todo) - added, len(documents) - len(todo),
-                        total_chunks, version, time.perf_counter() - started, tuple(skipped),
-                        loaded.ignored)
+
+def ingest(paths: Sequence[Path], store_path: Path, embedder: Embedder,
+           progress: ProgressCallback | None = None) -> IndexReport:
+    """Add new and changed documents; never delete."""
+    return index_paths(paths, store_path, embedder, delete_missing=False, progress=progress)
+
+
+def reindex(paths: Sequence[Path], store_path: Path, embedder: Embedder,
+            progress: ProgressCallback | None = None) -> IndexReport:
+    """Add, update and delete so that the store matches the corpus roots in ``paths``."""
+    return index_paths(paths, store_path, embedder, delete_missing=True, progress=progress)
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """Sources that changed since they were indexed: what a reindex would pick up."""
+
+    changed: tuple[str, ...]
+    deleted: tuple[str, ...]
+    new: tuple[str, ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"changed": len(self.changed), "deleted": len(self.deleted), "new": len(self.new),
+                "stale": bool(self.changed or self.deleted or self.new),
+                "examples": sorted([*self.changed, *self.deleted, *self.new])[:10]}
+
+
+def staleness(store: Store) -> Staleness:
+    """Compare the store with its sources on disk (mtime first, then content hash)."""
+    from .sources import LOADERS, SkipFile, Source, walk
+
+    docs = store.documents()
+    by_file: dict[tuple[str, str], list[str]] = {}
+    for doc_id, entry in docs.items():
+        jsonl = entry["source"].startswith(entry["root"] + "#")
+        file = entry["root"] if jsonl else entry["source"]
+        by_file.setdefault((file, entry["root"]), []).append(doc_id)
+    changed: list[str] = []
+    deleted: list[str] = []
+    for (file, root), doc_ids in by_file.items():
+        path = Path(file)
+        if not path.is_file():
+            deleted.extend(doc_ids)
+            continue
+        mtime = path.stat().st_mtime
+        if all(docs[d]["mtime"] == mtime for d in doc_ids):
+            continue
+        loader = LOADERS.get(path.suffix.lower())
+        try:
+            relative = path.name if path == Path(root) else path.relative_to(root).as_posix()
+            fresh = {d.doc_id: d for d in loader(Source(path, Path(root), relative, True))} \
+                if loader else {}
+        except (SkipFile, ValueError):
+            continue  # unreadable now: a reindex would skip it, not change it
+        for doc_id in doc_ids:
+            if doc_id not in fresh:
+                deleted.append(doc_id)
+            elif fresh[doc_id].doc_hash != docs[doc_id]["doc_hash"]:
+                changed.append(doc_id)
+    known = set(docs)
+    new: list[str] = []
+    for root in {e["root"] for e in docs.values()}:
+        if Path(root).is_dir():
+            for file in walk(Path(root)):
+                doc_id = file.relative_to(root).as_posix()
+                if file.suffix.lower() in LOADERS and doc_id not in known:
+                    new.append(doc_id)
+    return Staleness(tuple(changed), tuple(deleted), tuple(new))

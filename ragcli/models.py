@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 PUBLIC_GROUP = "public"
 """The ACL group of documents that carry no ``acl``: every user may read them."""
 
+PAGE_BREAK = "\f"
+"""Separates the pages of a paged document's text (PDF), so chunks know their page numbers."""
+
 
 def section_label(title: str, heading_path: str) -> str:
     """"Title > Heading > Sub", without repeating a title that is also the first heading."""
@@ -26,9 +29,10 @@ class Document:
     title: str
     text: str
     acl: tuple[str, ...]
-    doc_hash: str  # sha256 of the text and the ACL: what decides "changed"
+    doc_hash: str  # sha256 of title and text (not the ACL): what decides "changed"
     mtime: float = 0.0
     format: str = "markdown"
+    root: str = ""  # the corpus root it was found under (a directory, or a JSONL file)
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Chunk:
     chunk_hash: str
     doc_hash: str
     acl: tuple[str, ...]
+    pages: tuple[int, ...] = ()  # PDF pages the chunk's text comes from (1-based); () otherwise
 
     @property
     def search_text(self) -> str:

@@ -1,22 +1,33 @@
 """Discover files and load them into Documents, through a registry of loaders by suffix.
 
-A file that cannot be used (binary, not UTF-8, empty, too large, unreadable, bad front matter) is
-*skipped with a reason*; the run goes on. A path that does not exist at all is an InputError.
+Formats: Markdown with YAML front matter, plain text, HTML (main content, via selectolax), PDF
+(pypdf; pages separated by form feeds so chunks know their page numbers) and BEIR-style JSONL
+corpora (one ``{"_id", "title", "text"}`` document per line).
+
+ACLs: a document's front matter ``acl`` wins; otherwise the last matching glob of an ``acl.toml``
+at the corpus root; otherwise the document is public. A file that cannot be used (binary, not
+UTF-8, empty, too large, unreadable, broken PDF, bad front matter) is *skipped with a reason*; the
+run goes on. A path that does not exist at all is an InputError.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import json
 import os
 import re
+import tomllib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-from .models import PUBLIC_GROUP, Document
+from .models import PAGE_BREAK, PUBLIC_GROUP, Document
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
+MAX_JSONL_BYTES = 2 * 1024 * 1024 * 1024  # a JSONL corpus is streamed, not read whole
+ACL_FILE = "acl.toml"
 _GROUP = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
@@ -30,7 +41,18 @@ class Skipped:
     reason: str
 
 
-Loader = Callable[[Path, str, str], Document]
+@dataclass(frozen=True)
+class Source:
+    """One file to load: where it is, its corpus root, and its doc_id (relative path)."""
+
+    path: Path
+    root: Path
+    doc_id: str
+    named: bool  # given directly on the command line rather than found in a directory
+    acl: tuple[str, ...] | None = None  # from acl.toml, if a glob matched
+
+
+Loader = Callable[[Source], Iterable[Document]]
 
 
 def content_hash(title: str, text: str) -> str:
@@ -39,8 +61,6 @@ def content_hash(title: str, text: str) -> str:
 
 def parse_acl(value: object, where: str) -> tuple[str, ...]:
     """Normalise an ``acl`` value (a group or a list of groups) to a sorted tuple."""
-    if value is None:
-        return (PUBLIC_GROUP,)
     groups = [value] if isinstance(value, str) else value
     if not isinstance(groups, list) or not groups:
         raise SkipFile(f"{where}: acl must be a group name or a non-empty list of group names")
@@ -50,16 +70,18 @@ def parse_acl(value: object, where: str) -> tuple[str, ...]:
     return tuple(sorted(set(groups)))
 
 
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise SkipFile(f"larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
-        raw = path.read_bytes()
+        if path.stat().st_size > limit:
+            raise SkipFile(f"larger than {limit // (1024 * 1024)} MiB")
+        return path.read_bytes()
     except PermissionError:
         raise SkipFile("permission denied") from None
     except OSError as exc:
         raise SkipFile(f"unreadable: {exc.strerror or exc}") from None
+
+
+def _decode(raw: bytes) -> str:
     if b"\x00" in raw[:8192]:
         raise SkipFile("binary file")
     try:
@@ -71,6 +93,10 @@ def _read_text(path: Path) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _read_text(path: Path) -> str:
+    return _decode(_read_bytes(path))
+
+
 def _first_heading(text: str) -> str | None:
     for line in text.splitlines():
         if line.startswith("# "):
@@ -78,11 +104,20 @@ def _first_heading(text: str) -> str | None:
     return None
 
 
-def load_markdown(path: Path, doc_id: str, source: str) -> Document:
+def _document(source: Source, title: str, text: str, fmt: str,
+              acl: tuple[str, ...] | None = None) -> Document:
+    if not text.strip():
+        raise SkipFile("no text")
+    return Document(source.doc_id, str(source.path), title, text,
+                    acl or source.acl or (PUBLIC_GROUP,), content_hash(title, text),
+                    source.path.stat().st_mtime, fmt, str(source.root))
+
+
+def load_markdown(source: Source) -> Iterator[Document]:
     import frontmatter  # small, but only needed when ingesting
     import yaml
 
-    text = _read_text(path)
+    text = _read_text(source.path)
     try:
         post = frontmatter.loads(text)
     except (yaml.YAMLError, ValueError) as exc:
@@ -90,46 +125,195 @@ def load_markdown(path: Path, doc_id: str, source: str) -> Document:
         raise SkipFile(f"invalid front matter: {first}") from None
     meta = post.metadata if isinstance(post.metadata, dict) else {}
     body = post.content
-    if not body.strip():
-        raise SkipFile("no text after the front matter")
     title = meta.get("title")
-    if title is not None and not isinstance(title, str):
-        title = str(title)
-    title = title or _first_heading(body) or path.stem
-    acl = parse_acl(meta.get("acl"), "front matter")
-    return Document(doc_id, source, title, body, acl, content_hash(title, body),
-                    path.stat().st_mtime, "markdown")
+    title = str(title) if title is not None else None
+    title = title or _first_heading(body) or source.path.stem
+    acl = parse_acl(meta["acl"], "front matter") if meta.get("acl") is not None else None
+    yield _document(source, title, body, "markdown", acl)
 
 
-def load_text(path: Path, doc_id: str, source: str) -> Document:
-    text = _read_text(path)
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), path.stem)
-    title = first[:120]
-    return Document(doc_id, source, title, text, (PUBLIC_GROUP,), content_hash(title, text),
-                    path.stat().st_mtime, "text")
+def load_text(source: Source) -> Iterator[Document]:
+    text = _read_text(source.path)
+    title = next((ln.strip() for ln in text.splitlines() if ln.strip()), source.path.stem)[:120]
+    yield _document(source, title, text, "text")
+
+
+_HTML_DROP = "script, style, noscript, nav, header, footer, aside, form, iframe, svg, template"
+_HTML_BLOCKS = {"p", "div", "section", "article", "main", "blockquote", "dd", "dt", "figcaption"}
+
+
+def _html_to_markdown(node: object) -> str:
+    """Render an HTML element tree as Markdown-like text that the chunker understands."""
+    out: list[str] = []
+
+    def text_of(n: object) -> str:
+        return " ".join((n.text(deep=True, separator=" ") or "").split())  # type: ignore[attr-defined]
+
+    def visit(n: object) -> None:
+        for child in n.iter(include_text=True):  # type: ignore[attr-defined]
+            tag = child.tag
+            if tag == "-text":
+                words = " ".join((child.text_content or "").split())
+                if words:
+                    out.append(words + " ")
+            elif tag in {"h1", "h2", "h3", "h4", "h5", "h6"}:
+                out.append(f"\n\n{'#' * int(tag[1])} {text_of(child)}\n\n")
+            elif tag == "pre":
+                body = child.text(deep=True) or ""
+                out.append(f"\n\n```\n{body.strip(chr(10))}\n```\n\n")
+            elif tag == "li":
+                out.append(f"\n- {text_of(child)}\n")
+            elif tag == "table":
+                rows = []
+                for i, tr in enumerate(child.css("tr")):
+                    cells = [text_of(c).replace("|", "/") for c in tr.css("th, td")]
+                    rows.append("| " + " | ".join(cells) + " |")
+                    if i == 0:
+                        rows.append("|" + "---|" * len(cells))
+                out.append("\n\n" + "\n".join(rows) + "\n\n")
+            elif tag == "br":
+                out.append("\n")
+            elif tag in _HTML_BLOCKS:
+                out.append("\n\n")
+                visit(child)
+                out.append("\n\n")
+            else:
+                visit(child)
+
+    visit(node)
+    text = "".join(out)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
+
+
+def load_html(source: Source) -> Iterator[Document]:
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(_read_text(source.path))
+    for junk in tree.css(_HTML_DROP):
+        junk.decompose()
+    main = tree.css_first("main") or tree.css_first("article") or tree.css_first("[role=main]") \
+        or tree.body
+    if main is None:
+        raise SkipFile("no HTML body")
+    title_node = tree.css_first("title") or tree.css_first("h1")
+    title = " ".join(title_node.text().split()) if title_node else ""
+    body = _html_to_markdown(main)
+    yield _document(source, title or _first_heading(body) or source.path.stem, body, "html")
+
+
+def load_pdf(source: Source) -> Iterator[Document]:
+    import logging
+
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    _read_bytes(source.path)  # size and permission checks
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
+    try:
+        reader = PdfReader(str(source.path))
+        if reader.is_encrypted:
+            raise SkipFile("encrypted PDF")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except SkipFile:
+        raise
+    except (PyPdfError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
+        raise SkipFile(f"broken PDF: {type(exc).__name__}: {str(exc)[:120]}") from None
+    if not any(pages):
+        raise SkipFile("PDF has no extractable text")
+    text = f"\n{PAGE_BREAK}\n".join(pages)
+    yield _document(source, str(meta_title).strip() or source.path.stem, text, "pdf")
+
+
+def load_jsonl(source: Source) -> Iterator[Document]:
+    """A BEIR-style corpus: one document per line; doc_id is the ``_id``."""
+    _read_bytes(source.path, MAX_JSONL_BYTES)
+    mtime = source.path.stat().st_mtime
+    seen: set[str] = set()
+    try:
+        with source.path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    doc_id = str(row["_id"])
+                    title = str(row.get("title") or "")
+                    text = str(row.get("text") or "")
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    raise SkipFile(f"line {number} is not a JSON object with an _id") from None
+                if doc_id in seen:
+                    raise SkipFile(f"line {number}: duplicate _id {doc_id!r}")
+                seen.add(doc_id)
+                if not text.strip():
+                    text = title  # a title-only document is still searchable by its title
+                if not text.strip():
+                    continue
+                acl = parse_acl(row["acl"], f"line {number}") if row.get("acl") else None
+                yield Document(doc_id, f"{source.path}#{doc_id}", title or doc_id, text,
+                               acl or source.acl or (PUBLIC_GROUP,), content_hash(title, text),
+                               mtime, "jsonl", str(source.root))
+    except UnicodeDecodeError as exc:
+        raise SkipFile(f"not valid UTF-8 (byte {exc.start})") from None
 
 
 LOADERS: dict[str, Loader] = {
     ".md": load_markdown,
     ".markdown": load_markdown,
     ".txt": load_text,
+    ".html": load_html,
+    ".htm": load_html,
+    ".pdf": load_pdf,
+    ".jsonl": load_jsonl,
 }
 
 
-def _walk(root: Path) -> Iterator[Path]:
+def read_acl_rules(root: Path) -> list[tuple[str, tuple[str, ...]]]:
+    """``acl.toml`` at a corpus root: ``"glob" = ["group", ...]``, the last match wins.
+
+    Globs match the path relative to the root, with fnmatch rules (``*`` also crosses ``/``).
+    """
+    path = root / ACL_FILE
+    if not path.is_file():
+        return []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"{path} is not a readable TOML file: {exc}") from None
+    table = data.get("acl", data)
+    rules = []
+    for pattern, groups in table.items():
+        try:
+            rules.append((str(pattern), parse_acl(groups, f"{path} [{pattern}]")))
+        except SkipFile as exc:
+            raise InputError(str(exc)) from None
+    return rules
+
+
+def _match_acl(rules: list[tuple[str, tuple[str, ...]]], doc_id: str) -> tuple[str, ...] | None:
+    found = None
+    for pattern, groups in rules:
+        if fnmatch.fnmatchcase(doc_id, pattern):
+            found = groups
+    return found
+
+
+def walk(root: Path) -> Iterator[Path]:
     """Files below root in a stable order; follows no symlinked directories (no loops)."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith("."):
+            if not name.startswith(".") and name != ACL_FILE:
                 yield Path(dirpath) / name
 
 
-def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Path, bool]]:
-    """Yield (file, corpus root, named) for every file under the given paths.
+def discover(paths: Iterable[Path]) -> Iterator[Source]:
+    """Yield a Source for every file under the given paths.
 
-    ``named`` is true for a file given directly rather than found in a directory. A path that
-    does not exist raises InputError before anything is yielded.
+    A path that does not exist raises InputError before anything is yielded. A directory is a
+    corpus root (doc_ids are relative to it); a JSONL file is a corpus root of its own; another
+    file's root is its directory.
     """
     paths = list(paths)
     for path in paths:
@@ -138,37 +322,52 @@ def discover(paths: Iterable[Path]) -> Iterator[tuple[Path, Path, bool]]:
     for path in paths:
         path = path.resolve()
         if path.is_dir():
-            for file in _walk(path):
-                yield file, path, False
+            rules = read_acl_rules(path)
+            for file in walk(path):
+                doc_id = file.relative_to(path).as_posix()
+                yield Source(file, path, doc_id, False, _match_acl(rules, doc_id))
+        elif path.suffix.lower() == ".jsonl":
+            yield Source(path, path, path.name, True)
         else:
-            yield path, path.parent, True
+            rules = read_acl_rules(path.parent)
+            yield Source(path, path.parent, path.name, True, _match_acl(rules, path.name))
 
 
-@dataclass(frozen=True)
+@dataclass
 class Loaded:
-    documents: list[Document]
-    skipped: list[Skipped]  # supported or named files that could not be used, with the reason
-    ignored: int  # files of unsupported types found while walking a directory
+    documents: list[Document] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)  # files that could not be used, and why
+    ignored: int = 0  # files of unsupported types found while walking a directory
+    roots: set[str] = field(default_factory=set)  # corpus roots read whole (directories, JSONL)
+    unreadable: set[tuple[str, str]] = field(default_factory=set)  # (root, doc_id): never delete
 
 
 def load_documents(paths: Iterable[Path]) -> Loaded:
     """Load every supported file under ``paths``; say what was skipped and why."""
-    documents: dict[str, Document] = {}
-    skipped: list[Skipped] = []
-    ignored = 0
-    for file, root, named in discover(paths):
-        loader = LOADERS.get(file.suffix.lower())
+    paths = list(paths)
+    loaded = Loaded()
+    documents: dict[tuple[str, str], Document] = {}
+    for source in discover(paths):
+        loader = LOADERS.get(source.path.suffix.lower())
         if loader is None:
-            if named:
-                skipped.append(Skipped(str(file), f"unsupported file type {file.suffix or '(none)'}"))
+            if source.named:
+                loaded.skipped.append(Skipped(str(source.path),
+                                              f"unsupported file type {source.path.suffix or '(none)'}"))
             else:
-                ignored += 1
+                loaded.ignored += 1
             continue
-        doc_id = file.relative_to(root).as_posix()
         try:
-            document = loader(file, doc_id, str(file))
+            batch = list(loader(source))
         except SkipFile as exc:
-            skipped.append(Skipped(str(file), str(exc)))
+            loaded.skipped.append(Skipped(str(source.path), str(exc)))
+            loaded.unreadable.add((str(source.root), source.doc_id))
             continue
-        documents[doc_id] = document
-    return Loaded(list(documents.values()), skipped, ignored)
+        for document in batch:
+            documents[(document.root, document.doc_id)] = document
+    loaded.documents = list(documents.values())
+    broken = {root for root, _ in loaded.unreadable}
+    for path in paths:
+        resolved = path.resolve()
+        if resolved.is_dir() or (resolved.suffix.lower() == ".jsonl" and str(resolved) not in broken):
+            loaded.roots.add(str(resolved))  # a broken JSONL corpus file deletes nothing
+    return loaded

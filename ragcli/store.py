@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +31,15 @@ if TYPE_CHECKING:
 FORMAT = 1
 TABLE = "chunks"
 MANIFEST = "ragcli.json"
-_COLUMNS = ["chunk_id", "doc_id", "ordinal", "source", "title", "heading_path", "text",
-            "chunk_hash", "doc_hash", "acl", "indexed_at", "run_id", "embedder"]
+LAST_RUN = "last_run.json"
+_COLUMNS = ["chunk_id", "doc_id", "ordinal", "source", "root", "title", "heading_path", "text",
+            "chunk_hash", "doc_hash", "acl", "pages", "mtime", "indexed_at", "run_id", "embedder"]
+PIN_PREFIX = "audit-v"
+_NEVER = timedelta(days=365 * 100)  # tag of a table version an audit record points at
+
+
+def _sql_list(values: Sequence[str]) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
 
 def acl_filter(groups: Sequence[str]) -> str:
@@ -57,6 +64,7 @@ def _schema(dim: int) -> Any:
         ("doc_id", pa.string()),
         ("ordinal", pa.int32()),
         ("source", pa.string()),
+        ("root", pa.string()),
         ("title", pa.string()),
         ("heading_path", pa.string()),
         ("text", pa.string()),
@@ -64,6 +72,8 @@ def _schema(dim: int) -> Any:
         ("chunk_hash", pa.string()),
         ("doc_hash", pa.string()),
         ("acl", pa.list_(pa.string())),
+        ("pages", pa.list_(pa.int32())),
+        ("mtime", pa.float64()),
         ("indexed_at", pa.timestamp("us", tz="UTC")),
         ("run_id", pa.string()),
         ("embedder", pa.string()),
@@ -72,7 +82,7 @@ def _schema(dim: int) -> Any:
 
 
 class Store:
-    """A ragcli store on disk. Open it with :meth:`open` (read) or :meth:`open_for_write`."""
+    """A ragcli store on disk. Open it with :meth:`open` (read) or :meth:`open_or_create`."""
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
@@ -98,23 +108,51 @@ class Store:
         return cls(path, manifest)
 
     @classmethod
-    def open_for_write(cls, path: Path, embedder_id: str, dim: int) -> Store:
+    def open_or_create(cls, path: Path, embedder_id: str, dim: int) -> Store:
+        """Open the store at ``path``, creating an empty one (for this embedder) if there is none.
+
+        The embedder is not checked here: writers check it under the lock (see indexing.py).
+        """
         if (path / MANIFEST).is_file():
-            store = cls.open(path)
-            store.require_embedder(embedder_id)
-            return store
+            return cls.open(path)
         if path.exists() and not path.is_dir():
             raise StoreError(f"store path {path} exists and is not a directory")
         try:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            manifest = Manifest(embedder_id, dim, datetime.now(UTC).isoformat())
-            tmp = path / (MANIFEST + ".tmp")
-            tmp.write_text(json.dumps(manifest.__dict__, indent=2) + "\n", encoding="utf-8")
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path / MANIFEST)
         except OSError as exc:
             raise StoreError(f"cannot create store at {path}: {exc.strerror or exc}") from None
-        return cls(path, manifest)
+        store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat()))
+        store._write_manifest()
+        return store
+
+    def _write_manifest(self) -> None:
+        try:
+            tmp = self.path / (MANIFEST + ".tmp")
+            tmp.write_text(json.dumps(self.manifest.__dict__, indent=2) + "\n", encoding="utf-8")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path / MANIFEST)
+        except OSError as exc:
+            raise StoreError(f"cannot write store manifest in {self.path}: {exc}") from None
+
+    def reset(self, embedder_id: str, dim: int) -> None:
+        """Drop the chunks table and adopt another embedder (a reindex re-embeds everything).
+
+        Crash-safe in this order: if killed after the drop, the manifest still names the old
+        embedder, so the next reindex resets again and converges.
+        """
+        db = self._db()
+        if TABLE in db.list_tables().tables:
+            db.drop_table(TABLE)
+        self._table = None
+        self.manifest = Manifest(embedder_id, dim, datetime.now(UTC).isoformat())
+        self._write_manifest()
+
+    def has_table(self) -> bool:
+        try:
+            self.table()
+        except StoreMissingError:
+            return False
+        return True
 
     def require_embedder(self, embedder_id: str) -> None:
         if embedder_id != self.manifest.embedder:
@@ -174,21 +212,38 @@ class Store:
         return table.search().select(list(columns)).limit(total).to_list()  # type: ignore[no-any-return]
 
     def documents(self) -> dict[str, dict[str, Any]]:
-        """doc_id -> {doc_hash, acl, source, chunks} for every indexed document."""
+        """doc_id -> {doc_hash, acl, source, root, mtime, chunks} for every indexed document."""
         docs: dict[str, dict[str, Any]] = {}
-        for row in self.scan(["doc_id", "doc_hash", "acl", "source"]):
+        for row in self.scan(["doc_id", "doc_hash", "acl", "source", "root", "mtime"]):
             entry = docs.setdefault(row["doc_id"], {"doc_hash": row["doc_hash"],
                                                     "acl": tuple(row["acl"]),
-                                                    "source": row["source"], "chunks": 0})
+                                                    "source": row["source"], "root": row["root"],
+                                                    "mtime": row["mtime"], "chunks": 0})
             entry["chunks"] += 1
         return docs
 
+    def vectors_for(self, doc_ids: Sequence[str]) -> dict[tuple[str, str], Any]:
+        """(doc_id, chunk_hash) -> stored vector, to reuse instead of embedding again."""
+        if not doc_ids:
+            return {}
+        table = self.table()
+        found: dict[tuple[str, str], Any] = {}
+        for start in range(0, len(doc_ids), 500):
+            part = doc_ids[start:start + 500]
+            rows = (table.search().where(f"doc_id IN ({_sql_list(part)})")
+                    .select(["doc_id", "chunk_hash", "vector"]).limit(1_000_000).to_list())
+            for row in rows:
+                found[(row["doc_id"], row["chunk_hash"])] = row["vector"]
+        return found
+
     # ---- writing -------------------------------------------------------------------------
     def replace_documents(self, doc_ids: Sequence[str], chunks: Sequence[Chunk],
-                          vectors: np.ndarray, *, run_id: str) -> int:
+                          vectors: np.ndarray, *, run_id: str,
+                          roots: dict[str, tuple[str, float]]) -> int:
         """Atomically replace every chunk of ``doc_ids`` by ``chunks``; returns the new version.
 
-        One ``merge_insert`` commit: a concurrent reader sees each document all old or all new.
+        ``roots`` maps each doc_id with chunks to its (corpus root, source mtime). A doc_id without
+        chunks is deleted. One commit: a concurrent reader sees each document all old or all new.
         Must be called under :meth:`writer_lock`.
         """
         import pyarrow as pa
@@ -199,13 +254,17 @@ class Store:
         now = datetime.now(UTC)
         data = pa.Table.from_pylist([
             {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "ordinal": c.ordinal, "source": c.source,
-             "title": c.title, "heading_path": c.heading_path, "text": c.text,
-             "search_text": c.search_text, "chunk_hash": c.chunk_hash, "doc_hash": c.doc_hash,
-             "acl": list(c.acl), "indexed_at": now, "run_id": run_id,
+             "root": roots[c.doc_id][0], "title": c.title, "heading_path": c.heading_path,
+             "text": c.text, "search_text": c.search_text, "chunk_hash": c.chunk_hash,
+             "doc_hash": c.doc_hash, "acl": list(c.acl), "pages": list(c.pages),
+             "mtime": roots[c.doc_id][1], "indexed_at": now, "run_id": run_id,
              "embedder": self.manifest.embedder, "vector": vectors[i].tolist()}
             for i, c in enumerate(chunks)
         ], schema=_schema(self.manifest.dim))
-        ids = ", ".join("'" + d.replace("'", "''") + "'" for d in doc_ids)
+        if not chunks:  # deletions only
+            table.delete(f"doc_id IN ({_sql_list(doc_ids)})")
+            return int(table.version)
+        ids = _sql_list(doc_ids)
         (table.merge_insert("chunk_id")
          .when_matched_update_all()
          .when_not_matched_insert_all()
@@ -213,8 +272,10 @@ class Store:
          .execute(data))
         return int(table.version)
 
-    def refresh_indices(self) -> None:
-        """Create the FTS and ACL indices on first use; afterwards fold new rows into them."""
+    def refresh_indices(self, retention: timedelta = timedelta(days=7)) -> None:
+        """Create the FTS and ACL indices on first use; afterwards fold new rows into them,
+        compact small files, and remove versions older than ``retention`` that no audit record
+        pins (pinned versions carry a tag, and LanceDB's cleanup never removes a tagged one)."""
         from lancedb.index import FTS, LabelList
 
         table = self.table()
@@ -224,7 +285,36 @@ class Store:
         if "acl_idx" not in names:
             table.create_index("acl", config=LabelList())
         if names >= {"search_text_idx", "acl_idx"}:
-            table.optimize()
+            # compact and fold new rows into the indices; no cleanup here, because lancedb's
+            # optimize refuses to run once a tagged (pinned) version is older than its window
+            table.optimize(cleanup_older_than=_NEVER)
+            table.to_lance().cleanup_old_versions(older_than=retention,
+                                                  error_if_tagged_old_versions=False)
+
+    def pin_version(self, version: int) -> None:
+        """Tag ``version`` so that cleanup keeps it while an audit record points at it."""
+        table = self.table()
+        name = f"{PIN_PREFIX}{version}"
+        try:
+            if name not in table.tags.list():
+                table.tags.create(name, version)
+        except (ValueError, RuntimeError, OSError) as exc:
+            if "exist" not in str(exc).lower():  # a concurrent ask pinned it first: fine
+                raise StoreError(f"cannot pin store version {version}: {exc}") from None
+
+    def last_run(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / LAST_RUN).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return None
+
+    def record_run(self, summary: dict[str, Any]) -> None:
+        tmp = self.path / (LAST_RUN + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path / LAST_RUN)
+
+    def disk_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
 
     # ---- searching -----------------------------------------------------------------------
     def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int,

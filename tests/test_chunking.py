@@ -28,7 +28,7 @@ def test_code_block_and_table_stay_whole() -> None:
     code = "```bash\necho one\n\necho two\n```"
     table = "| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |"
     text = f"# H\n\nIntro.\n\n{code}\n\nMiddle.\n\n{table}\n"
-    chunks = chunk_document(doc(text), words, 12)
+    chunks = chunk_document(doc(text), words, 24)
     assert any(code in c.text for c in chunks)
     assert any(table in c.text for c in chunks)
 

@@ -80,7 +80,7 @@ def test_store_refuses_other_embedder(store_path: Path) -> None:
 def test_missing_and_empty_store(tmp_path: Path) -> None:
     with pytest.raises(StoreMissingError, match="no ragcli store"):
         Store.open(tmp_path / "nothing")
-    empty = Store.open_for_write(tmp_path / "empty", "x", 4)
+    empty = Store.open_or_create(tmp_path / "empty", "x", 4)
     with pytest.raises(StoreMissingError, match="empty"):
         empty.table()
 

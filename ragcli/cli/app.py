@@ -64,27 +64,40 @@ def _settings(config: Path | None, **flags: Any) -> Any:
     return load_settings(flags, config=config)
 
 
-@app.command()
-def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or directories to index.",
-                                                show_default=False)],
-    store: StoreOpt = None,
-    config: ConfigOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Index Markdown and text files into the store (only new or changed documents are embedded)."""
+PathsArg = Annotated[list[Path], typer.Argument(help="Files or directories (corpus roots); a "
+                                             "BEIR-style .jsonl file is a corpus of its own.",
+                                             show_default=False)]
+
+
+def _index(paths: list[Path], store: Path | None, config: Path | None, as_json: bool,
+           *, delete_missing: bool) -> None:
     from ..embedder import get_embedder
-    from ..indexing import ingest as run_ingest
+    from ..indexing import index_paths
 
     settings = _settings(config, store=store)
     embedder = get_embedder(settings.embedder)
-    report = run_ingest(paths, settings.store, embedder, progress=_progress_bar(as_json))
+    report = index_paths(paths, settings.store, embedder, delete_missing=delete_missing,
+                         progress=_progress_bar(as_json))
     if as_json:
         render.print_json(report.to_json())
     else:
-        render.ingest_summary(report)
+        render.index_summary(report, "reindexed" if delete_missing else "ingested")
     if report.skipped:
         raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+@app.command()
+def ingest(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
+           as_json: JsonOpt = False) -> None:
+    """Index Markdown, text, HTML, PDF and JSONL files (only new or changed ones are embedded)."""
+    _index(paths, store, config, as_json, delete_missing=False)
+
+
+@app.command()
+def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
+            as_json: JsonOpt = False) -> None:
+    """Bring the store in line with its sources: add, update and delete; safe to run from cron."""
+    _index(paths, store, config, as_json, delete_missing=True)
 
 
 def _progress_bar(quiet: bool) -> Any:
@@ -146,16 +159,22 @@ def ask(
 
 @app.command()
 def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Show what the store holds: documents, chunks, version, embedder."""
+    """What the store holds, when it was last indexed, and which sources changed since."""
+    from ..indexing import staleness
     from ..store import Store
 
     settings = _settings(config, store=store)
     opened = Store.open(settings.store)
     documents = opened.documents()
+    last = opened.last_run() or {}
     data = {"store": str(settings.store), "documents": len(documents),
             "chunks": sum(d["chunks"] for d in documents.values()),
             "version": opened.version, "embedder": opened.manifest.embedder,
-            "created_at": opened.manifest.created_at}
+            "created_at": opened.manifest.created_at,
+            "last_run": {k: last.get(k) for k in ("finished_at", "command", "added", "changed",
+                                                  "deleted", "seconds")} if last else None,
+            "disk_bytes": opened.disk_bytes(),
+            "staleness": staleness(opened).to_json()}
     if as_json:
         render.print_json(data)
     else:

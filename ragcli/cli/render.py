@@ -40,15 +40,18 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def ingest_summary(report: Any) -> None:
-    out = stdout()
+def index_summary(report: Any, verb: str) -> None:
+    """One line for cron logs; skipped files as warnings on stderr."""
     for skipped in report.skipped:
         warning(f"skipped {skipped.source}: {skipped.reason}")
-    version = "unchanged" if report.version is None else f"version {report.version}"
-    out.print(f"ingested {report.added + report.changed + report.unchanged} documents "
-              f"({report.added} added, {report.changed} changed, {report.unchanged} unchanged), "
-              f"{report.chunks_written} chunks written, {len(report.skipped)} skipped, "
-              f"store {version}, {report.seconds:.1f} s")
+    version = "no store" if report.version is None else f"version {report.version}"
+    total = report.added + report.changed + report.acl_changed + report.unchanged
+    rebuilt = ", re-embedded for a new embedder" if report.rebuilt else ""
+    stdout().print(f"{verb} {total} documents ({report.added} added, {report.changed} changed, "
+                   f"{report.acl_changed} acl changed, {report.deleted} deleted, "
+                   f"{report.unchanged} unchanged), {report.chunks_written} chunks written "
+                   f"({report.chunks_embedded} embedded), {len(report.skipped)} skipped, "
+                   f"store {version}{rebuilt}, {report.seconds:.1f} s")
 
 
 def answer(result: Any) -> None:
@@ -81,5 +84,11 @@ def status(data: dict[str, Any]) -> None:
     out = stdout()
     table = Table(show_header=False, box=None)
     for key, value in data.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items() if k != "examples")
         table.add_row(key, str(value))
     out.print(table)
+    examples = (data.get("staleness") or {}).get("examples") or []
+    if examples:
+        out.print("stale sources (run 'ragcli reindex' on their corpus roots): "
+                  + ", ".join(examples))

@@ -1,0 +1,55 @@
+"""See scripts/bench_ingest."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ragcli.embedder import MiniLMEmbedder
+from ragcli.indexing import reindex
+from ragcli.store import Store
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
+
+
+def main() -> None:
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
+    if not source.is_file():
+        sys.exit(f"bench_ingest: corpus not found: {source} (pass a BEIR corpus.jsonl)")
+    embedder = MiniLMEmbedder()
+    embedder.embed(["warm up the model"])  # load time is not ingest throughput
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.jsonl"
+        corpus.write_bytes(source.read_bytes())
+        store = Path(tmp) / "store"
+        rows = []
+
+        def run(label: str) -> None:
+            start = time.perf_counter()
+            report = reindex([corpus], store, embedder)
+            seconds = time.perf_counter() - start
+            touched = report.added + report.changed + report.deleted
+            rows.append((label, seconds, touched, report.chunks_embedded, Store.open(store).version))
+
+        run("full ingest")
+        run("no-op reindex")
+        lines = corpus.read_text(encoding="utf-8").splitlines()
+        for i in range(0, len(lines), 100):  # change 1 % of the documents
+            row = json.loads(lines[i])
+            row["text"] += " (revised)"
+            lines[i] = json.dumps(row)
+        corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        run("reindex, 1 % changed")
+        documents = len(Store.open(store).documents())
+    print(f"corpus: {source} ({documents} documents), embedder: {embedder.id}")
+    print(f"{'run':<24}{'seconds':>9}{'docs':>8}{'docs/s':>9}{'chunks':>8}{'chunks/s':>10}{'version':>9}")
+    for label, seconds, docs, chunks, version in rows:
+        print(f"{label:<24}{seconds:>9.2f}{docs:>8}{docs / seconds:>9.1f}{chunks:>8}"
+              f"{chunks / seconds:>10.1f}{version:>9}")
+
+
+if __name__ == "__main__":
+    main()

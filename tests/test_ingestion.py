@@ -1,0 +1,298 @@
+"""Production ingestion: formats, ACLs, incremental reindex, locking, crash safety, staleness.
+
+All against the real LanceDB store, with the hash embedder for speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import HANDBOOK, ROOT
+from fakes import HashEmbedder
+from pdfs import make_pdf
+from ragcli.errors import EmbedderMismatchError
+from ragcli.indexing import index_paths, ingest, reindex, staleness
+from ragcli.retrieval import retrieve
+from ragcli.sources import load_documents
+from ragcli.store import Store
+
+SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
+RUNNER = Path(__file__).resolve().parent / "run_with_fakes.py"
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, str(RUNNER), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAGCLI_EMBEDDER": "test-hash", **(env or {})})
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "corpus"
+    shutil.copytree(HANDBOOK, root)
+    return root
+
+
+# ---- formats ---------------------------------------------------------------------------------
+def test_html_main_content_only(tmp_path: Path) -> None:
+    page = tmp_path / "c" / "page.html"
+    page.parent.mkdir()
+    page.write_text("""<html><head><title>Kestrel status page</title><script>var x=1;</script>
+    </head><body><nav>Home | Docs | Login</nav><main><h1>Status</h1><p>All systems go.</p>
+    <h2>Limits</h2><table><tr><th>Plan</th><th>RPM</th></tr><tr><td>Team</td><td>600</td></tr>
+    </table><pre>curl -s status.kestrel.example</pre><ul><li>one</li><li>two</li></ul></main>
+    <footer>Copyright</footer></body></html>""")
+    [doc] = load_documents([page.parent]).documents
+    assert doc.title == "Kestrel status page"
+    assert "Home | Docs" not in doc.text and "Copyright" not in doc.text and "var x" not in doc.text
+    assert "# Status" in doc.text and "## Limits" in doc.text
+    assert "| Plan | RPM |\n|---|---|\n| Team | 600 |" in doc.text
+    assert "```\ncurl -s status.kestrel.example\n```" in doc.text
+    assert "- one" in doc.text
+
+
+def test_pdf_pages_are_kept_in_provenance(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "guide.pdf").write_bytes(make_pdf(["Llamas hum when content.",
+                                               "Alpacas spit when annoyed."], "Camelid guide"))
+    (root / "broken.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf")
+    report = ingest([root], tmp_path / "s", hash_embedder)
+    assert report.added == 1
+    assert [Path(s.source).name for s in report.skipped] == ["broken.pdf"]
+    assert report.skipped[0].reason.startswith(("broken PDF", "PDF has no"))
+    rows = Store.open(tmp_path / "s").scan(["chunk_id", "text", "pages", "title"])
+    pages = {r["text"]: r["pages"] for r in rows}
+    assert pages == {"Llamas hum when content.\n\nAlpacas spit when annoyed.": [1, 2]} or \
+        pages == {"Llamas hum when content.": [1], "Alpacas spit when annoyed.": [2]}
+    assert rows[0]["title"] == "Camelid guide"
+
+
+def test_beir_jsonl_is_one_document_per_line(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    lines = [{"_id": "d1", "title": "Llamas", "text": "Llamas are camelids."},
+             {"_id": "d2", "title": "", "text": "Alpacas are smaller."},
+             {"_id": "d3", "title": "Empty", "text": ""}]
+    corpus.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    report = ingest([corpus], tmp_path / "s", hash_embedder)
+    assert report.added == 3
+    docs = Store.open(tmp_path / "s").documents()
+    assert set(docs) == {"d1", "d2", "d3"}
+    assert docs["d1"]["source"] == f"{corpus}#d1"
+    corpus.write_text("\n".join(json.dumps(x) for x in lines[:2]) + "\n")
+    assert reindex([corpus], tmp_path / "s", hash_embedder).deleted == 1
+    corpus.write_text('{"_id": "d1", "text": "ok"}\nnot json\n')
+    broken = reindex([corpus], tmp_path / "s", hash_embedder)
+    assert "line 2" in broken.skipped[0].reason
+    assert broken.deleted == 0 and set(Store.open(tmp_path / "s").documents()) == {"d1", "d2"}
+
+
+@pytest.mark.skipif(not SCIFACT.is_file(), reason="../shared/data/scifact not present")
+def test_scifact_slice_ingests(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    part = tmp_path / "scifact.jsonl"
+    with SCIFACT.open() as handle:
+        part.write_text("".join(next(handle) for _ in range(300)))
+    report = ingest([part], tmp_path / "s", hash_embedder)
+    assert report.added == 300 and not report.skipped
+    assert len(Store.open(tmp_path / "s").documents()) == 300
+
+
+# ---- ACLs ------------------------------------------------------------------------------------
+def test_acl_toml_globs_and_front_matter_precedence(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    (root / "legal").mkdir(parents=True)
+    (root / "acl.toml").write_text('"legal/*" = ["legal"]\n"legal/open.md" = ["legal", "sales"]\n')
+    (root / "legal" / "nda.md").write_text("NDA text\n")
+    (root / "legal" / "open.md").write_text("Open text\n")
+    (root / "legal" / "fm.md").write_text("---\nacl: [board]\n---\nBoard text\n")
+    (root / "public.md").write_text("Public text\n")
+    docs = {d.doc_id: d.acl for d in load_documents([root]).documents}
+    assert docs == {"legal/nda.md": ("legal",), "legal/open.md": ("legal", "sales"),
+                    "legal/fm.md": ("board",), "public.md": ("public",)}
+
+
+def test_acl_change_alone_embeds_nothing(corpus: Path, tmp_path: Path,
+                                         hash_embedder: HashEmbedder) -> None:
+    store_path = tmp_path / "s"
+    reindex([corpus], store_path, hash_embedder)
+    doc = corpus / "hr" / "parental-leave.md"
+    doc.write_text(doc.read_text().replace("title: Parental leave policy",
+                                           "title: Parental leave policy\nacl: [hr]"))
+    report = reindex([corpus], store_path, hash_embedder)
+    assert (report.acl_changed, report.changed, report.chunks_embedded) == (1, 0, 0)
+    assert report.chunks_written > 0
+    found = retrieve(Store.open(store_path), hash_embedder, "parental leave weeks", [],
+                     top_k=10, candidates=50)
+    assert all(h.doc_id != "hr/parental-leave.md" for h in found.hits)
+
+
+# ---- incremental reindex ---------------------------------------------------------------------
+def test_edit_delete_and_noop(corpus: Path, tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    store_path = tmp_path / "s"
+    first = reindex([corpus], store_path, hash_embedder)
+    assert first.added == 45
+    doc = corpus / "security" / "mfa.md"
+    doc.write_text(doc.read_text().replace("within 1 hour", "within 30 minutes"))
+    (corpus / "runbooks" / "redis-cache.md").unlink()
+    report = reindex([corpus], store_path, hash_embedder)
+    assert (report.added, report.changed, report.deleted, report.unchanged) == (0, 1, 1, 43)
+    assert 0 < report.chunks_embedded < report.chunks_written  # unchanged chunks kept vectors
+    store = Store.open(store_path)
+    assert store.search_fts("FLUSHDB redis sessions", ["public"], 50) == [] or all(
+        r["doc_id"] != "runbooks/redis-cache.md"
+        for r in store.search_fts("FLUSHDB redis sessions", ["public"], 50))
+    vector = hash_embedder.embed(["Flushing the Redis session cache FLUSHDB"])[0]
+    assert all(r["doc_id"] != "runbooks/redis-cache.md"
+               for r in store.search_vector(vector, ["public"], 100))
+    version = store.version
+    again = reindex([corpus], store_path, hash_embedder)
+    assert (again.added, again.changed, again.deleted, again.chunks_written) == (0, 0, 0, 0)
+    assert Store.open(store_path).version == version
+
+
+def test_unreadable_file_is_skipped_not_deleted(corpus: Path, tmp_path: Path,
+                                                hash_embedder: HashEmbedder) -> None:
+    store_path = tmp_path / "s"
+    reindex([corpus], store_path, hash_embedder)
+    (corpus / "hr" / "benefits.md").write_bytes(b"\xff\xfe\x00binary now")
+    report = reindex([corpus], store_path, hash_embedder)
+    assert report.deleted == 0 and len(report.skipped) == 1
+    assert "hr/benefits.md" in Store.open(store_path).documents()
+
+
+def test_changing_the_embedder_reembeds_on_reindex(corpus: Path, tmp_path: Path,
+                                                   hash_embedder: HashEmbedder) -> None:
+    class Smaller(HashEmbedder):
+        id = "test-hash-64"
+        dim = 64
+
+    store_path = tmp_path / "s"
+    reindex([corpus], store_path, hash_embedder)
+    with pytest.raises(EmbedderMismatchError):
+        ingest([corpus], store_path, Smaller())
+    report = reindex([corpus], store_path, Smaller())
+    assert report.rebuilt and report.added == 45
+    store = Store.open(store_path)
+    assert store.manifest.embedder == "test-hash-64" and store.manifest.dim == 64
+
+
+def test_pinned_versions_survive_cleanup(corpus: Path, tmp_path: Path,
+                                         hash_embedder: HashEmbedder) -> None:
+    store_path = tmp_path / "s"
+    reindex([corpus], store_path, hash_embedder)
+    store = Store.open(store_path)
+    pinned = store.version
+    store.pin_version(pinned)
+    store.pin_version(pinned)  # idempotent
+    for text in ("one", "two"):
+        (corpus / f"{text}.md").write_text(f"# {text}\n\nnew text {text}\n")
+        index_paths([corpus], store_path, hash_embedder, delete_missing=True,
+                    retention=timedelta(0))
+    table = Store.open(store_path).table()
+    versions = {v["version"] for v in table.list_versions()}
+    assert pinned in versions
+    table.checkout(pinned)
+    assert table.count_rows() > 0
+
+
+def test_status_reports_staleness(corpus: Path, tmp_path: Path,
+                                  hash_embedder: HashEmbedder) -> None:
+    store_path = tmp_path / "s"
+    reindex([corpus], store_path, hash_embedder)
+    assert staleness(Store.open(store_path)).to_json()["stale"] is False
+    doc = corpus / "it" / "vpn.md"
+    doc.write_text(doc.read_text() + "\nAlso: restart the client.\n")
+    (corpus / "it" / "hardware.md").unlink()
+    (corpus / "it" / "printers.md").write_text("# Printers\n\nThere are none.\n")
+    touched = corpus / "it" / "helpdesk.md"
+    os.utime(touched, (time.time() + 5, time.time() + 5))  # newer mtime, same content
+    stale = staleness(Store.open(store_path))
+    assert (stale.changed, stale.deleted, stale.new) == (("it/vpn.md",), ("it/hardware.md",),
+                                                          ("it/printers.md",))
+
+
+# ---- one writer, crash safety ----------------------------------------------------------------
+def _big_corpus(root: Path, documents: int) -> Path:
+    root.mkdir(parents=True)
+    rng = random.Random(7)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    for i in range(documents):
+        body = "\n\n".join(" ".join(rng.choice(words) for _ in range(40)) for _ in range(3))
+        (root / f"doc{i:04d}.md").write_text(f"# Document {i}\n\n{body}\n")
+    return root
+
+
+def _assert_consistent(store_path: Path) -> dict[str, str]:
+    rows = Store.open(store_path).scan(["chunk_id", "doc_id", "ordinal", "doc_hash", "chunk_hash"])
+    ids = [r["chunk_id"] for r in rows]
+    assert len(ids) == len(set(ids)), "duplicate chunk ids"
+    by_doc: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    for row in rows:
+        by_doc.setdefault(row["doc_id"], []).append(row)
+    for doc_rows in by_doc.values():
+        assert len({r["doc_hash"] for r in doc_rows}) == 1, "document half old, half new"
+        assert sorted(r["ordinal"] for r in doc_rows) == list(range(len(doc_rows)))
+    return {r["chunk_id"]: r["chunk_hash"] for r in rows}
+
+
+def test_second_writer_exits_locked(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    corpus = _big_corpus(tmp_path / "c", 1200)
+    store_path = tmp_path / "s"
+    first = cli("reindex", str(corpus), "--store", str(store_path))
+    lock = store_path / "writer.lock"
+    deadline = time.time() + 60
+    from filelock import FileLock, Timeout
+
+    while time.time() < deadline:  # wait until the first process holds the lock
+        if lock.exists():
+            try:
+                with FileLock(str(lock), timeout=0):
+                    pass
+            except Timeout:
+                break
+        time.sleep(0.02)
+    second = cli("reindex", str(corpus), "--store", str(store_path))
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 8, (out, err)
+    assert err.strip().startswith("ragcli: error: another ragcli process is writing")
+    assert first.wait(timeout=120) == 0
+    _assert_consistent(store_path)
+
+
+def test_sigkill_mid_reindex_converges(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    corpus = _big_corpus(tmp_path / "c", 900)
+    clean = tmp_path / "clean"
+    reindex([corpus], clean, hash_embedder)
+    expected = _assert_consistent(clean)
+    store_path = tmp_path / "s"
+    rng = random.Random(3)
+    for trial in range(6):
+        if trial == 3:  # change a tenth of the corpus halfway through the trials
+            for file in sorted(corpus.iterdir())[::10]:
+                file.write_text(file.read_text() + "\nEdited.\n")
+            reindex([corpus], clean, hash_embedder)
+            expected = _assert_consistent(clean)
+        proc = cli("reindex", str(corpus), "--store", str(store_path))
+        time.sleep(rng.uniform(0.3, 3.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        if (store_path / "ragcli.json").exists():
+            try:
+                Store.open(store_path).table()  # the store always opens
+                _assert_consistent(store_path)
+            except Exception as exc:  # noqa: BLE001
+                if "empty" not in str(exc):
+                    raise
+    final = reindex([corpus], store_path, hash_embedder)
+    assert final.skipped == ()
+    assert _assert_consistent(store_path) == expected
