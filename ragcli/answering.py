@@ -17,12 +17,13 @@ from typing import Any
 from . import __version__
 from .embedder import Embedder
 from .errors import RagError, UsageError
+from .extractive import extract_answer
 from .generation import Generator, TokenCallback
 from .guardrails import REFUSAL, check_answer, looks_like_refusal
 from .ids import new_id
 from .models import Answer
 from .prompting import build_prompt
-from .retrieval import Retrieval, retrieve
+from .retrieval import Retrieval, load_reranker, retrieve
 from .settings import Settings
 from .store import Store
 from .trace import AuditLog
@@ -59,6 +60,7 @@ class Answerer:
             "settings": self.settings.to_json(),
             "store": str(self.settings.store),
             "embedder": self.embedder.id,
+            "mode": self.settings.mode,
             "status": "failed",
             "refused": False,
         }
@@ -88,19 +90,23 @@ class Answerer:
             raise UsageError("the question is empty")
         if len(question) > MAX_QUESTION_CHARS:
             raise UsageError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
-        generator = self.generator()  # checks the model file now; the weights load on first use
+        extractive = settings.mode == "extractive"
+        # checks the model file now (the weights load on first use); extractive needs no model
+        generator = None if extractive else self.generator()
         store = Store.open(settings.store)
         store.require_embedder(self.embedder.id)
         start = time.perf_counter()
         found = retrieve(store, self.embedder, question, groups, top_k=settings.top_k,
-                         candidates=settings.candidates)
+                         candidates=settings.candidates, mode=settings.retrieval,
+                         fts_weight=settings.fts_weight, rrf_k=settings.rrf_k,
+                         reranker=load_reranker(settings.reranker) if settings.reranker else None)
         timings = {"retrieve": (time.perf_counter() - start) * 1000, **found.timings_ms}
         record.update(_retrieval_record(found))
         store.pin_version(found.version)  # cleanup keeps the version this record points at
 
         def refuse(reason: str) -> Answer:
             record.update(status="refused", refused=True, refusal_reason=reason, answer=REFUSAL)
-            return Answer(request_id, question, REFUSAL, True, "generative", (), found.hits,
+            return Answer(request_id, question, REFUSAL, True, settings.mode, (), found.hits,
                           reason, found.confidence, timings_ms=timings)
 
         if not found.hits:
@@ -108,6 +114,17 @@ class Answerer:
         if found.confidence < settings.min_confidence:
             return refuse(f"low_confidence: best evidence {found.confidence:.3f} is below "
                           f"min_confidence {settings.min_confidence:.3f}")
+        if generator is None:
+            start = time.perf_counter()
+            extract = extract_answer(question, found.hits)
+            timings["extract"] = (time.perf_counter() - start) * 1000
+            if extract is None:
+                return refuse("unsupported_answer: no sentence of the passages covers the question")
+            record.update(status="answered", answer=extract.text,
+                          citations=[c.__dict__ for c in extract.citations])
+            return Answer(request_id, question, extract.text, False, "extractive",
+                          extract.citations, found.hits, None, found.confidence,
+                          timings_ms=timings)
         start = time.perf_counter()
         prompt = build_prompt(question, found.hits, render=generator.render,
                               count_tokens=generator.count_tokens,

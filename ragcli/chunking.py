@@ -22,6 +22,7 @@ _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _LIST_ITEM = re.compile(r"^\s{0,3}(?:[-*+]|\d{1,3}[.)])\s+")
 _CLAUSE = re.compile(r"^\s{0,3}\d{1,3}(?:\.\d{1,3})+\.?\s+")
 _TABLE_ROW = re.compile(r"^\s*\|")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
 
 
 @dataclass(frozen=True)
@@ -103,21 +104,50 @@ def split_blocks(text: str) -> Iterator[Block]:
         i = j
 
 
-def _split_words(line: str, budget: int, count: CountTokens) -> list[str]:
-    pieces: list[str] = []
+def _pack(units: list[str], sep: str, budget: int, count: CountTokens) -> list[str]:
+    """Greedily join ``units`` with ``sep`` into pieces of at most ``budget`` tokens.
+
+    Uses the sum of per-unit counts (each unit is tokenized once: linear, not quadratic) and then
+    checks each piece whole, moving units to the next piece in the rare case where joining changes
+    the count.
+    """
+    pieces: list[list[str]] = []
     current: list[str] = []
-    for word in line.split(" "):
-        trial = " ".join([*current, word])
-        if current and count(trial) > budget:
-            pieces.append(" ".join(current))
-            current = [word]
-        else:
-            current.append(word)
+    used = 0
+    for unit in units:
+        cost = count(unit)
+        if current and used + cost > budget:
+            pieces.append(current)
+            current, used = [], 0
+        current.append(unit)
+        used += cost
     if current:
-        pieces.append(" ".join(current))
-    # a single "word" longer than the budget (a base64 blob): cut it by characters
+        pieces.append(current)
     out: list[str] = []
-    for piece in pieces:
+    queue = pieces
+    while queue:
+        piece = queue.pop(0)
+        carry: list[str] = []
+        while len(piece) > 1 and count(sep.join(piece)) > budget:
+            carry.insert(0, piece.pop())
+        out.append(sep.join(piece))
+        if carry:
+            queue.insert(0, carry)
+    return out
+
+
+def _split_words(line: str, budget: int, count: CountTokens) -> list[str]:
+    """Split a too-long line at sentence ends where possible, else between words."""
+    sentences = [s for s in _SENTENCE_END.split(line) if s]
+    units: list[str] = []
+    for sentence in sentences:
+        if count(sentence) <= budget:
+            units.append(sentence)
+        else:
+            units.extend(_pack(sentence.split(" "), " ", budget, count))
+    out: list[str] = []
+    for piece in _pack(units, " ", budget, count):
+        # a single "word" longer than the budget (a base64 blob): cut it by characters
         while count(piece) > budget and len(piece) > 1:
             cut = max(1, len(piece) * budget // max(count(piece), 1) - 1)
             out.append(piece[:cut])
@@ -132,23 +162,17 @@ def _split_block(block: Block, budget: int, count: CountTokens) -> list[str]:
     header: list[str] = []
     if block.kind == "table" and len(lines) > 2 and set(lines[1].replace("|", "").strip()) <= set("-: "):
         header, lines = lines[:2], lines[2:]
+    room = budget - (count("\n".join(header)) + 1 if header else 0)
     pieces: list[str] = []
-    current: list[str] = []
+    run: list[str] = []
     for line in lines:
-        if count(line) > budget - (count("\n".join(header)) if header else 0):
-            if current:
-                pieces.append("\n".join(header + current))
-                current = []
+        if count(line) > room:
+            pieces.extend("\n".join(header + [p]) for p in _pack(run, "\n", room, count))
+            run = []
             pieces.extend(_split_words(line, budget, count))
-            continue
-        trial = "\n".join(header + current + [line])
-        if current and count(trial) > budget:
-            pieces.append("\n".join(header + current))
-            current = [line]
         else:
-            current.append(line)
-    if current:
-        pieces.append("\n".join(header + current))
+            run.append(line)
+    pieces.extend("\n".join(header + [p]) for p in _pack(run, "\n", room, count))
     return pieces
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,7 +73,17 @@ class MiniLMEmbedder:
         return tokenizer
 
     def count_tokens(self, text: str) -> int:
-        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        return self._count(text)
+
+    @cached_property
+    def _count(self) -> Callable[[str], int]:
+        tokenizer = self._tokenizer
+
+        @lru_cache(maxsize=1 << 16)  # chunking asks for the same sentences more than once
+        def count(text: str) -> int:
+            return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+        return count
 
     @cached_property
     def _model(self) -> Any:

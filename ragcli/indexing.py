@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .chunking import chunk_document
+from .chunking import chunk_document, split_blocks
 from .embedder import Embedder
 from .ids import new_id
 from .models import Chunk, Document
 from .sources import Skipped, load_documents
-from .store import Store
+from .store import FORMAT, Store
 
 ProgressCallback = Callable[[int, int], None]
 COMMIT_DOCUMENTS = 256  # whole documents per commit
@@ -78,16 +78,17 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
                            skipped, loaded.ignored)
     store = Store.open_or_create(store_path, embedder.id, embedder.dim)
     with store.writer_lock():
-        rebuilt = store.manifest.embedder != embedder.id
+        rebuilt = store.manifest.embedder != embedder.id or store.manifest.format != FORMAT
         if rebuilt:
             if not delete_missing:
-                store.require_embedder(embedder.id)  # raises, with a hint
+                store.require_embedder(embedder.id)  # raise, with a hint
+                store.require_current()
             store.reset(embedder.id, embedder.dim)
         existing = store.documents() if store.has_table() else {}
         version_before = store.version if existing else None
         documents: dict[str, Document] = {}
         for document in loaded.documents:
-            if chunk_documents([document], embedder):
+            if next(split_blocks(document.text), None) is not None:
                 documents[document.doc_id] = document
             else:  # only headings, say: nothing to embed, and never "added" on every run
                 skipped += (Skipped(document.source, "no indexable text"),)

@@ -18,11 +18,12 @@ readable passage mentions. Below ``Settings.min_confidence`` ragcli refuses with
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .embedder import Embedder
+from .errors import ConfigError
 from .models import PUBLIC_GROUP, Hit
 from .store import Store, acl_filter
 from .text import content_terms, coverage
@@ -58,22 +59,52 @@ def evidence(question: str, hit: Hit) -> float:
     return 0.5 * max(hit.vector_score or 0.0, 0.0) + 0.5 * coverage(terms, passage)
 
 
-def fuse(vector_rows: list[dict[str, Any]], fts_rows: list[dict[str, Any]],
-         query_vector: Any) -> list[Hit]:
-    """Reciprocal rank fusion of the two legs; every hit gets its cosine similarity."""
+@dataclass(frozen=True)
+class Legs:
+    """What the two search legs returned for one question (both already ACL-prefiltered)."""
+
+    query_vector: Any
+    vector_rows: list[dict[str, Any]]
+    fts_rows: list[dict[str, Any]]
+    timings_ms: dict[str, float]
+
+
+def search_legs(store: Store, embedder: Embedder, question: str, allowed: Sequence[str],
+                candidates: int, mode: str = "hybrid") -> Legs:
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    query_vector = embedder.embed([question])[0]
+    timings["embed"] = (time.perf_counter() - start) * 1000
+    vector_rows: list[dict[str, Any]] = []
+    fts_rows: list[dict[str, Any]] = []
+    if mode in ("hybrid", "vector"):
+        start = time.perf_counter()
+        vector_rows = store.search_vector(query_vector, allowed, candidates)
+        timings["vector_search"] = (time.perf_counter() - start) * 1000
+    if mode in ("hybrid", "fts"):
+        start = time.perf_counter()
+        fts_rows = store.search_fts(question, allowed, candidates)
+        timings["fts_search"] = (time.perf_counter() - start) * 1000
+    return Legs(query_vector, vector_rows, fts_rows, timings)
+
+
+def fuse(legs: Legs, *, fts_weight: float = 1.0, rrf_k: int = RRF_K) -> list[Hit]:
+    """Weighted reciprocal rank fusion of the two legs: score = 1/(k + rank_vector) +
+    fts_weight/(k + rank_fts). Every hit gets its cosine similarity to the question."""
     import numpy as np
 
     scores: dict[str, float] = {}
     rows: dict[str, dict[str, Any]] = {}
     bm25: dict[str, float] = {}
-    for rank, row in enumerate(vector_rows):
-        scores[row["chunk_id"]] = scores.get(row["chunk_id"], 0.0) + 1.0 / (RRF_K + rank + 1)
+    for rank, row in enumerate(legs.vector_rows):
+        scores[row["chunk_id"]] = scores.get(row["chunk_id"], 0.0) + 1.0 / (rrf_k + rank + 1)
         rows[row["chunk_id"]] = row
-    for rank, row in enumerate(fts_rows):
-        scores[row["chunk_id"]] = scores.get(row["chunk_id"], 0.0) + 1.0 / (RRF_K + rank + 1)
+    for rank, row in enumerate(legs.fts_rows):
+        scores[row["chunk_id"]] = (scores.get(row["chunk_id"], 0.0)
+                                   + fts_weight / (rrf_k + rank + 1))
         rows.setdefault(row["chunk_id"], row)
         bm25[row["chunk_id"]] = float(row["_score"])
-    query = np.asarray(query_vector, dtype=np.float32)
+    query = np.asarray(legs.query_vector, dtype=np.float32)
     hits = []
     for chunk_id, score in scores.items():
         vector = np.asarray(rows[chunk_id]["vector"], dtype=np.float32)
@@ -83,21 +114,51 @@ def fuse(vector_rows: list[dict[str, Any]], fts_rows: list[dict[str, Any]],
     return hits
 
 
+def deduplicate(hits: Sequence[Hit]) -> list[Hit]:
+    """Drop hits whose text repeats a better-ranked one (the same passage in two documents)."""
+    seen: set[str] = set()
+    kept = []
+    for hit in hits:
+        key = " ".join(hit.text.split()).lower()
+        if key not in seen:
+            seen.add(key)
+            kept.append(hit)
+    return kept
+
+
+Reranker = Callable[[str, list[Hit]], list[Hit]]
+
+
+def load_reranker(spec: str) -> Reranker:
+    """``module:function`` taking (question, hits) and returning the hits reordered (or fewer).
+
+    ragcli ships no cross-encoder (no PyPI package carries one's weights); this is the seam
+    for a user who has one.
+    """
+    import importlib
+
+    module_name, _, attribute = spec.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"reranker {spec!r} cannot be loaded: {exc}") from None
+    if not callable(function):
+        raise ConfigError(f"reranker {spec!r} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
 def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[str], *,
-             top_k: int, candidates: int) -> Retrieval:
-    """Run both legs under the ACL prefilter, fuse, and keep the best ``top_k`` hits."""
+             top_k: int, candidates: int, mode: str = "hybrid", fts_weight: float = 1.0,
+             rrf_k: int = RRF_K, reranker: Reranker | None = None) -> Retrieval:
+    """Run the legs under the ACL prefilter, fuse, deduplicate, rerank, keep ``top_k``."""
     allowed = effective_groups(groups)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    query_vector = embedder.embed([question])[0]
-    timings["embed"] = (time.perf_counter() - start) * 1000
-    start = time.perf_counter()
-    vector_rows = store.search_vector(query_vector, allowed, candidates)
-    timings["vector_search"] = (time.perf_counter() - start) * 1000
-    start = time.perf_counter()
-    fts_rows = store.search_fts(question, allowed, candidates)
-    timings["fts_search"] = (time.perf_counter() - start) * 1000
-    hits = [replace(h, evidence=evidence(question, h))
-            for h in fuse(vector_rows, fts_rows, query_vector)[:top_k]]
+    legs = search_legs(store, embedder, question, allowed, candidates, mode)
+    hits = deduplicate(fuse(legs, fts_weight=fts_weight, rrf_k=rrf_k))
+    timings = dict(legs.timings_ms)
+    if reranker is not None:
+        start = time.perf_counter()
+        hits = list(reranker(question, hits[:candidates]))
+        timings["rerank"] = (time.perf_counter() - start) * 1000
+    hits = [replace(h, evidence=evidence(question, h)) for h in hits[:top_k]]
     confidence = max((h.evidence for h in hits), default=0.0)
     return Retrieval(tuple(hits), confidence, allowed, acl_filter(allowed), store.version, timings)

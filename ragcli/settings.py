@@ -38,7 +38,12 @@ class Settings:
     embedder: str = "minilm"
     top_k: int = 3  # passages given to the model (SmolLM2-135M does best with 3)
     candidates: int = 50  # depth of each retrieval leg before fusion
-    min_confidence: float = 0.65  # refuse below this evidence (see retrieval.py)
+    retrieval: str = "hybrid"  # hybrid | vector | fts
+    mode: str = "generative"  # generative (the GGUF model) | extractive (no model)
+    fts_weight: float = 1.0  # weight of the full-text leg in reciprocal rank fusion
+    rrf_k: int = 60  # reciprocal rank fusion constant
+    reranker: str | None = None  # "module:function" (question, hits) -> hits; none ships
+    min_confidence: float = 0.55  # refuse below this evidence (see retrieval.py)
     context_tokens: int = 2048  # the model's context window (n_ctx)
     max_tokens: int = 200  # generated tokens at most
     temperature: float = 0.0  # 0 = greedy
@@ -60,9 +65,12 @@ _FIELDS = {f.name: f for f in fields(Settings)}
 _TYPES: dict[str, type] = {
     "store": Path, "model": Path, "embedder": str, "top_k": int, "candidates": int,
     "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
-    "seed": int, "threads": int, "audit": Path,
+    "seed": int, "threads": int, "audit": Path, "retrieval": str, "fts_weight": float,
+    "rrf_k": int, "reranker": str, "mode": str,
 }
-_MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1}
+_CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("generative", "extractive")}
+_MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1,
+            "rrf_k": 1}
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
@@ -88,7 +96,10 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: {name} must be a {kind.__name__}, got {value!r}") from None
     if name in _MINIMUM and result < _MINIMUM[name]:
         raise ConfigError(f"{origin}: {name} must be at least {_MINIMUM[name]}, got {result}")
-    if name in ("min_confidence", "temperature") and not 0.0 <= result <= 2.0:
+    if name in _CHOICES and result not in _CHOICES[name]:
+        raise ConfigError(f"{origin}: {name} must be one of {', '.join(_CHOICES[name])}, "
+                          f"got {result!r}")
+    if name in ("min_confidence", "temperature", "fts_weight") and not 0.0 <= result <= 2.0:
         raise ConfigError(f"{origin}: {name} must be between 0 and 2, got {result}")
     return result
 

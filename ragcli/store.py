@@ -28,7 +28,7 @@ from .models import Chunk
 if TYPE_CHECKING:
     import numpy as np
 
-FORMAT = 1
+FORMAT = 2  # 2: root, pages and mtime columns
 TABLE = "chunks"
 MANIFEST = "ragcli.json"
 LAST_RUN = "last_run.json"
@@ -154,6 +154,13 @@ class Store:
             return False
         return True
 
+    def require_current(self) -> None:
+        """Readers need the current table layout; an older store is rebuilt by ``reindex``."""
+        if self.manifest.format != FORMAT:
+            raise StoreError(f"store {self.path} has format {self.manifest.format}, this ragcli "
+                             f"reads format {FORMAT}",
+                             hint="rebuild it with 'ragcli reindex PATH' on its sources")
+
     def require_embedder(self, embedder_id: str) -> None:
         if embedder_id != self.manifest.embedder:
             raise EmbedderMismatchError(
@@ -184,6 +191,7 @@ class Store:
 
     def table(self, *, create: bool = False) -> Any:
         if self._table is None:
+            self.require_current()
             db = self._db()
             try:
                 self._table = db.open_table(TABLE)

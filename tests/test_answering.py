@@ -92,3 +92,32 @@ def test_every_request_is_audited(settings: Settings) -> None:
     assert full["index_version"] >= 1
     assert log.get(refused.request_id)["refusal_reason"].startswith("low_confidence")
     assert records[0]["error"]["exit_code"] == 5
+
+
+def test_extractive_mode_cites_without_a_model(settings: Settings) -> None:
+    from dataclasses import replace as with_
+
+    def no_model() -> EchoGenerator:
+        raise AssertionError("extractive mode must not build a generator")
+
+    extractive = Answerer(with_(settings, mode="extractive"), HashEmbedder(), no_model)
+    result = extractive.ask("How long is a final written warning valid?", user="hana",
+                            groups=["hr"])
+    assert not result.refused and result.mode == "extractive"
+    assert "12 months" in result.answer and result.answer.endswith("[1]")
+    assert result.citations[0].doc_id == "hr/disciplinary-procedure.md"
+    assert result.citations[0].chunk_id in {h.chunk_id for h in result.retrieved}
+    record = AuditLog(settings.audit).get(result.request_id)
+    assert record["mode"] == "extractive" and "prompt" not in record and "model" not in record
+
+
+def test_extract_reads_table_rows_as_header_value_pairs() -> None:
+    from ragcli.extractive import extract_answer
+    from ragcli.models import Hit
+
+    table = Hit("p#0", "p", "/p", "Plans", "Kestrel pricing plans",
+                "| Plan | Price per month |\n|---|---|\n| Starter | 49 |\n| Team | 390 |",
+                "h", ("public",), 1.0)
+    extract = extract_answer("What is the price per month of the Team plan?", [table])
+    assert extract is not None
+    assert extract.text == "Plan: Team; Price per month: 390. [1]"

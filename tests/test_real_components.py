@@ -122,3 +122,55 @@ def test_answer_citations_are_retrieved_and_readable(store: Path, tmp_path: Path
             assert not citation["doc_id"].startswith(("hr/salary", "hr/disciplinary", "finance/f"))
         answered += not data["refused"]
     assert answered >= 3
+
+
+def test_extractive_mode_answers_with_citations_and_no_model(store: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ragcli", "ask", HR_QUESTION, "--groups", "hr",
+         "--mode", "extractive", "--store", str(store), "--json"],
+        capture_output=True, text=True, env={**__import__("os").environ,
+                                             "RAGCLI_AUDIT": str(tmp_path / "a.sqlite3")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    jsonschema.validate(data, answer_schema())
+    assert data["mode"] == "extractive" and not data["refused"]
+    assert "12 months" in data["answer"]
+    assert data["citations"][0]["doc_id"] == "hr/disciplinary-procedure.md"
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "llama_cpp" not in imported
+
+
+def test_every_golden_answer_cites_only_retrieved_readable_passages(
+        store: Path, tmp_path: Path, embedder: MiniLMEmbedder,
+        generator: LlamaCppGenerator) -> None:
+    """Issue 4's integrity property over all handbook goldens, with the real model."""
+    from ragcli.answering import Answerer
+    from ragcli.settings import Settings
+
+    goldens = [json.loads(line) for line in
+               (HANDBOOK.parent.parent / "goldens" / "handbook.jsonl").read_text().splitlines()]
+    answerer = Answerer(Settings(store=store, audit=tmp_path / "audit.sqlite3", max_tokens=64),
+                        embedder,
+                        lambda: generator)
+    schema = answer_schema()
+    answered = 0
+    for case in goldens:
+        result = answerer.ask(case["question"], user=case["user"], groups=case["groups"])
+        data = result.to_json()
+        jsonschema.validate(data, schema)
+        allowed = {"public", *case["groups"]}
+        retrieved = {h.chunk_id: h for h in result.retrieved}
+        for citation in result.citations:
+            assert citation.chunk_id in retrieved, case["id"]
+            assert set(retrieved[citation.chunk_id].acl) & allowed, case["id"]
+        for hit in result.retrieved:
+            assert set(hit.acl) & allowed, case["id"]
+            assert hit.doc_id not in case["forbidden_docs"], case["id"]
+        record = AuditLog(tmp_path / "audit.sqlite3").get(result.request_id)
+        for doc in case["forbidden_docs"]:
+            assert doc not in json.dumps(record.get("prompt", {})), case["id"]
+        answered += not result.refused
+    assert answered >= 30

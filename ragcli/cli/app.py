@@ -134,6 +134,9 @@ def ask(
     min_confidence: Annotated[float | None, typer.Option("--min-confidence",
                               help="Refuse below this evidence similarity.",
                               show_default=False)] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="generative (the model) or "
+                    "extractive (cited sentences of the passages; no model).",
+                    show_default=False)] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -143,14 +146,14 @@ def ask(
     from ..generation import LlamaCppGenerator
 
     settings = _settings(config, store=store, model=model, top_k=top_k,
-                         min_confidence=min_confidence)
+                         min_confidence=min_confidence, mode=mode)
     group_list = [g.strip() for g in groups.split(",") if g.strip()]
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: LlamaCppGenerator(settings.model,
                                                   context_tokens=settings.context_tokens,
                                                   threads=settings.threads, seed=settings.seed))
     result = answerer.ask(question, user=user or os.environ.get("USER") or "unknown",
-                          groups=group_list)
+                          groups=group_list, on_token=None if as_json else render.token_stream())
     if as_json:
         render.print_json(result.to_json())
     else:

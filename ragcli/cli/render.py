@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -40,6 +41,19 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def token_stream() -> Callable[[str], None] | None:
+    """On a TTY, show the model's raw output as it is generated (dim, on stderr); the checked
+    answer is printed when generation ends. Piped output gets only the final answer."""
+    if not sys.stderr.isatty():
+        return None
+    console = stderr()
+
+    def show(token: str) -> None:
+        console.print(Text(token, style="dim"), end="")
+
+    return show
+
+
 def index_summary(report: Any, verb: str) -> None:
     """One line for cron logs; skipped files as warnings on stderr."""
     for skipped in report.skipped:
@@ -67,6 +81,8 @@ def answer(result: Any) -> None:
         else:
             out.print("No readable sources matched.")
     else:
+        if result.mode == "generative" and sys.stderr.isatty():
+            stderr().print()  # end the streamed raw output
         out.print(result.answer)
         for sentence in result.unsupported_sentences:
             out.print(Text(f"  (left out, not supported by the sources: {sentence})", style="dim"))

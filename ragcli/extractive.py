@@ -1,0 +1,86 @@
+"""Extractive answers: the best-supporting sentences of the retrieved passages, cited, no model.
+
+Deterministic and fast, for CI and for when a small model is not trusted. Each candidate is a
+sentence, list item or table row of a passage (a table row is read as "header: value" pairs); its
+score is the fraction of the question's content terms found in it together with its heading path,
+ties broken by passage rank. The best candidate is the answer; the runner-up is added when it
+scores at least 80 % of the best and comes from another block.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .chunking import split_blocks
+from .guardrails import split_sentences
+from .models import Citation, Hit
+from .text import content_terms, coverage
+
+_MARKUP = re.compile(r"\*\*|__|`")
+_LIST_PREFIX = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)])\s+")
+
+
+@dataclass(frozen=True)
+class Extract:
+    text: str
+    citations: tuple[Citation, ...]
+    score: float
+
+
+def _table_rows(table: str) -> list[str]:
+    lines = [ln.strip().strip("|") for ln in table.splitlines()]
+    cells = [[c.strip() for c in ln.split("|")] for ln in lines]
+    if len(cells) < 3 or not set("".join(cells[1])) <= set("-: "):
+        return [" ".join(ln.split()) for ln in lines]
+    header = cells[0]
+    return ["; ".join(f"{h}: {v}" for h, v in zip(header, row, strict=False) if v)
+            for row in cells[2:]]
+
+
+def candidates(hit: Hit) -> list[tuple[str, int]]:
+    """(sentence, block number) pairs of a passage, in order, markup removed."""
+    out: list[tuple[str, int]] = []
+    for number, block in enumerate(split_blocks(hit.text)):
+        if block.kind == "table":
+            pieces = _table_rows(block.text)
+        elif block.kind == "code":
+            pieces = [block.text]
+        else:
+            pieces = split_sentences(" ".join(block.text.split()))
+        for piece in pieces:
+            clean = _MARKUP.sub("", _LIST_PREFIX.sub("", piece)).strip() \
+                if block.kind != "code" else piece
+            if clean:
+                out.append((clean, number))
+    return out
+
+
+def extract_answer(question: str, passages: Sequence[Hit]) -> Extract | None:
+    terms = content_terms(question)
+    scored = []
+    for rank, hit in enumerate(passages):
+        for order, (sentence, block) in enumerate(candidates(hit)):
+            score = coverage(terms, f"{hit.heading_path} {sentence}")
+            scored.append((score, -rank, -order, sentence, rank, block))
+    if not scored:
+        return None
+    scored.sort(reverse=True)
+    best = scored[0]
+    if best[0] <= 0:
+        return None
+    chosen = [best]
+    for entry in scored[1:]:
+        if entry[0] >= 0.8 * best[0] and (entry[4], entry[5]) != (best[4], best[5]):
+            chosen.append(entry)
+            break
+    chosen.sort(key=lambda e: (e[4], -e[2]))  # reading order
+    parts, citations = [], {}
+    for _, _, _, sentence, rank, _ in chosen:
+        hit = passages[rank]
+        sentence = sentence if sentence.endswith((".", "!", "?", "```")) else sentence + "."
+        parts.append(f"{sentence} [{rank + 1}]")
+        citations.setdefault(rank + 1, Citation(rank + 1, hit.chunk_id, hit.doc_id, hit.source,
+                                                hit.title, "extract"))
+    return Extract(" ".join(parts), tuple(citations.values()), best[0])
