@@ -47,23 +47,10 @@ class Answerer:
 
     def ask(self, question: str, *, user: str, groups: Sequence[str],
             on_token: TokenCallback | None = None) -> Answer:
+        """Answer, and append the request's audit record whatever happens."""
         request_id = new_id()
         started = time.perf_counter()
-        record: dict[str, Any] = {
-            "request_id": request_id,
-            "created_at": datetime.now(UTC).isoformat(),
-            "user": user,
-            "groups": sorted(set(groups)),
-            "question": question,
-            "ragcli_version": __version__,
-            "config_hash": self.settings.fingerprint(),
-            "settings": self.settings.to_json(),
-            "store": str(self.settings.store),
-            "embedder": self.embedder.id,
-            "mode": self.settings.mode,
-            "status": "failed",
-            "refused": False,
-        }
+        record = self._base_record(request_id, question, user, groups)
         audit = AuditLog(self.settings.audit)
         try:
             answer = self._answer(request_id, question, user, groups, record, on_token)
@@ -83,8 +70,35 @@ class Answerer:
         audit.append(record)
         return answer
 
+    def rerun(self, question: str, *, user: str, groups: Sequence[str],
+              store: Store) -> tuple[Answer, dict[str, Any]]:
+        """Run the same pipeline against ``store`` (e.g. a pinned version) without auditing:
+        what ``replay`` compares with the recorded request."""
+        record = self._base_record(new_id(), question, user, groups)
+        answer = self._answer(record["request_id"], question, user, groups, record, None, store)
+        return answer, record
+
+    def _base_record(self, request_id: str, question: str, user: str,
+                     groups: Sequence[str]) -> dict[str, Any]:
+        return {
+            "request_id": request_id,
+            "created_at": datetime.now(UTC).isoformat(),
+            "user": user,
+            "groups": sorted(set(groups)),
+            "question": question,
+            "ragcli_version": __version__,
+            "config_hash": self.settings.fingerprint(),
+            "settings": self.settings.to_json(),
+            "store": str(self.settings.store),
+            "embedder": self.embedder.id,
+            "mode": self.settings.mode,
+            "status": "failed",
+            "refused": False,
+        }
+
     def _answer(self, request_id: str, question: str, user: str, groups: Sequence[str],
-                record: dict[str, Any], on_token: TokenCallback | None) -> Answer:
+                record: dict[str, Any], on_token: TokenCallback | None,
+                store: Store | None = None) -> Answer:
         settings = self.settings
         if not question.strip():
             raise UsageError("the question is empty")
@@ -93,7 +107,7 @@ class Answerer:
         extractive = settings.mode == "extractive"
         # checks the model file now (the weights load on first use); extractive needs no model
         generator = None if extractive else self.generator()
-        store = Store.open(settings.store)
+        store = store or Store.open(settings.store)
         store.require_embedder(self.embedder.id)
         start = time.perf_counter()
         found = retrieve(store, self.embedder, question, groups, top_k=settings.top_k,

@@ -22,6 +22,10 @@ class ExitCode(IntEnum):
     MODEL = 7  # the GGUF model or the embedder cannot be found or loaded
     LOCKED = 8  # another process holds the store's writer lock
     PARTIAL = 9  # ingest finished, but some files were skipped (each with its reason)
+    DRIFTED = 10  # replay: the re-run differs from the record (retrieval, prompt or output)
+    TRACE_NOT_FOUND = 11  # replay / traces show: no audit record with that request ID
+    MODEL_CHANGED = 12  # replay: the recorded model file is missing or its SHA-256 changed
+    VERSION_GONE = 13  # replay: the recorded store version no longer exists
 
 
 class RagError(Exception):
@@ -68,3 +72,15 @@ class ModelError(RagError):
 
 class LockedError(RagError):
     exit_code = ExitCode.LOCKED
+
+
+class TraceNotFoundError(RagError):
+    exit_code = ExitCode.TRACE_NOT_FOUND
+
+
+class ModelChangedError(RagError):
+    exit_code = ExitCode.MODEL_CHANGED
+
+
+class VersionGoneError(RagError):
+    exit_code = ExitCode.VERSION_GONE

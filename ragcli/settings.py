@@ -55,6 +55,12 @@ class Settings:
         return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v)
                 for f in fields(self)}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Settings:
+        """The settings recorded in an audit record (unknown keys from other versions ignored)."""
+        return cls(**{k: _coerce(k, v, "audit record") for k, v in data.items()
+                      if k in _FIELDS and v is not None})
+
     def fingerprint(self) -> str:
         """A short hash of the effective configuration, recorded in every audit record."""
         blob = json.dumps(self.to_json(), sort_keys=True).encode()

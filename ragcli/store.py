@@ -22,7 +22,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import EmbedderMismatchError, LockedError, StoreError, StoreMissingError
+from .errors import (
+    EmbedderMismatchError,
+    LockedError,
+    StoreError,
+    StoreMissingError,
+    VersionGoneError,
+)
 from .models import Chunk
 
 if TYPE_CHECKING:
@@ -204,6 +210,26 @@ class Store:
                 raise StoreError(f"cannot open store {self.path}: {exc}") from None
         return self._table
 
+    def at_version(self, version: int) -> Store:
+        """A read-only view of this store as it was at ``version``."""
+        pinned = Store(self.path, self.manifest)
+        table = self._db().open_table(TABLE)
+        try:
+            table.checkout(version)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise VersionGoneError(f"store {self.path} no longer has version {version}: "
+                                   f"{str(exc).splitlines()[0][:200]}") from None
+        pinned._table = table
+        return pinned
+
+    def rows(self, chunk_ids: Sequence[str], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """chunk_id -> row for the given chunks, whoever may read them (for audit diffs only)."""
+        if not chunk_ids:
+            return {}
+        rows = (self.table().search().where(f"chunk_id IN ({_sql_list(chunk_ids)})")
+                .select(["chunk_id", *columns]).limit(len(chunk_ids)).to_list())
+        return {r["chunk_id"]: r for r in rows}
+
     @property
     def version(self) -> int:
         return int(self.table().version)
@@ -327,20 +353,32 @@ class Store:
     # ---- searching -----------------------------------------------------------------------
     def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int,
                       ) -> list[dict[str, Any]]:
-        rows = (self.table().search(vector, vector_column_name="vector")
-                .distance_type("cosine")
-                .where(acl_filter(groups), prefilter=True)
-                .select([*_COLUMNS, "vector", "_distance"])
-                .limit(limit).to_list())
-        return rows  # type: ignore[no-any-return]
+        with self._reading():
+            return (self.table().search(vector, vector_column_name="vector")  # type: ignore[no-any-return]
+                    .distance_type("cosine")
+                    .where(acl_filter(groups), prefilter=True)
+                    .select([*_COLUMNS, "vector", "_distance"])
+                    .limit(limit).to_list())
 
     def search_fts(self, text: str, groups: Sequence[str], limit: int) -> list[dict[str, Any]]:
         from lancedb.query import MatchQuery
 
         if not any(ch.isalnum() for ch in text):
             return []
-        rows = (self.table().search(MatchQuery(text, "search_text"), query_type="fts")
-                .where(acl_filter(groups), prefilter=True)
-                .select([*_COLUMNS, "vector", "_score"])
-                .limit(limit).to_list())
-        return rows  # type: ignore[no-any-return]
+        with self._reading():
+            return (self.table().search(MatchQuery(text, "search_text"), query_type="fts")  # type: ignore[no-any-return]
+                    .where(acl_filter(groups), prefilter=True)
+                    .select([*_COLUMNS, "vector", "_score"])
+                    .limit(limit).to_list())
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """LanceDB reports missing or damaged data files as assorted exceptions: one StoreError."""
+        try:
+            yield
+        except (StoreError, StoreMissingError):
+            raise
+        except (OSError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"store {self.path} cannot be read: {first}",
+                             hint="rebuild it with 'ragcli reindex PATH' on its sources") from None

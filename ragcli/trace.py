@@ -67,12 +67,24 @@ class AuditLog:
                                      (request_id,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def recent(self, limit: int = 20) -> Iterator[dict[str, Any]]:
+    def recent(self, limit: int | None = 20, *, user: str | None = None,
+               since: str | None = None, status: str | None = None) -> Iterator[dict[str, Any]]:
+        """Newest first; ``since`` is an ISO-8601 time, ``status`` answered|refused|failed."""
         if not self.path.exists():
             return
+        where, params = [], []
+        for clause, value in (("user = ?", user), ("created_at >= ?", since),
+                              ("status = ?", status)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT record FROM traces"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, request_id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         with closing(self._connect()) as connection:
-            rows = connection.execute(
-                "SELECT record FROM traces ORDER BY created_at DESC, request_id DESC LIMIT ?",
-                (limit,)).fetchall()
+            rows = connection.execute(sql, params).fetchall()
         for (record,) in rows:
             yield json.loads(record)

@@ -174,3 +174,14 @@ def test_every_golden_answer_cites_only_retrieved_readable_passages(
             assert doc not in json.dumps(record.get("prompt", {})), case["id"]
         answered += not result.refused
     assert answered >= 30
+
+
+def test_real_ask_then_exact_replay_is_identical(store: Path, tmp_path: Path) -> None:
+    audit = tmp_path / "audit.sqlite3"
+    data = ask(store, audit, HR_QUESTION, "--groups", "hr")
+    result = runner.invoke(app, ["replay", data["request_id"], "--json"],
+                           env={"RAGCLI_AUDIT": str(audit)})
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["identical"] is True
+    assert report["checks"]["prompt"] and report["checks"]["output"]

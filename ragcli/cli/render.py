@@ -108,3 +108,57 @@ def status(data: dict[str, Any]) -> None:
     if examples:
         out.print("stale sources (run 'ragcli reindex' on their corpus roots): "
                   + ", ".join(examples))
+
+
+def traces(rows: list[dict[str, Any]]) -> None:
+    out = stdout()
+    if not rows:
+        out.print("no audit records")
+        return
+    table = Table(box=None)
+    for column in ("request id", "time", "user", "status", "version", "ms", "question"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["request_id"], row["created_at"][:19], str(row["user"]), row["status"],
+                      str(row["index_version"]), str(row["total_ms"]),
+                      (row["question"] or "")[:60])
+    out.print(table)
+
+
+def trace(record: dict[str, Any]) -> None:
+    out = stdout()
+    for key in ("request_id", "created_at", "user", "groups", "status", "question", "answer",
+                "refusal_reason", "index_version", "acl_filter", "confidence", "config_hash"):
+        if key in record:
+            out.print(f"{key}: {record[key]}")
+    for hit in record.get("retrieved", []):
+        out.print(f"  retrieved {hit['chunk_id']} score {hit['score']:.4f} "
+                  f"hash {hit['chunk_hash'][:12]}")
+    model = record.get("model") or {}
+    if model:
+        out.print(f"model: {model.get('path')} sha256 {model.get('sha256', '')[:16]}... "
+                  f"{model.get('runtime', '')} {model.get('sampling', '')}")
+    if record.get("prompt"):
+        out.print("prompt:")
+        out.print(Text(record["prompt"]["text"]))
+    if record.get("output"):
+        out.print(f"raw output: {record['output']['raw']!r}")
+    if record.get("error"):
+        out.print(f"error: {record['error']}")
+    out.print(f"timings_ms: {record.get('timings_ms')}")
+
+
+def replay(report: Any) -> None:
+    out = stdout()
+    verdict = "identical" if report.identical else "DRIFTED"
+    out.print(f"replay of {report.request_id} against {report.against} "
+              f"(recorded version {report.recorded_version}, replayed on version "
+              f"{report.replayed_version}): {verdict}")
+    for name, same in report.checks.items():
+        out.print(f"  {name:<10} {'same' if same else 'differs'}")
+    for name, ids in report.retrieval.items():
+        if ids and name not in ("recorded", "replayed"):
+            out.print(f"  {name}: {', '.join(ids)}")
+    for name, diff in report.diffs.items():
+        out.print(f"--- {name} diff ---")
+        out.print(Text(diff))

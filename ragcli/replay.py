@@ -1,0 +1,114 @@
+"""Re-run an audited request and say what differs.
+
+- exact (``against="recorded"``): the store checked out at the recorded version, the recorded
+  settings, user and groups, the recorded model (its SHA-256 must match). Retrieval, the prompt
+  (byte for byte), the raw model output and the final answer must all come out the same.
+- drift (``against="latest"``): the same question and identity against the current index and
+  current ACLs: which recorded chunks changed, were deleted or are now denied to this user, which
+  appeared, and how the prompt and answer changed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .answering import Answerer
+from .embedder import Embedder
+from .errors import ModelChangedError, ModelError
+from .generation import Generator
+from .retrieval import effective_groups
+from .settings import Settings
+from .store import Store
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    request_id: str
+    against: str  # "recorded" | "latest"
+    identical: bool
+    recorded_version: int | None
+    replayed_version: int | None
+    checks: dict[str, bool]  # retrieval, prompt, output, answer, refused
+    retrieval: dict[str, list[str]] = field(default_factory=dict)
+    diffs: dict[str, str] = field(default_factory=dict)
+    answers: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"request_id": self.request_id, "against": self.against,
+                "identical": self.identical, "recorded_version": self.recorded_version,
+                "replayed_version": self.replayed_version, "checks": self.checks,
+                "retrieval": self.retrieval, "diffs": self.diffs, "answers": self.answers}
+
+
+def _diff(old: str, new: str, name: str) -> str:
+    lines = difflib.unified_diff(old.splitlines(), new.splitlines(), f"recorded/{name}",
+                                 f"replayed/{name}", lineterm="", n=1)
+    return "\n".join(list(lines)[:200])
+
+
+def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
+           generator_factory: Callable[[Path | None, Settings], Generator]) -> ReplayReport:
+    """Re-run ``record``; raises VersionGoneError or ModelChangedError when it cannot."""
+    settings = Settings.from_json(record.get("settings", {}))
+    recorded_model = record.get("model") or {}
+    if recorded_model.get("path"):
+        settings = replace(settings, model=Path(recorded_model["path"]))
+    generator: Generator | None = None
+    if recorded_model.get("sha256"):
+        try:
+            generator = generator_factory(settings.model, settings)
+        except ModelError as exc:
+            raise ModelChangedError(f"the recorded model cannot be used: {exc}") from None
+        if generator.model_sha256() != recorded_model["sha256"]:
+            raise ModelChangedError(f"model {generator.model_path} changed: SHA-256 "
+                                    f"{generator.model_sha256()[:12]}..., recorded "
+                                    f"{recorded_model['sha256'][:12]}...")
+    current = Store.open(settings.store)
+    recorded_version = record.get("index_version")
+    store = current.at_version(recorded_version) \
+        if against == "recorded" and recorded_version is not None else current
+    answerer = Answerer(settings, embedder,
+                        lambda: generator or generator_factory(settings.model, settings))
+    answer, new = answerer.rerun(record["question"], user=record.get("user") or "",
+                                 groups=record.get("groups", []), store=store)
+    old_ids = [r["chunk_id"] for r in record.get("retrieved", [])]
+    new_ids = [r["chunk_id"] for r in new.get("retrieved", [])]
+    old_prompt = (record.get("prompt") or {}).get("text", "")
+    new_prompt = (new.get("prompt") or {}).get("text", "")
+    old_output = (record.get("output") or {}).get("raw", "")
+    new_output = (new.get("output") or {}).get("raw", "")
+    checks = {"retrieval": old_ids == new_ids, "prompt": old_prompt == new_prompt,
+              "output": old_output == new_output,
+              "answer": record.get("answer") == new.get("answer"),
+              "refused": bool(record.get("refused")) == bool(new.get("refused"))}
+    retrieval: dict[str, list[str]] = {"recorded": old_ids, "replayed": new_ids,
+                                       "appeared": [c for c in new_ids if c not in old_ids],
+                                       "disappeared": [c for c in old_ids if c not in new_ids]}
+    if against == "latest":
+        retrieval.update(_drift(record, current))
+    diffs = {name: _diff(old, new_text, name) for name, old, new_text, same in (
+        ("prompt", old_prompt, new_prompt, checks["prompt"]),
+        ("output", old_output, new_output, checks["output"]),
+        ("answer", record.get("answer") or "", new.get("answer") or "", checks["answer"]))
+        if not same}
+    return ReplayReport(record["request_id"], against, all(checks.values()), recorded_version,
+                        new.get("index_version"), checks, retrieval, diffs,
+                        {"recorded": record.get("answer"), "replayed": new.get("answer"),
+                         "recorded_refused": bool(record.get("refused")),
+                         "replayed_refused": bool(new.get("refused"))})
+
+
+def _drift(record: dict[str, Any], current: Store) -> dict[str, list[str]]:
+    """How the recorded chunks stand in the current index, for this user's groups."""
+    recorded = {r["chunk_id"]: r.get("chunk_hash") for r in record.get("retrieved", [])}
+    rows = current.rows(list(recorded), ["chunk_hash", "acl"])
+    allowed = set(effective_groups(record.get("groups", [])))
+    return {
+        "deleted": [c for c in recorded if c not in rows],
+        "changed": [c for c in recorded if c in rows and rows[c]["chunk_hash"] != recorded[c]],
+        "now_denied": [c for c in recorded if c in rows and not allowed & set(rows[c]["acl"])],
+    }
