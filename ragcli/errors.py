@@ -26,6 +26,9 @@ class ExitCode(IntEnum):
     TRACE_NOT_FOUND = 11  # replay / traces show: no audit record with that request ID
     MODEL_CHANGED = 12  # replay: the recorded model file is missing or its SHA-256 changed
     VERSION_GONE = 13  # replay: the recorded store version no longer exists
+    EVAL_REGRESSION = 14  # eval: a metric fell below the baseline by more than its tolerance
+    EVAL_LEAK = 15  # eval: a forbidden document reached retrieval, a prompt or a citation
+    EVAL_ERROR = 16  # eval: a case errored (it counts as a failure, never as a skip)
 
 
 class RagError(Exception):

@@ -2,8 +2,9 @@
 
     command-line flag  >  RAGCLI_<NAME> environment variable  >  ragcli.toml  >  default
 
-``ragcli.toml`` is read from ``--config``, else ``$RAGCLI_CONFIG``, else ``./ragcli.toml`` if it exists.
-Keys are the field names below (``top_k = 8``); unknown keys and wrong types are errors.
+``ragcli.toml`` is read from ``--config``, else ``$RAGCLI_CONFIG``, else ``./ragcli.toml`` if it
+exists. Keys are the field names below (``top_k = 8``); unknown keys and wrong types are errors;
+relative paths in it are relative to the file.
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ def load_settings(
     if config_path is not None:
         for name, value in _read_toml(config_path).items():
             values[name] = _coerce(name, value, str(config_path))
+            if isinstance(values[name], Path) and not values[name].is_absolute():
+                values[name] = config_path.parent / values[name]  # relative to the file
     for name in _FIELDS:
         raw = env.get(f"RAGCLI_{name.upper()}")
         if raw not in (None, ""):

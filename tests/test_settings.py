@@ -58,3 +58,11 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_fingerprint_changes_with_settings() -> None:
     assert Settings().fingerprint() == Settings().fingerprint()
     assert Settings(top_k=2).fingerprint() != Settings().fingerprint()
+
+
+def test_relative_paths_in_toml_are_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "ragcli.toml").write_text('store = ".ragcli/store"\n')
+    settings = load_settings({}, config=tmp_path / "proj" / "ragcli.toml", environ={},
+                             cwd=tmp_path)
+    assert settings.store == tmp_path / "proj" / ".ragcli" / "store"

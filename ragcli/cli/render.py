@@ -60,7 +60,7 @@ def index_summary(report: Any, verb: str) -> None:
         warning(f"skipped {skipped.source}: {skipped.reason}")
     version = "no store" if report.version is None else f"version {report.version}"
     total = report.added + report.changed + report.acl_changed + report.unchanged
-    rebuilt = ", re-embedded for a new embedder" if report.rebuilt else ""
+    rebuilt = ", rebuilt (new embedder or store format)" if report.rebuilt else ""
     stdout().print(f"{verb} {total} documents ({report.added} added, {report.changed} changed, "
                    f"{report.acl_changed} acl changed, {report.deleted} deleted, "
                    f"{report.unchanged} unchanged), {report.chunks_written} chunks written "
@@ -162,3 +162,31 @@ def replay(report: Any) -> None:
     for name, diff in report.diffs.items():
         out.print(f"--- {name} diff ---")
         out.print(Text(diff))
+
+
+def evaluation(result: Any, regressions: list[str], verdict: str) -> None:
+    out = stdout()
+    table = Table(title=f"ragcli eval: {verdict}", title_justify="left", box=None)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        if not name.startswith("latency_") or name.startswith("latency_total"):
+            table.add_row(name, f"{value:.4f}")
+    out.print(table)
+    failed = [c for c in result.cases if not c.passed]
+    out.print(f"{len(result.cases) - len(failed)}/{len(result.cases)} cases passed")
+    for case in failed:
+        out.print(f"  FAIL {case.golden.id}: {'; '.join(case.failures)}")
+    for regression in regressions:
+        out.print(Text(f"  REGRESSION {regression}", style="red"))
+
+
+def calibration(rows: list[dict[str, float]], best: dict[str, float], current: float) -> None:
+    out = stdout()
+    out.print("threshold  wrong refusals  wrong answers")
+    for row in rows:
+        mark = " <- best" if row is best else " (current)" if abs(row["threshold"] - current) < 1e-9 else ""
+        out.print(f"{row['threshold']:>9.2f}  {row['wrong_refusals']:>14.0f}  "
+                  f"{row['wrong_answers']:>13.0f}{mark}")
+    out.print(f"best min_confidence: {best['threshold']:.2f} "
+              f"({best['wrong_refusals']:.0f} wrong refusals, {best['wrong_answers']:.0f} wrong answers)")

@@ -1,0 +1,127 @@
+"""ragcli eval: golden parsing, metrics, the gate's exit codes and reports (extractive mode, so
+no model is needed; the generative gate runs in scripts/test)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import HANDBOOK, ROOT
+from ragcli.cli.app import app
+from ragcli.errors import ExitCode, InputError
+from ragcli.evaluation import exact_match, load_goldens, string_presence, token_f1
+
+GOLDENS = ROOT / "goldens" / "handbook.jsonl"
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("RAGCLI_EMBEDDER", "test-hash")
+    monkeypatch.setenv("RAGCLI_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("RAGCLI_MIN_CONFIDENCE", "0.3")
+    assert runner.invoke(app, ["ingest", str(HANDBOOK)]).exit_code == 0
+    return tmp_path / "store"
+
+
+def write(path: Path, cases: list[dict]) -> Path:  # type: ignore[type-arg]
+    path.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    return path
+
+
+def test_shipped_goldens_cover_what_the_issue_asks() -> None:
+    cases = load_goldens(GOLDENS)
+    assert len(cases) >= 60
+    tags = {t for c in cases for t in c.tags}
+    assert {"acl", "refusal", "injection", "table", "code", "clause", "numeric"} <= tags
+    acl = [c for c in cases if "acl" in c.tags]
+    assert any(c.groups for c in acl) and any(c.must_refuse for c in acl)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("not json", "not valid JSON"),
+    ('{"id": "a"}', "'question' must be a non-empty string"),
+    ('{"id": "a", "question": "q", "colour": 1}', "unknown field(s): colour"),
+    ('{"id": "a", "question": "q", "groups": "hr"}', "'groups' must be a list"),
+    ('{"id": "a", "question": "q"}\n{"id": "a", "question": "r"}', "duplicate id"),
+    ("", "has no cases"),
+])
+def test_bad_goldens_name_the_line(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "g.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_goldens(path)
+
+
+def test_answer_metrics() -> None:
+    assert token_f1("It is 16 weeks [1].", "16 weeks") == pytest.approx(2 / 3)
+    assert string_presence("Parents get **16 weeks**.", ["16 weeks"]) == 1.0
+    assert exact_match("The 16 weeks.", ["16 weeks"]) == 1.0
+    assert exact_match("16 weeks of leave", ["16 weeks"]) == 0.0
+
+
+def test_gate_pass_regression_and_junit(tmp_path: Path) -> None:
+    cases = [json.loads(x) for x in GOLDENS.read_text().splitlines()[:12]]
+    goldens = write(tmp_path / "g.jsonl", cases)
+    baseline = tmp_path / "baseline.json"
+    args = ["eval", str(goldens), "--mode", "extractive", "--baseline", str(baseline)]
+    result = runner.invoke(app, [*args, "--update-baseline"])
+    assert result.exit_code == 0, result.output
+    junit = tmp_path / "junit.xml"
+    md = tmp_path / "summary.md"
+    again = runner.invoke(app, [*args, "--junit", str(junit), "--markdown", str(md), "--json"])
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.stdout)
+    assert data["verdict"] == "pass" and data["leaks"] == 0
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and int(suite.get("tests")) == 12
+    assert len(suite.findall("testcase")) == 12
+    assert md.read_text().startswith("### ragcli eval: pass")
+    degraded = runner.invoke(app, [*args, "--top-k", "1"], env={"RAGCLI_MIN_CONFIDENCE": "0.9"})
+    assert degraded.exit_code == ExitCode.EVAL_REGRESSION, degraded.output
+    assert "REGRESSION" in degraded.stdout
+
+
+def test_a_retrieved_forbidden_document_fails_with_the_leak_code(tmp_path: Path) -> None:
+    goldens = write(tmp_path / "g.jsonl", [{
+        "id": "leak", "question": "How many weeks of paid parental leave do parents get?",
+        "forbidden_docs": ["hr/parental-leave.md"]}])
+    result = runner.invoke(app, ["eval", str(goldens), "--mode", "extractive", "--json"])
+    assert result.exit_code == ExitCode.EVAL_LEAK, result.output
+    assert json.loads(result.stdout)["cases"][0]["failures"][0].startswith("ACL leak")
+
+
+def test_a_case_that_errors_is_a_failure(tmp_path: Path) -> None:
+    goldens = write(tmp_path / "g.jsonl", [{"id": "huge", "question": "x" * 5000}])
+    result = runner.invoke(app, ["eval", str(goldens), "--mode", "extractive", "--json"])
+    assert result.exit_code == ExitCode.EVAL_ERROR
+    assert json.loads(result.stdout)["errors"] == 1
+
+
+def test_calibrate_reports_the_tradeoff() -> None:
+    result = runner.invoke(app, ["eval", str(GOLDENS), "--calibrate", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    best = data["best"]
+    assert best["errors"] == min(r["errors"] for r in data["sweep"])
+    assert len(data["sweep"]) == 51
+
+
+def test_beir_directory_gives_retrieval_metrics(tmp_path: Path) -> None:
+    beir = tmp_path / "tiny"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(
+        '{"_id": "d1", "title": "Llamas", "text": "Llamas hum when they are content."}\n'
+        '{"_id": "d2", "title": "Alpacas", "text": "Alpacas spit when annoyed."}\n')
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "why do llamas hum"}\n'
+                                        '{"_id": "q2", "text": "alpacas spit"}\n')
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\n")
+    result = runner.invoke(app, ["eval", "--beir", str(beir), "--split", "test", "--json",
+                                 "--store", str(tmp_path / "beir-store")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["queries"] == 2 and data["ndcg@10"] == pytest.approx(1.0)
