@@ -41,8 +41,8 @@ class Settings:
     candidates: int = 50  # depth of each retrieval leg before fusion
     retrieval: str = "hybrid"  # hybrid | vector | fts
     mode: str = "generative"  # generative (the GGUF model) | extractive (no model)
-    fts_weight: float = 1.0  # weight of the full-text leg in reciprocal rank fusion
-    rrf_k: int = 60  # reciprocal rank fusion constant
+    fts_weight: float = 0.75  # weight of the full-text leg in RRF (tuned on SciFact train)
+    rrf_k: int = 10  # reciprocal rank fusion constant (tuned on SciFact train)
     reranker: str | None = None  # "module:function" (question, hits) -> hits; none ships
     min_confidence: float = 0.55  # refuse below this evidence (see retrieval.py)
     context_tokens: int = 2048  # the model's context window (n_ctx)

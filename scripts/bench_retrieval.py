@@ -63,12 +63,12 @@ def main() -> None:
         rows.append((label, score_rankings(rankings, test.qrels), per_query))
 
     print(f"\nSciFact test split, {len(test.queries)} queries ({data})")
-    print(f"{'system':<34}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'ms/query':>10}")
+    print(f"{'system':<42}{'nDCG@10':>9}{'R@100':>8}{'MRR@10':>8}{'ms/query':>10}")
     for label, scores, ms in rows:
-        print(f"{label:<34}{scores['ndcg@10']:>9.3f}{scores['recall@100']:>8.3f}"
+        print(f"{label:<42}{scores['ndcg@10']:>9.3f}{scores['recall@100']:>8.3f}"
               f"{scores['mrr@10']:>8.3f}{ms:>10.1f}")
     for label, ndcg, recall in PUBLISHED:
-        print(f"{label + ' [published]':<34}{ndcg:>9.3f}{(f'{recall:.3f}' if recall else '-'):>8}"
+        print(f"{label + ' [published]':<42}{ndcg:>9.3f}{(f'{recall:.3f}' if recall else '-'):>8}"
               f"{'-':>8}{'-':>10}")
 
 
