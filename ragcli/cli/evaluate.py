@@ -1,0 +1,136 @@
+"""eval: golden sets and the CI gate; BEIR retrieval metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ExitCode
+from . import render
+from .common import ConfigOpt, JsonOpt, StoreOpt, progress_bar, settings_from
+
+
+def eval_command(
+    goldens: Annotated[Path | None, typer.Argument(help="Golden set (JSONL).",
+                                                   show_default=False)] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="Baseline metrics to gate "
+                        "against (JSON).", show_default=False)] = None,
+    update_baseline: Annotated[bool, typer.Option("--update-baseline",
+                               help="Write the measured metrics to --baseline.")] = False,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.",
+                     show_default=False)] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown summary "
+                        "here (for a PR comment).", show_default=False)] = None,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run each case N times and "
+                      "report flaky ones.")] = 1,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Sweep the refusal threshold "
+                         "and report the trade-off.")] = False,
+    beir: Annotated[Path | None, typer.Option("--beir", help="A BEIR directory: retrieval "
+                    "metrics only.", show_default=False)] = None,
+    split: Annotated[str, typer.Option("--split", help="BEIR qrels split.")] = "test",
+    store: StoreOpt = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="generative or extractive.",
+                    show_default=False)] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", show_default=False,
+                     help="Passages per question.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate golden questions and gate on a baseline (exit 0 pass, 14 regression, 15 leak,
+    16 a case errored)."""
+    from ..errors import UsageError
+
+    if beir is not None:
+        _eval_beir(beir, split, store, config, as_json)
+        return
+    if goldens is None:
+        raise UsageError("give a golden set (goldens/handbook.jsonl) or --beir DIR")
+    if update_baseline and baseline is None:
+        raise UsageError("--update-baseline needs --baseline FILE to write")
+    from ..answering import Answerer
+    from ..embedder import get_embedder
+    from ..evaluation import (
+        calibrate as run_calibrate,
+    )
+    from ..evaluation import (
+        compare,
+        evaluate,
+        junit_xml,
+        load_goldens,
+        make_baseline,
+        markdown_summary,
+        read_baseline,
+        timed,
+    )
+    from ..generation import LlamaCppGenerator
+    from ..store import Store
+
+    settings = settings_from(config, store=store, mode=mode, top_k=top_k)
+    cases = load_goldens(goldens)
+    answerer = Answerer(settings, get_embedder(settings.embedder),
+                        lambda: LlamaCppGenerator(settings.model,
+                                                  context_tokens=settings.context_tokens,
+                                                  threads=settings.threads, seed=settings.seed))
+    if calibrate:
+        rows = run_calibrate(cases, Store.open(settings.store), answerer)
+        best = min(rows, key=lambda r: (r["errors"], abs(r["threshold"] - settings.min_confidence)))
+        if as_json:
+            render.print_json({"current": settings.min_confidence, "best": best, "sweep": rows})
+        else:
+            render.calibration(rows, best, settings.min_confidence)
+        return
+    result, seconds = timed(evaluate, cases, answerer, repeat=repeat)
+    regressions: list[str] = []
+    if baseline is not None and update_baseline:
+        baseline.write_text(json.dumps(make_baseline(result.metrics), indent=2) + "\n")
+    elif baseline is not None:
+        regressions = compare(result.metrics, read_baseline(baseline))
+    code = (ExitCode.EVAL_LEAK if result.leaks else ExitCode.EVAL_ERROR if result.errors
+            else ExitCode.EVAL_REGRESSION if regressions else ExitCode.OK)
+    verdict = {ExitCode.OK: "pass", ExitCode.EVAL_LEAK: "ACL LEAK",
+               ExitCode.EVAL_ERROR: "errors", ExitCode.EVAL_REGRESSION: "regression"}[code]
+    if junit:
+        junit.write_text(junit_xml(result, goldens.stem, seconds), encoding="utf-8")
+    if markdown:
+        markdown.write_text(markdown_summary(result, regressions, verdict), encoding="utf-8")
+    if as_json:
+        render.print_json({"verdict": verdict, "regressions": regressions,
+                           "seconds": round(seconds, 2), **result.to_json()})
+    else:
+        render.evaluation(result, regressions, verdict)
+    if code != ExitCode.OK:
+        raise typer.Exit(int(code))
+
+
+def _eval_beir(directory: Path, split: str, store: Path | None, config: Path | None,
+               as_json: bool) -> None:
+    from ..beir import load_split, score_rankings
+    from ..embedder import get_embedder
+    from ..indexing import reindex as run_reindex
+    from ..retrieval import retrieve
+    from ..settings import default_store
+    from ..store import Store
+
+    settings = settings_from(config, store=store)
+    data = load_split(directory, split)
+    # a BEIR corpus gets a store of its own unless --store names one
+    store_path = store or default_store().parent / "beir" / directory.resolve().name
+    embedder = get_embedder(settings.embedder)
+    run_reindex([data.corpus], store_path, embedder, progress=progress_bar(as_json))
+    opened = Store.open(store_path)
+    rankings = {q: [h.doc_id for h in retrieve(opened, embedder, text, [], top_k=200,
+                                               candidates=200, mode=settings.retrieval,
+                                               fts_weight=settings.fts_weight,
+                                               rrf_k=settings.rrf_k).hits]
+                for q, text in data.queries.items()}
+    scores = score_rankings(rankings, data.qrels)
+    out = {"beir": str(directory), "split": split, "queries": len(data.queries),
+           "store": str(store_path), "retrieval": settings.retrieval,
+           **{k: round(v, 4) for k, v in scores.items()}}
+    if as_json:
+        render.print_json(out)
+    else:
+        render.status(out)

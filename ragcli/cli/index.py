@@ -1,0 +1,68 @@
+"""ingest, reindex, status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ExitCode
+from . import render
+from .common import ConfigOpt, JsonOpt, StoreOpt, progress_bar, settings_from
+
+PathsArg = Annotated[list[Path], typer.Argument(help="Files or directories (corpus roots); a "
+                                             "BEIR-style .jsonl file is a corpus of its own.",
+                                             show_default=False)]
+
+
+def _index(paths: list[Path], store: Path | None, config: Path | None, as_json: bool,
+           *, delete_missing: bool) -> None:
+    from ..embedder import get_embedder
+    from ..indexing import index_paths
+
+    settings = settings_from(config, store=store)
+    embedder = get_embedder(settings.embedder)
+    report = index_paths(paths, settings.store, embedder, delete_missing=delete_missing,
+                         progress=progress_bar(as_json))
+    if as_json:
+        render.print_json(report.to_json())
+    else:
+        render.index_summary(report, "reindexed" if delete_missing else "ingested")
+    if report.skipped:
+        raise typer.Exit(int(ExitCode.PARTIAL))
+
+
+def ingest(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
+           as_json: JsonOpt = False) -> None:
+    """Index Markdown, text, HTML, PDF and JSONL files (only new or changed ones are embedded)."""
+    _index(paths, store, config, as_json, delete_missing=False)
+
+
+def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
+            as_json: JsonOpt = False) -> None:
+    """Bring the store in line with its sources: add, update and delete; safe to run from cron."""
+    _index(paths, store, config, as_json, delete_missing=True)
+
+
+def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """What the store holds, when it was last indexed, and which sources changed since."""
+    from ..indexing import staleness
+    from ..store import Store
+
+    settings = settings_from(config, store=store)
+    opened = Store.open(settings.store)
+    documents = opened.documents()
+    last = opened.last_run() or {}
+    data = {"store": str(settings.store), "documents": len(documents),
+            "chunks": sum(d["chunks"] for d in documents.values()),
+            "version": opened.version, "embedder": opened.manifest.embedder,
+            "created_at": opened.manifest.created_at,
+            "last_run": {k: last.get(k) for k in ("finished_at", "command", "added", "changed",
+                                                  "deleted", "seconds")} if last else None,
+            "disk_bytes": opened.disk_bytes(),
+            "staleness": staleness(opened).to_json()}
+    if as_json:
+        render.print_json(data)
+    else:
+        render.status(data)

@@ -1,0 +1,120 @@
+"""traces (list, show, export) and replay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import ExitCode
+from . import render
+from .common import AuditOpt, ConfigOpt, JsonOpt, RagGroup, settings_from
+
+traces_app = typer.Typer(help="The audit log: one record per ask (answered, refused or failed).",
+                         cls=RagGroup, no_args_is_help=False, add_completion=False,
+                         rich_markup_mode=None)
+@traces_app.callback(invoke_without_command=True)
+def traces(
+    ctx: typer.Context,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's requests.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only requests at or after this "
+                     "ISO-8601 time (e.g. 2026-11-22 or 2026-11-22T10:00).")] = None,
+    refused: Annotated[bool, typer.Option("--refused", help="Only refusals.")] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Only failures.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
+    audit: AuditOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent requests, newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..errors import UsageError
+    from ..trace import AuditLog
+
+    if refused and failed:
+        raise UsageError("--refused and --failed exclude each other")
+    settings = settings_from(config, audit=audit)
+    status = "refused" if refused else "failed" if failed else None
+    records = list(AuditLog(settings.audit).recent(limit, user=user, since=since, status=status))
+    if as_json:
+        render.print_json([_trace_summary(r) for r in records])
+    else:
+        render.traces([_trace_summary(r) for r in records])
+
+
+def _trace_summary(record: dict[str, Any]) -> dict[str, Any]:
+    return {"request_id": record["request_id"], "created_at": record["created_at"],
+            "user": record.get("user"), "groups": record.get("groups"),
+            "status": record["status"], "question": record.get("question"),
+            "index_version": record.get("index_version"),
+            "total_ms": round((record.get("timings_ms") or {}).get("total", 0.0), 1)}
+
+
+@traces_app.command("show")
+def traces_show(request_id: Annotated[str, typer.Argument(help="The request ID.")],
+                audit: AuditOpt = None, config: ConfigOpt = None,
+                as_json: JsonOpt = False) -> None:
+    """The whole audit record of one request."""
+    record = _find_record(request_id, config, audit)
+    if as_json:
+        render.print_json(record)
+    else:
+        render.trace(record)
+
+
+@traces_app.command("export")
+def traces_export(audit: AuditOpt = None, config: ConfigOpt = None) -> None:
+    """Every record as JSON Lines on stdout, oldest first."""
+    import sys
+
+    from ..trace import AuditLog
+
+    settings = settings_from(config, audit=audit)
+    for record in reversed(list(AuditLog(settings.audit).recent(None))):
+        sys.stdout.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def _find_record(request_id: str, config: Path | None, audit: Path | None) -> dict[str, Any]:
+    from ..errors import TraceNotFoundError
+    from ..trace import AuditLog
+
+    settings = settings_from(config, audit=audit)
+    record = AuditLog(settings.audit).get(request_id)
+    if record is None:
+        raise TraceNotFoundError(f"no audit record {request_id} in {settings.audit}")
+    return record
+
+
+def replay(
+    request_id: Annotated[str, typer.Argument(help="The request ID to re-run.")],
+    against: Annotated[str, typer.Option("--against", help="recorded: exact replay at the "
+                       "recorded store version; latest: drift against the current index.")
+                       ] = "recorded",
+    audit: AuditOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run a past answer and show what differs (exit 0 identical, 10 drifted)."""
+    from ..embedder import get_embedder
+    from ..errors import UsageError
+    from ..generation import LlamaCppGenerator
+    from ..replay import replay as run_replay
+    from ..settings import Settings
+
+    if against not in ("recorded", "latest"):
+        raise UsageError("--against must be 'recorded' or 'latest'")
+    record = _find_record(request_id, config, audit)
+    recorded = Settings.from_json(record.get("settings", {}))
+    report = run_replay(
+        record, against=against, embedder=get_embedder(recorded.embedder),
+        generator_factory=lambda path, s: LlamaCppGenerator(
+            path, context_tokens=s.context_tokens, threads=s.threads, seed=s.seed))
+    if as_json:
+        render.print_json(report.to_json())
+    else:
+        render.replay(report)
+    if not report.identical:
+        raise typer.Exit(int(ExitCode.DRIFTED))
