@@ -348,10 +348,14 @@ EXACT = ("citation_validity", "acl_leaks", "injection_followed", "errors")  # no
 DEFAULT_TOLERANCE = 0.02
 
 
-def make_baseline(metrics: dict[str, float]) -> dict[str, Any]:
-    """Latency is reported, not gated: it depends on the machine, not on the change."""
-    gated = {k: v for k, v in metrics.items() if not k.startswith("latency_")}
-    baseline: dict[str, Any] = {"tolerance": DEFAULT_TOLERANCE, "metrics": {}}
+def make_baseline(result: EvalResult) -> dict[str, Any]:
+    """Metrics with directions and tolerances, and the cases that passed: a case that passed in
+    the baseline and fails now is a regression even when no average moves past its tolerance.
+    Latency is reported, not gated: it depends on the machine, not on the change."""
+    gated = {k: v for k, v in result.metrics.items() if not k.startswith("latency_")}
+    baseline: dict[str, Any] = {"tolerance": DEFAULT_TOLERANCE, "metrics": {},
+                                "passing_cases": sorted(c.golden.id for c in result.cases
+                                                        if c.passed)}
     for name, value in sorted(gated.items()):
         spec: dict[str, Any] = {"value": round(value, 6),
                                 "direction": "lower" if name in LOWER_IS_BETTER else "higher"}
@@ -361,10 +365,14 @@ def make_baseline(metrics: dict[str, float]) -> dict[str, Any]:
     return baseline
 
 
-def compare(metrics: dict[str, float], baseline: dict[str, Any]) -> list[str]:
-    """Regressions against the baseline: each metric may move the wrong way by its tolerance."""
+def compare(result: EvalResult, baseline: dict[str, Any]) -> list[str]:
+    """Regressions against the baseline: each metric may move the wrong way by its tolerance;
+    no case that passed in the baseline may fail."""
+    metrics = result.metrics
     default = float(baseline.get("tolerance", DEFAULT_TOLERANCE))
-    regressions = []
+    regressions = [f"case {c.golden.id} passed in the baseline, fails now: {'; '.join(c.failures)}"
+                   for c in result.cases
+                   if not c.passed and c.golden.id in set(baseline.get("passing_cases", []))]
     for name, spec in baseline.get("metrics", {}).items():
         if name not in metrics:
             regressions.append(f"{name}: missing (baseline {spec['value']})")

@@ -37,7 +37,7 @@ class IndexReport:
     run_id: str
     added: int
     changed: int  # content changed
-    acl_changed: int  # only the ACL changed: rows rewritten, nothing embedded
+    acl_changed: int  # only the ACL (or the corpus root) changed: rows rewritten, nothing embedded
     deleted: int
     unchanged: int
     chunks_written: int
@@ -95,9 +95,9 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
         added = [d for d in documents.values() if d.doc_id not in existing]
         changed = [d for d in documents.values()
                    if d.doc_id in existing and existing[d.doc_id]["doc_hash"] != d.doc_hash]
-        acl_only = [d for d in documents.values()
+        acl_only = [d for d in documents.values()  # also a corpus that moved: rows rewritten
                     if d.doc_id in existing and existing[d.doc_id]["doc_hash"] == d.doc_hash
-                    and existing[d.doc_id]["acl"] != d.acl]
+                    and (existing[d.doc_id]["acl"] != d.acl or existing[d.doc_id]["root"] != d.root)]
         deleted = [doc_id for doc_id, e in existing.items()
                    if delete_missing and e["root"] in loaded.roots and doc_id not in documents
                    and (e["root"], doc_id) not in loaded.unreadable] if delete_missing else []

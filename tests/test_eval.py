@@ -4,6 +4,8 @@ no model is needed; the generative gate runs in scripts/test)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -125,3 +127,28 @@ def test_beir_directory_gives_retrieval_metrics(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["queries"] == 2 and data["ndcg@10"] == pytest.approx(1.0)
+
+
+def test_a_case_that_stops_passing_is_a_regression(tmp_path: Path) -> None:
+    cases = [json.loads(x) for x in GOLDENS.read_text().splitlines()[:12]]
+    goldens = write(tmp_path / "g.jsonl", cases)
+    baseline = tmp_path / "baseline.json"
+    args = ["eval", str(goldens), "--mode", "extractive", "--baseline", str(baseline)]
+    assert runner.invoke(app, [*args, "--update-baseline"]).exit_code == 0
+    data = json.loads(baseline.read_text())
+    assert "leave-nonbirthing" in data["passing_cases"]
+    for spec in data["metrics"].values():  # averages alone would not notice one case
+        spec["tolerance"] = 1.0
+    baseline.write_text(json.dumps(data))
+    store = Path(os.environ["RAGCLI_STORE"])
+    from fakes import HashEmbedder
+    from ragcli.indexing import reindex
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(HANDBOOK, corpus)
+    assert reindex([corpus], store, HashEmbedder()).acl_changed == 45  # the corpus moved
+    (corpus / "hr" / "parental-leave.md").unlink()
+    assert reindex([corpus], store, HashEmbedder()).deleted == 1
+    result = runner.invoke(app, args)
+    assert result.exit_code == ExitCode.EVAL_REGRESSION, result.output
+    assert "case leave-nonbirthing passed in the baseline, fails now" in result.stdout

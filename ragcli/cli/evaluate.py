@@ -85,9 +85,9 @@ def eval_command(
     result, seconds = timed(evaluate, cases, answerer, repeat=repeat)
     regressions: list[str] = []
     if baseline is not None and update_baseline:
-        baseline.write_text(json.dumps(make_baseline(result.metrics), indent=2) + "\n")
+        baseline.write_text(json.dumps(make_baseline(result), indent=2) + "\n")
     elif baseline is not None:
-        regressions = compare(result.metrics, read_baseline(baseline))
+        regressions = compare(result, read_baseline(baseline))
     code = (ExitCode.EVAL_LEAK if result.leaks else ExitCode.EVAL_ERROR if result.errors
             else ExitCode.EVAL_REGRESSION if regressions else ExitCode.OK)
     verdict = {ExitCode.OK: "pass", ExitCode.EVAL_LEAK: "ACL LEAK",
