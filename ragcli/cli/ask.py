@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from . import render
-from .common import ConfigOpt, JsonOpt, StoreOpt, settings_from
+from .common import ConfigOpt, JsonOpt, StoreOpt, gguf_generator, settings_from
 
 
 def ask(
@@ -24,7 +24,7 @@ def ask(
     top_k: Annotated[int | None, typer.Option("--top-k", help="Passages given to the model.",
                      show_default=False)] = None,
     min_confidence: Annotated[float | None, typer.Option("--min-confidence",
-                              help="Refuse below this evidence similarity.",
+                              help="Refuse below this evidence score.",
                               show_default=False)] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="generative (the model) or "
                     "extractive (cited sentences of the passages; no model).",
@@ -35,15 +35,12 @@ def ask(
     """Answer a question from the store, with citations and a request ID."""
     from ..answering import Answerer
     from ..embedder import get_embedder
-    from ..generation import LlamaCppGenerator
 
     settings = settings_from(config, store=store, model=model, top_k=top_k,
                          min_confidence=min_confidence, mode=mode)
     group_list = [g.strip() for g in groups.split(",") if g.strip()]
     answerer = Answerer(settings, get_embedder(settings.embedder),
-                        lambda: LlamaCppGenerator(settings.model,
-                                                  context_tokens=settings.context_tokens,
-                                                  threads=settings.threads, seed=settings.seed))
+                        lambda: gguf_generator(settings))
     result = answerer.ask(question, user=user or os.environ.get("USER") or "unknown",
                           groups=group_list, on_token=None if as_json else render.token_stream())
     if as_json:

@@ -69,3 +69,12 @@ def progress_bar(quiet: bool) -> Any:
             progress.stop()
 
     return update
+
+
+def gguf_generator(settings: Any, model: Path | None = None) -> Any:
+    """The GGUF generator ``settings`` describe (the weights load on first use)."""
+    from ..generation import LlamaCppGenerator
+
+    return LlamaCppGenerator(model if model is not None else settings.model,
+                             context_tokens=settings.context_tokens, threads=settings.threads,
+                             seed=settings.seed)

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import ExitCode
 from . import render
-from .common import ConfigOpt, JsonOpt, StoreOpt, progress_bar, settings_from
+from .common import ConfigOpt, JsonOpt, StoreOpt, gguf_generator, progress_bar, settings_from
 
 
 def eval_command(
@@ -65,15 +65,12 @@ def eval_command(
         read_baseline,
         timed,
     )
-    from ..generation import LlamaCppGenerator
     from ..store import Store
 
     settings = settings_from(config, store=store, mode=mode, top_k=top_k)
     cases = load_goldens(goldens)
     answerer = Answerer(settings, get_embedder(settings.embedder),
-                        lambda: LlamaCppGenerator(settings.model,
-                                                  context_tokens=settings.context_tokens,
-                                                  threads=settings.threads, seed=settings.seed))
+                        lambda: gguf_generator(settings))
     if calibrate:
         rows = run_calibrate(cases, Store.open(settings.store), answerer)
         best = min(rows, key=lambda r: (r["errors"], abs(r["threshold"] - settings.min_confidence)))

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import ExitCode
 from . import render
-from .common import AuditOpt, ConfigOpt, JsonOpt, RagGroup, settings_from
+from .common import AuditOpt, ConfigOpt, JsonOpt, RagGroup, gguf_generator, settings_from
 
 traces_app = typer.Typer(help="The audit log: one record per ask (answered, refused or failed).",
                          cls=RagGroup, no_args_is_help=False, add_completion=False,
@@ -100,7 +100,6 @@ def replay(
     """Re-run a past answer and show what differs (exit 0 identical, 10 drifted)."""
     from ..embedder import get_embedder
     from ..errors import UsageError
-    from ..generation import LlamaCppGenerator
     from ..replay import replay as run_replay
     from ..settings import Settings
 
@@ -110,8 +109,7 @@ def replay(
     recorded = Settings.from_json(record.get("settings", {}))
     report = run_replay(
         record, against=against, embedder=get_embedder(recorded.embedder),
-        generator_factory=lambda path, s: LlamaCppGenerator(
-            path, context_tokens=s.context_tokens, threads=s.threads, seed=s.seed))
+        generator_factory=lambda path, s: gguf_generator(s, path))
     if as_json:
         render.print_json(report.to_json())
     else:
