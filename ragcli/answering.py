@@ -23,7 +23,7 @@ from .guardrails import REFUSAL, check_answer, looks_like_refusal
 from .ids import new_id
 from .models import Answer
 from .prompting import build_prompt
-from .retrieval import Retrieval, load_reranker, retrieve
+from .retrieval import Retrieval, retrieve_configured
 from .settings import Settings
 from .store import Store
 from .trace import AuditLog
@@ -110,10 +110,7 @@ class Answerer:
         store = store or Store.open(settings.store)
         store.require_embedder(self.embedder.id)
         start = time.perf_counter()
-        found = retrieve(store, self.embedder, question, groups, top_k=settings.top_k,
-                         candidates=settings.candidates, mode=settings.retrieval,
-                         fts_weight=settings.fts_weight, rrf_k=settings.rrf_k,
-                         reranker=load_reranker(settings.reranker) if settings.reranker else None)
+        found = retrieve_configured(store, self.embedder, question, groups, settings)
         timings = {"retrieve": (time.perf_counter() - start) * 1000, **found.timings_ms}
         record.update(_retrieval_record(found))
         store.pin_version(found.version)  # cleanup keeps the version this record points at

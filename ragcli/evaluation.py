@@ -16,7 +16,6 @@ import json
 import math
 import re
 import statistics
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from typing import Any
 from .answering import Answerer
 from .errors import InputError, RagError
 from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k, unique
-from .retrieval import retrieve
+from .retrieval import retrieve_configured
 from .store import Store
 from .trace import AuditLog
 
@@ -323,12 +322,10 @@ def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1) 
 def calibrate(goldens: Sequence[Golden], store: Store, answerer: Answerer) -> list[dict[str, float]]:
     """Sweep the refusal threshold over retrieval confidence (no generation): for each value,
     how many answerable cases would be refused and how many must-refuse cases let through."""
-    settings = answerer.settings
     confidences = []
     for g in goldens:
-        found = retrieve(store, answerer.embedder, g.question, list(g.groups), top_k=settings.top_k,
-                         candidates=settings.candidates, mode=settings.retrieval,
-                         fts_weight=settings.fts_weight, rrf_k=settings.rrf_k)
+        found = retrieve_configured(store, answerer.embedder, g.question, list(g.groups),
+                                    answerer.settings)
         confidences.append((found.confidence, g.must_refuse))
     rows = []
     for step in range(30, 81):
@@ -432,8 +429,3 @@ def markdown_summary(result: EvalResult, regressions: list[str], verdict: str) -
         out += ["", "Failed cases:"] + [f"- `{c.golden.id}`: {'; '.join(c.failures)}"
                                         for c in failed[:50]]
     return "\n".join(out) + "\n"
-
-
-def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    return fn(*args, **kwargs), time.perf_counter() - start

@@ -99,7 +99,7 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
                     if d.doc_id in existing and existing[d.doc_id]["doc_hash"] == d.doc_hash
                     and (existing[d.doc_id]["acl"] != d.acl or existing[d.doc_id]["root"] != d.root)]
         deleted = [doc_id for doc_id, e in existing.items()
-                   if delete_missing and e["root"] in loaded.roots and doc_id not in documents
+                   if e["root"] in loaded.roots and doc_id not in documents
                    and (e["root"], doc_id) not in loaded.unreadable] if delete_missing else []
         todo = changed + acl_only + added
         written = embedded = 0

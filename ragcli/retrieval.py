@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .embedder import Embedder
 from .errors import ConfigError
@@ -28,7 +28,8 @@ from .models import PUBLIC_GROUP, Hit
 from .store import Store, acl_filter
 from .text import content_terms, coverage
 
-RRF_K = 60
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def search_legs(store: Store, embedder: Embedder, question: str, allowed: Sequen
     return Legs(query_vector, vector_rows, fts_rows, timings)
 
 
-def fuse(legs: Legs, *, fts_weight: float = 1.0, rrf_k: int = RRF_K) -> list[Hit]:
+def fuse(legs: Legs, *, fts_weight: float, rrf_k: int) -> list[Hit]:
     """Weighted reciprocal rank fusion of the two legs: score = 1/(k + rank_vector) +
     fts_weight/(k + rank_fts). Every hit gets its cosine similarity to the question."""
     import numpy as np
@@ -148,8 +149,8 @@ def load_reranker(spec: str) -> Reranker:
 
 
 def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[str], *,
-             top_k: int, candidates: int, mode: str = "hybrid", fts_weight: float = 1.0,
-             rrf_k: int = RRF_K, reranker: Reranker | None = None) -> Retrieval:
+             top_k: int, candidates: int, mode: str, fts_weight: float, rrf_k: int,
+             reranker: Reranker | None = None) -> Retrieval:
     """Run the legs under the ACL prefilter, fuse, deduplicate, rerank, keep ``top_k``."""
     allowed = effective_groups(groups)
     legs = search_legs(store, embedder, question, allowed, candidates, mode)
@@ -162,3 +163,12 @@ def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[s
     hits = [replace(h, evidence=evidence(question, h)) for h in hits[:top_k]]
     confidence = max((h.evidence for h in hits), default=0.0)
     return Retrieval(tuple(hits), confidence, allowed, acl_filter(allowed), store.version, timings)
+
+
+def retrieve_configured(store: Store, embedder: Embedder, question: str, groups: Sequence[str],
+                        settings: Settings) -> Retrieval:
+    """``retrieve`` with everything ``settings`` say: what ask, replay and eval all run."""
+    return retrieve(store, embedder, question, groups, top_k=settings.top_k,
+                    candidates=settings.candidates, mode=settings.retrieval,
+                    fts_weight=settings.fts_weight, rrf_k=settings.rrf_k,
+                    reranker=load_reranker(settings.reranker) if settings.reranker else None)

@@ -40,8 +40,8 @@ MANIFEST = "ragcli.json"
 LAST_RUN = "last_run.json"
 _COLUMNS = ["chunk_id", "doc_id", "ordinal", "source", "root", "title", "heading_path", "text",
             "chunk_hash", "doc_hash", "acl", "pages", "mtime", "indexed_at", "run_id", "embedder"]
-PIN_PREFIX = "audit-v"
-_NEVER = timedelta(days=365 * 100)  # tag of a table version an audit record points at
+PIN_PREFIX = "audit-v"  # tag of a table version an audit record points at
+_NEVER = timedelta(days=365 * 100)  # optimize() without its own version cleanup
 
 
 def _sql_list(values: Sequence[str]) -> str:

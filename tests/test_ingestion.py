@@ -22,7 +22,8 @@ from fakes import HashEmbedder
 from pdfs import make_pdf
 from ragcli.errors import EmbedderMismatchError
 from ragcli.indexing import index_paths, ingest, reindex, staleness
-from ragcli.retrieval import retrieve
+from ragcli.retrieval import retrieve_configured
+from ragcli.settings import Settings
 from ragcli.sources import load_documents
 from ragcli.store import Store
 
@@ -131,8 +132,8 @@ def test_acl_change_alone_embeds_nothing(corpus: Path, tmp_path: Path,
     report = reindex([corpus], store_path, hash_embedder)
     assert (report.acl_changed, report.changed, report.chunks_embedded) == (1, 0, 0)
     assert report.chunks_written > 0
-    found = retrieve(Store.open(store_path), hash_embedder, "parental leave weeks", [],
-                     top_k=10, candidates=50)
+    found = retrieve_configured(Store.open(store_path), hash_embedder, "parental leave weeks", [],
+                                Settings(top_k=10))
     assert all(h.doc_id != "hr/parental-leave.md" for h in found.hits)
 
 

@@ -8,7 +8,8 @@ from conftest import HANDBOOK
 from fakes import HashEmbedder
 from ragcli.errors import EmbedderMismatchError, LockedError, StoreMissingError
 from ragcli.indexing import ingest
-from ragcli.retrieval import retrieve
+from ragcli.retrieval import retrieve_configured
+from ragcli.settings import Settings
 from ragcli.store import Store
 
 
@@ -59,8 +60,8 @@ def test_acl_prefilter_inside_both_legs(store_path: Path, hash_embedder: HashEmb
 
 
 def test_retrieve_fuses_and_scores(store_path: Path, hash_embedder: HashEmbedder) -> None:
-    found = retrieve(Store.open(store_path), hash_embedder, "parental leave weeks", ["hr"],
-                     top_k=3, candidates=20)
+    found = retrieve_configured(Store.open(store_path), hash_embedder, "parental leave weeks", ["hr"],
+                                Settings(top_k=3, candidates=20))
     assert len(found.hits) == 3
     assert found.hits[0].doc_id == "hr/parental-leave.md"
     assert found.groups == ("hr", "public")
