@@ -8,9 +8,10 @@ refusal. Every request, answered, refused or failed, leaves exactly one audit re
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,9 +22,11 @@ from .extractive import extract_answer
 from .generation import Generator, TokenCallback
 from .guardrails import REFUSAL, check_answer, looks_like_refusal
 from .ids import new_id
-from .models import Answer
+from .models import Answer, Citation, Hit
 from .prompting import build_prompt
-from .retrieval import Retrieval, retrieve_configured
+from .retrieval import Retrieval, effective_groups, evidence, retrieve_configured
+from .schema import schema_problems
+from .screening import screen
 from .settings import Settings
 from .store import Store
 from .trace import AuditLog
@@ -58,16 +61,16 @@ class Answerer:
             record["error"] = {"type": type(exc).__name__, "message": str(exc),
                                "exit_code": int(exc.exit_code)}
             record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
-            audit.append(record)
+            audit.append(redact(record) if self.settings.redact_audit else record)
             raise
         except Exception as exc:
             record["error"] = {"type": type(exc).__name__, "message": str(exc), "exit_code": 1}
             record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
-            audit.append(record)
+            audit.append(redact(record) if self.settings.redact_audit else record)
             raise
         answer.timings_ms["total"] = (time.perf_counter() - started) * 1000
         record["timings_ms"] = dict(answer.timings_ms)
-        audit.append(record)
+        audit.append(redact(record) if self.settings.redact_audit else record)
         return answer
 
     def rerun(self, question: str, *, user: str, groups: Sequence[str],
@@ -112,32 +115,47 @@ class Answerer:
         start = time.perf_counter()
         found = retrieve_configured(store, self.embedder, question, groups, settings)
         timings = {"retrieve": (time.perf_counter() - start) * 1000, **found.timings_ms}
-        record.update(_retrieval_record(found))
+        screened = screen(found.hits)  # passages are data: instruction-like text is taken out
+        hits = tuple(replace(h, evidence=evidence(question, h)) if h.chunk_id in screened.redacted
+                     else h for h in screened.hits)  # removed text is no evidence
+        confidence = max((h.evidence for h in hits), default=0.0)
+        record.update(_retrieval_record(found, screened.flagged, confidence))
+        if screened.flagged:
+            record["screening"] = {c: {"flags": list(f), "redacted": list(screened.redacted.get(c, ()))}
+                                   for c, f in screened.flagged.items()}
         store.pin_version(found.version)  # cleanup keeps the version this record points at
 
         def refuse(reason: str) -> Answer:
             record.update(status="refused", refused=True, refusal_reason=reason, answer=REFUSAL)
-            return Answer(request_id, question, REFUSAL, True, settings.mode, (), found.hits,
-                          reason, found.confidence, timings_ms=timings)
+            return Answer(request_id, question, REFUSAL, True, settings.mode, (), hits,
+                          reason, confidence, timings_ms=timings, flagged=screened.flagged)
+
+        def answered(text: str, citations: Sequence[Citation], passages: Sequence[Hit],
+                     invalid: Sequence[int] = (), unsupported: Sequence[str] = ()) -> Answer:
+            answer = Answer(request_id, question, text, False, settings.mode, tuple(citations),
+                            hits, None, confidence, tuple(invalid), tuple(unsupported),
+                            timings, screened.flagged)
+            problems = output_problems(answer, passages, groups, settings.max_answer_chars)
+            if problems:
+                record["output_checks"] = problems
+                return refuse("output_check: " + "; ".join(problems))
+            record.update(status="answered", answer=text, citations=[c.__dict__ for c in citations])
+            return answer
 
         if not found.hits:
             return refuse("no_readable_evidence: nothing in the store is readable by these groups")
-        if found.confidence < settings.min_confidence:
-            return refuse(f"low_confidence: best evidence {found.confidence:.3f} is below "
+        if confidence < settings.min_confidence:
+            return refuse(f"low_confidence: best evidence {confidence:.3f} is below "
                           f"min_confidence {settings.min_confidence:.3f}")
         if generator is None:
             start = time.perf_counter()
-            extract = extract_answer(question, found.hits)
+            extract = extract_answer(question, hits)
             timings["extract"] = (time.perf_counter() - start) * 1000
             if extract is None:
                 return refuse("unsupported_answer: no sentence of the passages covers the question")
-            record.update(status="answered", answer=extract.text,
-                          citations=[c.__dict__ for c in extract.citations])
-            return Answer(request_id, question, extract.text, False, "extractive",
-                          extract.citations, found.hits, None, found.confidence,
-                          timings_ms=timings)
+            return answered(extract.text, extract.citations, hits)
         start = time.perf_counter()
-        prompt = build_prompt(question, found.hits, render=generator.render,
+        prompt = build_prompt(question, hits, render=generator.render,
                               count_tokens=generator.count_tokens,
                               context_tokens=generator.context_tokens,
                               answer_tokens=settings.max_tokens)
@@ -166,20 +184,66 @@ class Answerer:
         if checked.supported_sentences == 0:
             return refuse("unsupported_answer: no sentence of the model's answer is supported "
                           "by a passage")
-        record.update(status="answered", answer=checked.text,
-                      citations=[c.__dict__ for c in checked.citations])
-        return Answer(request_id, question, checked.text, False, "generative", checked.citations,
-                      found.hits, None, found.confidence, checked.invalid_markers,
-                      checked.unsupported, timings)
+        return answered(checked.text, checked.citations, prompt.passages,
+                        checked.invalid_markers, checked.unsupported)
 
 
-def _retrieval_record(found: Retrieval) -> dict[str, Any]:
+def output_problems(answer: Answer, passages: Sequence[Hit], groups: Sequence[str],
+                    max_chars: int) -> list[str]:
+    """What is wrong with an answer about to be returned; any problem turns it into a refusal.
+
+    The checks hold whatever produced the answer (model, extractive, a future reranker): every
+    citation points at a passage that was given to the model and is readable by these groups,
+    the answer is within ``max_chars``, and the JSON output is valid against the published schema.
+    """
+    problems = []
+    given = {h.chunk_id: h for h in passages}
+    readable = set(effective_groups(groups))
+    for c in answer.citations:
+        if c.chunk_id not in given:
+            problems.append(f"citation [{c.n}] points at {c.chunk_id}, which was not given")
+        elif not readable & set(given[c.chunk_id].acl):
+            problems.append(f"citation [{c.n}] points at {c.chunk_id}, which these groups may not read")
+    if answer.citations and not answer.answer.strip():
+        problems.append("citations without an answer")
+    if len(answer.answer) > max_chars:
+        problems.append(f"answer is {len(answer.answer)} characters, over max_answer_chars {max_chars}")
+    problems.extend(schema_problems(answer.to_json()))
+    return problems
+
+
+def redact(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with the question, prompt, model output and answer replaced by their hashes
+    (``redact_audit``): equal texts still compare equal, e.g. in ``replay``; nothing is readable."""
+    out = dict(record, redacted=True)
+    for name in ("question", "answer"):
+        if isinstance(out.get(name), str):
+            out[name] = redacted_text(out[name])
+    if isinstance(out.get("prompt"), dict):
+        prompt = dict(out["prompt"], text=redacted_text(out["prompt"].get("text", "")))
+        prompt["messages"] = [[role, redacted_text(text)] for role, text in prompt.get("messages", [])]
+        out["prompt"] = prompt
+    if isinstance(out.get("output"), dict):
+        out["output"] = dict(out["output"], raw=redacted_text(out["output"].get("raw", "")))
+    if isinstance(out.get("guardrails"), dict):
+        out["guardrails"] = dict(out["guardrails"], unsupported_sentences=[
+            redacted_text(t) for t in out["guardrails"].get("unsupported_sentences", [])])
+    return out
+
+
+def redacted_text(text: str) -> str:
+    return f"[redacted sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()}]"
+
+
+def _retrieval_record(found: Retrieval, flagged: dict[str, tuple[str, ...]],
+                      confidence: float) -> dict[str, Any]:
     return {
         "index_version": found.version,
         "acl_filter": found.acl_filter,
         "effective_groups": list(found.groups),
-        "confidence": found.confidence,
+        "confidence": confidence,  # after screening: removed text is no evidence
         "retrieved": [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "chunk_hash": h.chunk_hash,
                        "score": h.score, "vector_score": h.vector_score,
-                       "fts_score": h.fts_score} for h in found.hits],
+                       "fts_score": h.fts_score, "flags": list(flagged.get(h.chunk_id, ()))}
+                      for h in found.hits],
     }

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .chunking import split_blocks
 from .guardrails import split_sentences
 from .models import Citation, Hit
+from .screening import visible
 from .text import content_terms, coverage
 
 _MARKUP = re.compile(r"\*\*|__|`")
@@ -42,7 +43,7 @@ def _table_rows(table: str) -> list[str]:
 def candidates(hit: Hit) -> list[tuple[str, int]]:
     """(sentence, block number) pairs of a passage, in order, markup removed."""
     out: list[tuple[str, int]] = []
-    for number, block in enumerate(split_blocks(hit.text)):
+    for number, block in enumerate(split_blocks(visible(hit.text))):
         if block.kind == "table":
             pieces = _table_rows(block.text)
         elif block.kind == "code":

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .models import Citation, Hit
+from .screening import REDACTED, visible
 from .text import content_terms, coverage
 
 SUPPORT_THRESHOLD = 0.5
@@ -82,7 +83,7 @@ def check_answer(raw: str, passages: Sequence[Hit]) -> CheckedAnswer:
         invalid.append(n)
         return ""
 
-    text = _MARKER.sub(keep, raw.strip())
+    text = _MARKER.sub(keep, raw.strip()).replace(REDACTED, " ")  # echoed markers are no answer
     cited: dict[int, Citation] = {}
     unsupported: list[str] = []
     out: list[str] = []
@@ -108,4 +109,4 @@ def check_answer(raw: str, passages: Sequence[Hit]) -> CheckedAnswer:
 
 
 def _passage_text(hit: Hit) -> str:
-    return f"{hit.title} {hit.heading_path} {hit.text}"
+    return f"{hit.title} {hit.heading_path} {visible(hit.text)}"

@@ -113,6 +113,7 @@ class Answer:
     invalid_citations: tuple[int, ...] = ()
     unsupported_sentences: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
+    flagged: dict[str, tuple[str, ...]] = field(default_factory=dict)  # chunk_id -> screening flags
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -138,5 +139,6 @@ class Answer:
             ],
             "invalid_citations": list(self.invalid_citations),
             "unsupported_sentences": list(self.unsupported_sentences),
+            "flagged_passages": [{"chunk_id": c, "flags": list(f)} for c, f in self.flagged.items()],
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
         }

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .answering import Answerer
+from .answering import Answerer, redact, redacted_text
 from .embedder import Embedder
-from .errors import ModelChangedError, ModelError
+from .errors import ModelChangedError, ModelError, UsageError
 from .generation import Generator
 from .retrieval import effective_groups
 from .settings import Settings
@@ -51,8 +51,21 @@ def _diff(old: str, new: str, name: str) -> str:
 
 
 def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
-           generator_factory: Callable[[Path | None, Settings], Generator]) -> ReplayReport:
-    """Re-run ``record``; raises VersionGoneError or ModelChangedError when it cannot."""
+           generator_factory: Callable[[Path | None, Settings], Generator],
+           question: str | None = None) -> ReplayReport:
+    """Re-run ``record``; raises VersionGoneError or ModelChangedError when it cannot.
+
+    A record written with ``redact_audit`` holds only hashes of the texts: the caller supplies the
+    original ``question`` (checked against its hash), and the re-run is compared hash to hash."""
+    redacted = bool(record.get("redacted"))
+    if redacted:
+        if question is None:
+            raise UsageError(f"request {record['request_id']} was recorded with redact_audit",
+                             hint="pass the original question with --question to replay it")
+        if redacted_text(question) != record.get("question"):
+            raise UsageError("--question is not the question of this record (its hash differs)")
+    else:
+        question = record["question"]
     settings = Settings.from_json(record.get("settings", {}))
     recorded_model = record.get("model") or {}
     if recorded_model.get("path"):
@@ -73,8 +86,10 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
         if against == "recorded" and recorded_version is not None else current
     answerer = Answerer(settings, embedder,
                         lambda: generator or generator_factory(settings.model, settings))
-    answer, new = answerer.rerun(record["question"], user=record.get("user") or "",
+    answer, new = answerer.rerun(question, user=record.get("user") or "",
                                  groups=record.get("groups", []), store=store)
+    if redacted:
+        new = redact(new)
     old_ids = [r["chunk_id"] for r in record.get("retrieved", [])]
     new_ids = [r["chunk_id"] for r in new.get("retrieved", [])]
     old_prompt = (record.get("prompt") or {}).get("text", "")

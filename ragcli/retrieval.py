@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .embedder import Embedder
 from .errors import ConfigError
 from .models import PUBLIC_GROUP, Hit
+from .screening import visible
 from .store import Store, acl_filter
 from .text import content_terms, coverage
 
@@ -56,7 +57,7 @@ def _hit(row: dict[str, Any], score: float, vector_score: float | None,
 def evidence(question: str, hit: Hit) -> float:
     """How well one passage covers the question (see the module docstring)."""
     terms = content_terms(question)
-    passage = f"{hit.title} {hit.heading_path} {hit.text}"
+    passage = f"{hit.title} {hit.heading_path} {visible(hit.text)}"
     return 0.5 * max(hit.vector_score or 0.0, 0.0) + 0.5 * coverage(terms, passage)
 
 

@@ -50,6 +50,8 @@ class Settings:
     temperature: float = 0.0  # 0 = greedy
     seed: int = 42
     threads: int = 1
+    max_answer_chars: int = 1500  # a longer answer is an output-check failure (a refusal)
+    redact_audit: bool = False  # keep only hashes of question, prompt and answer in audit records
     audit: Path = dataclasses.field(default_factory=default_audit)  # the audit log (SQLite)
 
     def to_json(self) -> dict[str, Any]:
@@ -73,20 +75,27 @@ _TYPES: dict[str, type] = {
     "store": Path, "model": Path, "embedder": str, "top_k": int, "candidates": int,
     "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
     "seed": int, "threads": int, "audit": Path, "retrieval": str, "fts_weight": float,
-    "rrf_k": int, "reranker": str, "mode": str,
+    "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int, "redact_audit": bool,
 }
 _CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("generative", "extractive")}
 _MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1,
-            "rrf_k": 1}
+            "rrf_k": 1, "max_answer_chars": 1}
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
     kind = _TYPES[name]
     try:
-        if kind is Path:
+        if kind is bool:
+            if isinstance(value, str) and value.strip().lower() in _BOOLS:
+                value = _BOOLS[value.strip().lower()]
+            if not isinstance(value, bool):
+                raise ValueError
+            result: Any = value
+        elif kind is Path:
             if not isinstance(value, str | Path) or not str(value):
                 raise ValueError
-            result: Any = Path(os.path.expanduser(str(value)))
+            result = Path(os.path.expanduser(str(value)))
         elif kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError

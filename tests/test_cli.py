@@ -54,13 +54,13 @@ def test_help_imports_nothing_heavy() -> None:
 def test_ingest_then_status_json() -> None:
     result = invoke("ingest", str(HANDBOOK))
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("ingested 45 documents (45 added")
+    assert result.stdout.startswith("ingested 49 documents (49 added")
     result = invoke("status", "--json")
     data = json.loads(result.stdout)
-    assert data["documents"] == 45 and data["chunks"] > 45
+    assert data["documents"] == 49 and data["chunks"] > 49
     assert data["embedder"] == "test-hash-256"
     again = json.loads(invoke("ingest", str(HANDBOOK), "--json").stdout)
-    assert again["unchanged"] == 45 and again["chunks_written"] == 0
+    assert again["unchanged"] == 49 and again["chunks_written"] == 0
     assert again["version"] == data["version"]
 
 

@@ -40,7 +40,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("real") / "store"
     result = runner.invoke(app, ["ingest", str(HANDBOOK), "--store", str(path), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["added"] == 45
+    assert json.loads(result.stdout)["added"] == 49
     return path
 
 

@@ -96,6 +96,9 @@ def replay(
     audit: AuditOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
+    question: Annotated[str | None, typer.Option("--question", help="The original question, to "
+                        "replay a record written with redact_audit (checked against its hash).",
+                        show_default=False)] = None,
 ) -> None:
     """Re-run a past answer and show what differs (exit 0 identical, 10 drifted)."""
     from ..embedder import get_embedder
@@ -108,7 +111,7 @@ def replay(
     record = _find_record(request_id, config, audit)
     recorded = Settings.from_json(record.get("settings", {}))
     report = run_replay(
-        record, against=against, embedder=get_embedder(recorded.embedder),
+        record, against=against, embedder=get_embedder(recorded.embedder), question=question,
         generator_factory=lambda path, s: gguf_generator(s, path))
     if as_json:
         render.print_json(report.to_json())
