@@ -46,7 +46,7 @@ class IndexReport:
     seconds: float
     skipped: tuple[Skipped, ...] = field(default=())
     ignored: int = 0  # files of unsupported types found in directories
-    rebuilt: bool = False  # the store changed embedder and was re-embedded
+    rebuilt: bool = False  # every chunk was embedded again (--rebuild, or a new embedder or format)
 
     def to_json(self) -> dict[str, object]:
         return {"run_id": self.run_id, "added": self.added, "changed": self.changed,
@@ -64,9 +64,13 @@ def chunk_documents(documents: Sequence[Document], embedder: Embedder) -> list[C
 
 
 def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
-                delete_missing: bool, progress: ProgressCallback | None = None,
+                delete_missing: bool, rebuild: bool = False,
+                progress: ProgressCallback | None = None,
                 retention: timedelta = timedelta(days=7)) -> IndexReport:
-    """Bring the store at ``store_path`` in line with the files under ``paths``."""
+    """Bring the store at ``store_path`` in line with the files under ``paths``.
+
+    ``rebuild`` drops every chunk first and embeds everything again: the repair for a store that
+    ``status --verify`` found damaged (it also rewrites a damaged manifest)."""
     import numpy as np
 
     started = time.perf_counter()
@@ -76,9 +80,10 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
     if not loaded.documents and not (store_path / "ragcli.json").is_file():
         return IndexReport(run_id, 0, 0, 0, 0, 0, 0, 0, None, time.perf_counter() - started,
                            skipped, loaded.ignored)
-    store = Store.open_or_create(store_path, embedder.id, embedder.dim)
+    store = Store.open_for_rebuild(store_path, embedder.id, embedder.dim) if rebuild \
+        else Store.open_or_create(store_path, embedder.id, embedder.dim)
     with store.writer_lock():
-        rebuilt = store.manifest.embedder != embedder.id or store.manifest.format != FORMAT
+        rebuilt = rebuild or store.manifest.embedder != embedder.id or store.manifest.format != FORMAT
         if rebuilt:
             if not delete_missing:
                 store.require_embedder(embedder.id)  # raise, with a hint
@@ -108,11 +113,14 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
             last = start + COMMIT_DOCUMENTS >= len(todo)
             chunks = chunk_documents(batch, embedder)
             reuse = store.vectors_for([d.doc_id for d in batch if d.doc_id in existing])
-            missing = [i for i, c in enumerate(chunks) if (c.doc_id, c.chunk_hash) not in reuse]
             vectors = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
+            missing: list[int] = []
             for i, c in enumerate(chunks):
-                if (c.doc_id, c.chunk_hash) in reuse:
-                    vectors[i] = np.asarray(reuse[(c.doc_id, c.chunk_hash)], dtype=np.float32)
+                stored = reuse.get((c.doc_id, c.chunk_hash))
+                if stored is not None:
+                    vectors[i] = np.asarray(stored, dtype=np.float32)
+                if stored is None or not np.isfinite(vectors[i]).all():  # damaged: embed again
+                    missing.append(i)
             for offset in range(0, len(missing), COMMIT_CHUNKS):
                 part = missing[offset:offset + COMMIT_CHUNKS]
                 vectors[part] = embedder.embed([chunks[i].search_text for i in part])
@@ -131,7 +139,7 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
                              time.perf_counter() - started, skipped, loaded.ignored, rebuilt)
         store.record_run({"finished_at": datetime.now(UTC).isoformat(),
                           "command": "reindex" if delete_missing else "ingest",
-                          "paths": [str(p) for p in paths], **report.to_json()})
+                          "paths": [str(p.resolve()) for p in paths], **report.to_json()})
     return report
 
 

@@ -131,6 +131,18 @@ class Store:
         store._write_manifest()
         return store
 
+    @classmethod
+    def open_for_rebuild(cls, path: Path, embedder_id: str, dim: int) -> Store:
+        """Like :meth:`open_or_create`, but a damaged manifest is replaced (``reindex --rebuild``)."""
+        try:
+            return cls.open_or_create(path, embedder_id, dim)
+        except StoreError:
+            if not (path / MANIFEST).is_file():
+                raise
+        store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat()))
+        store._write_manifest()
+        return store
+
     def _write_manifest(self) -> None:
         try:
             tmp = self.path / (MANIFEST + ".tmp")
@@ -354,11 +366,11 @@ class Store:
     def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int,
                       ) -> list[dict[str, Any]]:
         with self._reading():
-            return (self.table().search(vector, vector_column_name="vector")  # type: ignore[no-any-return]
-                    .distance_type("cosine")
-                    .where(acl_filter(groups), prefilter=True)
-                    .select([*_COLUMNS, "vector", "_distance"])
-                    .limit(limit).to_list())
+            return self._intact(self.table().search(vector, vector_column_name="vector")
+                                .distance_type("cosine")
+                                .where(acl_filter(groups), prefilter=True)
+                                .select([*_COLUMNS, "vector", "_distance"])
+                                .limit(limit).to_list())
 
     def search_fts(self, text: str, groups: Sequence[str], limit: int) -> list[dict[str, Any]]:
         from lancedb.query import MatchQuery
@@ -366,10 +378,20 @@ class Store:
         if not any(ch.isalnum() for ch in text):
             return []
         with self._reading():
-            return (self.table().search(MatchQuery(text, "search_text"), query_type="fts")  # type: ignore[no-any-return]
-                    .where(acl_filter(groups), prefilter=True)
-                    .select([*_COLUMNS, "vector", "_score"])
-                    .limit(limit).to_list())
+            return self._intact(self.table().search(MatchQuery(text, "search_text"), query_type="fts")
+                                .where(acl_filter(groups), prefilter=True)
+                                .select([*_COLUMNS, "vector", "_score"])
+                                .limit(limit).to_list())
+
+    def _intact(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """LanceDB has no checksums: a damaged data file can read back as NaN vectors without any
+        error. A search that meets one fails rather than ranking garbage."""
+        import numpy as np
+
+        if rows and not np.isfinite(np.asarray([r["vector"] for r in rows], dtype=np.float32)).all():
+            raise StoreError(f"store {self.path} is damaged: a search returned non-finite vectors",
+                             hint="run 'ragcli status --verify', then 'ragcli reindex --rebuild PATHS'")
+        return rows
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -381,4 +403,5 @@ class Store:
         except (OSError, RuntimeError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"store {self.path} cannot be read: {first}",
-                             hint="rebuild it with 'ragcli reindex PATH' on its sources") from None
+                             hint="check it with 'ragcli status --verify'; repair it with "
+                                  "'ragcli reindex --rebuild PATHS'") from None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,14 +17,14 @@ PathsArg = Annotated[list[Path], typer.Argument(help="Files or directories (corp
 
 
 def _index(paths: list[Path], store: Path | None, config: Path | None, as_json: bool,
-           *, delete_missing: bool) -> None:
+           *, delete_missing: bool, rebuild: bool = False) -> None:
     from ..embedder import get_embedder
     from ..indexing import index_paths
 
     settings = settings_from(config, store=store)
     embedder = get_embedder(settings.embedder)
     report = index_paths(paths, settings.store, embedder, delete_missing=delete_missing,
-                         progress=progress_bar(as_json))
+                         rebuild=rebuild, progress=progress_bar(as_json))
     if as_json:
         render.print_json(report.to_json())
     else:
@@ -40,18 +40,27 @@ def ingest(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
 
 
 def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
-            as_json: JsonOpt = False) -> None:
+            as_json: JsonOpt = False,
+            rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop every chunk and embed all "
+                                                  "sources again (the repair for a damaged store).")]
+            = False) -> None:
     """Bring the store in line with its sources: add, update and delete; safe to run from cron."""
-    _index(paths, store, config, as_json, delete_missing=True)
+    _index(paths, store, config, as_json, delete_missing=True, rebuild=rebuild)
 
 
-def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False,
+           verify: Annotated[bool, typer.Option("--verify", help="Read back every row and file; "
+                                                "exit 6 if anything is damaged, with the repair.")]
+           = False) -> None:
     """What the store holds, when it was last indexed, and which sources changed since."""
     from ..indexing import staleness
     from ..store import Store
 
     settings = settings_from(config, store=store)
     opened = Store.open(settings.store)
+    if verify:
+        _verify(opened, as_json)
+        return
     documents = opened.documents()
     last = opened.last_run() or {}
     data = {"store": str(settings.store), "documents": len(documents),
@@ -66,3 +75,19 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
         render.print_json(data)
     else:
         render.status(data)
+
+
+def _verify(opened: Any, as_json: bool) -> None:
+    from ..errors import StoreError
+    from ..verify import verify
+
+    result = verify(opened)
+    if not result.roots:  # rows unreadable: the paths of the last run are the next best guess
+        result.roots = list((opened.last_run() or {}).get("paths") or [])
+    if as_json:
+        render.print_json({"store": str(opened.path), **result.to_json()})
+    if not result.ok:
+        raise StoreError(f"store {opened.path} is damaged: {result.summary()}",
+                         hint=f"repair: {result.repair_command()}")
+    if not as_json:
+        render.verified(opened.path, result.rows, result.documents)

@@ -60,7 +60,7 @@ def index_summary(report: Any, verb: str) -> None:
         warning(f"skipped {skipped.source}: {skipped.reason}")
     version = "no store" if report.version is None else f"version {report.version}"
     total = report.added + report.changed + report.acl_changed + report.unchanged
-    rebuilt = ", rebuilt (new embedder or store format)" if report.rebuilt else ""
+    rebuilt = ", rebuilt from the sources (--rebuild, new embedder or store format)" if report.rebuilt else ""
     stdout().print(f"{verb} {total} documents ({report.added} added, {report.changed} changed, "
                    f"{report.acl_changed} acl changed, {report.deleted} deleted, "
                    f"{report.unchanged} unchanged), {report.chunks_written} chunks written "
@@ -190,3 +190,8 @@ def calibration(rows: list[dict[str, float]], best: dict[str, float], current: f
                   f"{row['wrong_answers']:>13.0f}{mark}")
     out.print(f"best min_confidence: {best['threshold']:.2f} "
               f"({best['wrong_refusals']:.0f} wrong refusals, {best['wrong_answers']:.0f} wrong answers)")
+
+
+def verified(path: Any, rows: int, documents: int) -> None:
+    stdout().print(f"store {path} verified: {rows} chunks of {documents} documents read back; "
+                   "files, vectors, hashes and ids are consistent")
