@@ -23,6 +23,7 @@ _LIST_ITEM = re.compile(r"^\s{0,3}(?:[-*+]|\d{1,3}[.)])\s+")
 _CLAUSE = re.compile(r"^\s{0,3}\d{1,3}(?:\.\d{1,3})+\.?\s+")
 _TABLE_ROW = re.compile(r"^\s*\|")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+MAX_CHARS_PER_TOKEN = 10  # a chunk is never longer than max_tokens * this many characters
 
 
 @dataclass(frozen=True)
@@ -147,12 +148,32 @@ def _split_words(line: str, budget: int, count: CountTokens) -> list[str]:
             units.extend(_pack(sentence.split(" "), " ", budget, count))
     out: list[str] = []
     for piece in _pack(units, " ", budget, count):
-        # a single "word" longer than the budget (a base64 blob): cut it by characters
-        while count(piece) > budget and len(piece) > 1:
-            cut = max(1, len(piece) * budget // max(count(piece), 1) - 1)
-            out.append(piece[:cut])
-            piece = piece[cut:]
-        out.append(piece)
+        out.extend(_cut(piece, budget, count) if count(piece) > budget else [piece])
+    return out
+
+
+def _cut(piece: str, budget: int, count: CountTokens) -> list[str]:
+    """Cut a "word" longer than the budget (a base64 blob, a run of brackets) by characters.
+
+    Each part is the longest prefix within the budget, found by bisection inside a window of
+    ``budget * MAX_CHARS_PER_TOKEN`` characters: the tokenizer only ever sees a window, so the
+    work is linear in the length of the piece (re-tokenizing the rest each time was quadratic:
+    100 s for 200,000 brackets)."""
+    out: list[str] = []
+    while piece:
+        window = piece[:budget * MAX_CHARS_PER_TOKEN]
+        if len(window) == len(piece) and count(window) <= budget:
+            out.append(piece)
+            break
+        lo, hi = 1, len(window)  # the largest k with count(window[:k]) <= budget
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if count(window[:mid]) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        out.append(piece[:lo])
+        piece = piece[lo:]
     return out
 
 
@@ -177,13 +198,35 @@ def _split_block(block: Block, budget: int, count: CountTokens) -> list[str]:
 
 
 def _clip(text: str, budget: int, count: CountTokens) -> str:
-    """The longest prefix of ``text`` (whole words) within ``budget`` tokens."""
-    if count(text) <= budget:
+    """The longest prefix of ``text`` (whole words) within ``budget`` tokens.
+
+    ``count`` is bounded (see :func:`bounded`), so a prefix within budget has at most
+    ``budget * MAX_CHARS_PER_TOKEN`` characters: only that many words are ever considered, and the
+    cut is found by bisection (popping one word at a time took minutes on a 1 MB heading)."""
+    limit = budget * MAX_CHARS_PER_TOKEN
+    if len(text) <= limit and count(text) <= budget:
         return text
-    words = text.split(" ")
-    while words and count(" ".join(words)) > budget:
-        words.pop()
-    return " ".join(words)
+    words = text.split(" ", limit + 1)[:limit + 1]
+    lo, hi = 0, len(words)  # the largest n with count(" ".join(words[:n])) <= budget
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(" ".join(words[:mid])) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return " ".join(words[:lo])
+
+
+def bounded(count_tokens: CountTokens) -> CountTokens:
+    """``count_tokens`` that also counts a token per ``MAX_CHARS_PER_TOKEN`` characters.
+
+    WordPiece reads any word over 100 characters as one [UNK] token, so 200 KB without a space
+    would be "one token" and one chunk; with this bound no chunk is longer than
+    ``max_tokens * MAX_CHARS_PER_TOKEN`` characters. Ordinary text (about 4-5 characters a token)
+    is counted exactly as before."""
+    def count(text: str) -> int:
+        return max(count_tokens(text), -(-len(text) // MAX_CHARS_PER_TOKEN))
+    return count
 
 
 def chunk_document(document: Document, count_tokens: CountTokens, max_tokens: int) -> list[Chunk]:
@@ -192,6 +235,7 @@ def chunk_document(document: Document, count_tokens: CountTokens, max_tokens: in
     The title and heading path are part of every chunk's ``search_text``; they are clipped to a
     quarter of the budget each, so that a pathological title cannot crowd out the text.
     """
+    count_tokens = bounded(count_tokens)
     chunks: list[Chunk] = []
     pending: list[str] = []
     pending_path: tuple[str, ...] | None = None
