@@ -67,6 +67,8 @@ def file_sha256(path: Path) -> str:
 
 
 def check_model_file(path: Path) -> Path:
+    if path.is_dir():
+        raise ModelError(f"model path {path} is a directory, not a GGUF file")
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     try:

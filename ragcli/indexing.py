@@ -21,9 +21,10 @@ from pathlib import Path
 
 from .chunking import chunk_document, split_blocks
 from .embedder import Embedder
+from .errors import InputError
 from .ids import new_id
 from .models import Chunk, Document
-from .sources import Skipped, load_documents
+from .sources import Loaded, Skipped, load_documents
 from .store import FORMAT, Store
 
 ProgressCallback = Callable[[int, int], None]
@@ -64,11 +65,14 @@ def chunk_documents(documents: Sequence[Document], embedder: Embedder) -> list[C
 
 
 def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
-                delete_missing: bool, rebuild: bool = False,
+                delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
                 progress: ProgressCallback | None = None,
                 retention: timedelta = timedelta(days=7)) -> IndexReport:
     """Bring the store at ``store_path`` in line with the files under ``paths``.
 
+    A corpus root in which nothing is found is an error (exit 4): for ``ingest`` always, for
+    ``reindex`` when the store holds documents from that root, unless ``allow_empty`` (an
+    unmounted or mistyped corpus directory must not delete a whole corpus from cron).
     ``rebuild`` drops every chunk first and embeds everything again: the repair for a store that
     ``status --verify`` found damaged (it also rewrites a damaged manifest)."""
     import numpy as np
@@ -77,6 +81,10 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
     run_id = new_id()
     loaded = load_documents(paths)
     skipped = tuple(loaded.skipped)
+    if not delete_missing and not loaded.documents and not skipped:
+        raise InputError(f"no supported files in {', '.join(map(str, paths))}"
+                         + (f" ({loaded.ignored} files of other types ignored)" if loaded.ignored else ""),
+                         hint="ragcli reads .md, .markdown, .txt, .html, .htm, .pdf and BEIR .jsonl")
     if not loaded.documents and not (store_path / "ragcli.json").is_file():
         return IndexReport(run_id, 0, 0, 0, 0, 0, 0, 0, None, time.perf_counter() - started,
                            skipped, loaded.ignored)
@@ -90,6 +98,8 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
                 store.require_current()
             store.reset(embedder.id, embedder.dim)
         existing = store.documents() if store.has_table() else {}
+        if delete_missing and not allow_empty:
+            _refuse_empty_roots(loaded, existing)
         version_before = store.version if existing else None
         documents: dict[str, Document] = {}
         for document in loaded.documents:
@@ -210,3 +220,13 @@ def staleness(store: Store) -> Staleness:
                 if file.suffix.lower() in LOADERS and doc_id not in known:
                     new.append(doc_id)
     return Staleness(tuple(changed), tuple(deleted), tuple(new))
+
+
+def _refuse_empty_roots(loaded: Loaded, existing: dict[str, dict[str, object]]) -> None:
+    found = {d.root for d in loaded.documents} | {root for root, _ in loaded.unreadable}
+    for root in sorted(loaded.roots - found):
+        held = sum(1 for e in existing.values() if e["root"] == root)
+        if held:
+            raise InputError(f"no documents found in {root}, but the store holds {held} from it; "
+                             "refusing to delete them all",
+                             hint="is the corpus unmounted or moved? pass --allow-empty to delete them")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
 
 def default_store() -> Path:
@@ -80,6 +80,8 @@ _TYPES: dict[str, type] = {
 _CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("generative", "extractive")}
 _MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1,
             "rrf_k": 1, "max_answer_chars": 1}
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a non-empty string", Path: "a path",
+               bool: "true or false"}
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -109,7 +111,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
                 raise ValueError
             result = value
     except (TypeError, ValueError):
-        raise ConfigError(f"{origin}: {name} must be a {kind.__name__}, got {value!r}") from None
+        raise ConfigError(f"{origin}: {name} must be {_KIND_NAMES[kind]}, got {value!r}") from None
     if name in _MINIMUM and result < _MINIMUM[name]:
         raise ConfigError(f"{origin}: {name} must be at least {_MINIMUM[name]}, got {result}")
     if name in _CHOICES and result not in _CHOICES[name]:
@@ -162,5 +164,8 @@ def load_settings(
     for name, value in flags.items():
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting: {name}")
-        values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+        try:
+            values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
+        except ConfigError as exc:  # a bad command-line value is a usage error (exit 2)
+            raise UsageError(str(exc)) from None
     return Settings(**values)

@@ -100,7 +100,7 @@ def test_ask_empty_question() -> None:
 
 def test_bad_config(tmp_path: Path) -> None:
     (tmp_path / "ragcli.toml").write_text("top_k = 'x'\n")
-    assert_one_line_error(invoke("status"), ExitCode.CONFIG, "top_k must be a int")
+    assert_one_line_error(invoke("status"), ExitCode.CONFIG, "top_k must be an integer")
 
 
 def test_store_with_other_embedder(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,7 +20,7 @@ import pytest
 from conftest import HANDBOOK, ROOT
 from fakes import HashEmbedder
 from pdfs import make_pdf
-from ragcli.errors import EmbedderMismatchError, StoreMissingError
+from ragcli.errors import EmbedderMismatchError, InputError, StoreMissingError
 from ragcli.indexing import index_paths, ingest, reindex, staleness
 from ragcli.retrieval import retrieve_configured
 from ragcli.settings import Settings
@@ -336,3 +336,17 @@ def test_asks_during_a_reindex_see_one_version_each(tmp_path: Path, hash_embedde
         versions.add(record["index_version"])
     assert len(list(log.recent(None))) == len(asks)  # no lost records, none extra
     assert max(versions) > first_version  # the last asks saw the finished reindex
+
+
+def test_an_emptied_corpus_directory_is_deleted_only_when_allowed(corpus: Path, tmp_path: Path,
+                                                                   hash_embedder: HashEmbedder) -> None:
+    store_path = tmp_path / "store"
+    reindex([corpus], store_path, hash_embedder)
+    chunks = Store.open(store_path).count_chunks()
+    shutil.rmtree(corpus)
+    corpus.mkdir()  # an unmounted volume looks like this
+    with pytest.raises(InputError, match="refusing to delete them all"):
+        reindex([corpus], store_path, hash_embedder)
+    assert Store.open(store_path).count_chunks() == chunks
+    report = index_paths([corpus], store_path, hash_embedder, delete_missing=True, allow_empty=True)
+    assert report.deleted == 49 and Store.open(store_path).count_chunks() == 0

@@ -32,7 +32,7 @@ def test_config_from_env_variable_and_ragcli_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ("top_k = 'many'", "top_k must be a int"),
+        ("top_k = 'many'", "top_k must be an integer"),
         ("top_k = 0", "at least 1"),
         ("colour = 'blue'", "unknown setting(s): colour"),
         ("top_k = ", "not valid TOML"),

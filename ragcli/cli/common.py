@@ -14,9 +14,49 @@ from typer.core import TyperGroup
 from ..errors import ExitCode, RagError
 from . import render
 
+# typer >= 0.29 raises its own copy of click's exceptions; older typer raises click's
+_CLICK_ERRORS: tuple[type[Exception], ...] = tuple(
+    {click.ClickException, getattr(typer, "TyperException", click.ClickException)})
+
 
 class RagGroup(TyperGroup):
-    """Turns a RagError into one line on stderr and its exit code; never a traceback."""
+    """Turns a RagError into one line on stderr and its exit code; never a traceback.
+
+    Command-line mistakes (unknown option, missing argument, bad value) are one line too, with
+    exit code 2, instead of click's boxed usage text."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        previous = os.umask(0o077)  # store, audit log and reports: owner-only (0600 / 0700)
+        os.umask(previous | 0o077)
+        try:
+            return self._main(args, prog_name, complete_var, standalone_mode, **extra)
+        finally:
+            os.umask(previous)
+
+    def _main(self, args: Any, prog_name: str | None, complete_var: str | None,
+              standalone_mode: bool, **extra: Any) -> Any:
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _CLICK_ERRORS as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `ragcli`: the help, not an error
+                print(exc.format_message())  # type: ignore[attr-defined]
+                if not standalone_mode:
+                    return 0
+                sys.exit(0)
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            render.error(" ".join(exc.format_message().split()) + where)  # type: ignore[attr-defined]
+            code = getattr(exc, "exit_code", int(ExitCode.USAGE))
+            if not standalone_mode:
+                raise SystemExit(code) from None
+            sys.exit(code)
+        except (click.Abort, typer.Abort):
+            render.error("aborted")
+            sys.exit(int(ExitCode.INTERNAL) if standalone_mode else 1)
+        if standalone_mode:
+            sys.exit(result if isinstance(result, int) else 0)
+        return result
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -24,7 +64,8 @@ class RagGroup(TyperGroup):
         except RagError as exc:
             render.error(str(exc))
             raise SystemExit(int(exc.exit_code)) from None
-        except (typer.Exit, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.Abort, SystemExit,
+                *_CLICK_ERRORS):
             raise
         except KeyboardInterrupt:
             render.error("interrupted")
@@ -78,3 +119,30 @@ def gguf_generator(settings: Any, model: Path | None = None) -> Any:
     return LlamaCppGenerator(model if model is not None else settings.model,
                              context_tokens=settings.context_tokens, threads=settings.threads,
                              seed=settings.seed)
+
+
+def check_output_path(path: Path | None, flag: str) -> None:
+    """Fail before any work when an output file given by ``flag`` could not be written."""
+    from ..errors import InputError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a directory")
+    if not path.parent.is_dir():
+        raise InputError(f"{flag} {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{flag} {path} is not writable")
+
+
+def write_output(path: Path, text: str, flag: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+    from ..errors import InputError
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None

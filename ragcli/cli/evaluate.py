@@ -12,7 +12,16 @@ import typer
 
 from ..errors import ExitCode
 from . import render
-from .common import ConfigOpt, JsonOpt, StoreOpt, gguf_generator, progress_bar, settings_from
+from .common import (
+    ConfigOpt,
+    JsonOpt,
+    StoreOpt,
+    check_output_path,
+    gguf_generator,
+    progress_bar,
+    settings_from,
+    write_output,
+)
 
 
 def eval_command(
@@ -70,6 +79,11 @@ def eval_command(
 
     settings = settings_from(config, store=store, mode=mode, top_k=top_k)
     cases = load_goldens(goldens)
+    # every input read and every output checked before a run that can take minutes
+    known = read_baseline(baseline) if baseline is not None and not update_baseline else None
+    for path, flag in ((baseline if update_baseline else None, "--baseline"), (junit, "--junit"),
+                       (markdown, "--markdown")):
+        check_output_path(path, flag)
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
     if calibrate:
@@ -85,17 +99,17 @@ def eval_command(
     seconds = time.perf_counter() - start
     regressions: list[str] = []
     if baseline is not None and update_baseline:
-        baseline.write_text(json.dumps(make_baseline(result), indent=2) + "\n")
-    elif baseline is not None:
-        regressions = compare(result, read_baseline(baseline))
+        write_output(baseline, json.dumps(make_baseline(result), indent=2) + "\n", "--baseline")
+    elif known is not None:
+        regressions = compare(result, known)
     code = (ExitCode.EVAL_LEAK if result.leaks else ExitCode.EVAL_ERROR if result.errors
             else ExitCode.EVAL_REGRESSION if regressions else ExitCode.OK)
     verdict = {ExitCode.OK: "pass", ExitCode.EVAL_LEAK: "ACL LEAK",
                ExitCode.EVAL_ERROR: "errors", ExitCode.EVAL_REGRESSION: "regression"}[code]
     if junit:
-        junit.write_text(junit_xml(result, goldens.stem, seconds), encoding="utf-8")
+        write_output(junit, junit_xml(result, goldens.stem, seconds), "--junit")
     if markdown:
-        markdown.write_text(markdown_summary(result, regressions, verdict), encoding="utf-8")
+        write_output(markdown, markdown_summary(result, regressions, verdict), "--markdown")
     if as_json:
         render.print_json({"verdict": verdict, "regressions": regressions,
                            "seconds": round(seconds, 2), **result.to_json()})

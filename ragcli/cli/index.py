@@ -17,14 +17,14 @@ PathsArg = Annotated[list[Path], typer.Argument(help="Files or directories (corp
 
 
 def _index(paths: list[Path], store: Path | None, config: Path | None, as_json: bool,
-           *, delete_missing: bool, rebuild: bool = False) -> None:
+           *, delete_missing: bool, rebuild: bool = False, allow_empty: bool = False) -> None:
     from ..embedder import get_embedder
     from ..indexing import index_paths
 
     settings = settings_from(config, store=store)
     embedder = get_embedder(settings.embedder)
     report = index_paths(paths, settings.store, embedder, delete_missing=delete_missing,
-                         rebuild=rebuild, progress=progress_bar(as_json))
+                         rebuild=rebuild, allow_empty=allow_empty, progress=progress_bar(as_json))
     if as_json:
         render.print_json(report.to_json())
     else:
@@ -43,9 +43,13 @@ def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
             as_json: JsonOpt = False,
             rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop every chunk and embed all "
                                                   "sources again (the repair for a damaged store).")]
+            = False,
+            allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Delete the documents "
+                                                      "of a corpus directory that is now empty.")]
             = False) -> None:
     """Bring the store in line with its sources: add, update and delete; safe to run from cron."""
-    _index(paths, store, config, as_json, delete_missing=True, rebuild=rebuild)
+    _index(paths, store, config, as_json, delete_missing=True, rebuild=rebuild,
+           allow_empty=allow_empty)
 
 
 def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False,

@@ -36,6 +36,14 @@ def traces(
 
     if refused and failed:
         raise UsageError("--refused and --failed exclude each other")
+    if since is not None:
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(since)
+        except ValueError:
+            raise UsageError(f"--since must be an ISO-8601 time such as 2026-11-22 or "
+                             f"2026-11-22T10:00, got {since!r}") from None
     settings = settings_from(config, audit=audit)
     status = "refused" if refused else "failed" if failed else None
     records = list(AuditLog(settings.audit).recent(limit, user=user, since=since, status=status))
