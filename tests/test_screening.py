@@ -22,7 +22,7 @@ from ragcli.indexing import ingest
 from ragcli.models import Answer, Citation, Hit
 from ragcli.prompting import format_passage
 from ragcli.replay import replay
-from ragcli.screening import REDACTED, flags, screen, screen_text
+from ragcli.screening import REDACTED, flags, screen_text
 from ragcli.settings import Settings
 from ragcli.sources import load_documents
 from ragcli.store import Store
