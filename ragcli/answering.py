@@ -26,7 +26,7 @@ from .models import Answer, Citation, Hit
 from .prompting import build_prompt
 from .retrieval import Retrieval, effective_groups, evidence, retrieve_configured
 from .schema import schema_problems
-from .screening import screen
+from .screening import Screened, screen
 from .settings import Settings
 from .store import Store
 from .trace import AuditLog
@@ -115,10 +115,7 @@ class Answerer:
         start = time.perf_counter()
         found = retrieve_configured(store, self.embedder, question, groups, settings)
         timings = {"retrieve": (time.perf_counter() - start) * 1000, **found.timings_ms}
-        screened = screen(found.hits)  # passages are data: instruction-like text is taken out
-        hits = tuple(replace(h, evidence=evidence(question, h)) if h.chunk_id in screened.redacted
-                     else h for h in screened.hits)  # removed text is no evidence
-        confidence = max((h.evidence for h in hits), default=0.0)
+        screened, hits, confidence = screen_retrieval(question, found)
         record.update(_retrieval_record(found, screened.flagged, confidence))
         if screened.flagged:
             record["screening"] = {c: {"flags": list(f), "redacted": list(screened.redacted.get(c, ()))}
@@ -186,6 +183,15 @@ class Answerer:
                           "by a passage")
         return answered(checked.text, checked.citations, prompt.passages,
                         checked.invalid_markers, checked.unsupported)
+
+
+def screen_retrieval(question: str, found: Retrieval) -> tuple[Screened, tuple[Hit, ...], float]:
+    """Screen the retrieved passages (see screening.py) and score them again: text that was taken
+    out is no evidence. Returns the screening, the screened hits and the confidence."""
+    screened = screen(found.hits)
+    hits = tuple(replace(h, evidence=evidence(question, h)) if h.chunk_id in screened.redacted
+                 else h for h in screened.hits)
+    return screened, hits, max((h.evidence for h in hits), default=0.0)
 
 
 def output_problems(answer: Answer, passages: Sequence[Hit], groups: Sequence[str],

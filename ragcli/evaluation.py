@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .answering import Answerer
+from .answering import Answerer, screen_retrieval
 from .errors import InputError, RagError
 from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k, unique
 from .retrieval import retrieve_configured
@@ -331,12 +331,13 @@ def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1) 
 
 def calibrate(goldens: Sequence[Golden], store: Store, answerer: Answerer) -> list[dict[str, float]]:
     """Sweep the refusal threshold over retrieval confidence (no generation): for each value,
-    how many answerable cases would be refused and how many must-refuse cases let through."""
+    how many answerable cases would be refused and how many must-refuse cases let through.
+    The confidence is the one ``ask`` gates on: after screening (see answering.py)."""
     confidences = []
     for g in goldens:
         found = retrieve_configured(store, answerer.embedder, g.question, list(g.groups),
                                     answerer.settings)
-        confidences.append((found.confidence, g.must_refuse))
+        confidences.append((screen_retrieval(g.question, found)[2], g.must_refuse))
     rows = []
     for step in range(30, 81):
         threshold = step / 100
