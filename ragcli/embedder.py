@@ -7,6 +7,7 @@ light (no torch), so chunking and prompt budgeting never pay for loading the net
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from functools import cached_property, lru_cache
@@ -109,8 +110,156 @@ class MiniLMEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+ONNX_EXPORT_VERSION = 1  # bump when the export below changes: the cached file name changes too
+
+
+def model_cache() -> Path:
+    """Where exported models are kept: ``$RAGCLI_MODEL_CACHE``, else ``$XDG_CACHE_HOME/ragcli/models``
+    (derived files: deleting them only costs one export)."""
+    if os.environ.get("RAGCLI_MODEL_CACHE"):
+        return Path(os.environ["RAGCLI_MODEL_CACHE"])
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "ragcli" / "models"
+
+
+class OnnxMiniLMEmbedder(MiniLMEmbedder):
+    """The same all-MiniLM-L6-v2, run by onnxruntime: no torch at query or ingest time.
+
+    The ONNX file is exported once from the shipped weights (this step imports torch; about 15 s)
+    into :func:`model_cache` and reused; mean pooling and L2 normalisation are
+    part of the graph. ``variant`` "fp32" is the exported model as is; "int8" is its dynamic
+    quantisation (int8 weights per channel on the MatMuls, activations quantised at run time).
+    The store records which one made its vectors (``id``).
+    """
+
+    def __init__(self, variant: str = "fp32", model_dir: Path | None = None,
+                 batch_size: int = 32, cache_dir: Path | None = None) -> None:
+        if variant not in ("fp32", "int8"):
+            raise ModelError(f"unknown ONNX variant {variant!r} (fp32 or int8)")
+        super().__init__(model_dir, batch_size)
+        self.variant = variant
+        self.id = self.id.replace("/st-fp32@", f"/onnx-{variant}@")
+        self.cache_dir = cache_dir or model_cache()
+
+    @property
+    def onnx_path(self) -> Path:
+        weights = self.model_dir / "model.safetensors"
+        stamp = f"{weights.stat().st_size}-{int(weights.stat().st_mtime)}" if weights.exists() else "x"
+        digest = hashlib.sha256(f"{self.model_dir}|{stamp}|{ONNX_EXPORT_VERSION}".encode()).hexdigest()
+        return self.cache_dir / f"all-MiniLM-L6-v2-{self.variant}-{digest[:12]}.onnx"
+
+    @cached_property
+    def _session(self) -> Any:
+        path = self.onnx_path
+        if not path.is_file():
+            export_onnx(self.model_dir, path, self.variant, self.max_tokens + 2)
+        try:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except ImportError:
+            raise ModelError("onnxruntime is not installed", hint="pip install onnxruntime") from None
+        except Exception as exc:  # a damaged cache file: say where it is
+            raise ModelError(f"cannot load {path}: {exc}",
+                             hint="delete the file to export it again") from None
+
+    @cached_property
+    def _batch_tokenizer(self) -> Any:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        tokenizer.enable_truncation(self.max_tokens + 2)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        return tokenizer
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # little padding per batch
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            encoded = self._batch_tokenizer.encode_batch([texts[i] for i in rows])
+            ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
+            mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+            out[rows] = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
+                                                 "token_type_ids": np.zeros_like(ids)})[0]
+        return out
+
+
+def export_onnx(model_dir: Path, path: Path, variant: str, max_length: int) -> None:
+    """Export the sentence-transformers model at ``model_dir`` to ``path`` (pooling included).
+
+    One process at a time (a file lock); the file appears whole or not at all."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():
+            return
+        _offline()
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
+        fp32 = tmp.with_name(tmp.stem + ".fp32.onnx")
+        try:
+            _export_fp32(model_dir, fp32, max_length)
+            if variant == "int8":
+                import logging
+
+                from onnxruntime.quantization import QuantType, quantize_dynamic
+
+                logging.disable(logging.WARNING)  # "consider pre-processing": not for this model
+                try:
+                    quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
+                                     per_channel=True, op_types_to_quantize=["MatMul"])
+                finally:
+                    logging.disable(logging.NOTSET)
+            else:
+                fp32.replace(tmp)
+            os.replace(tmp, path)
+        except ImportError as exc:
+            raise ModelError(f"cannot export the embedder to ONNX: {exc}",
+                             hint="the export needs torch and onnx (installed by scripts/demo)") from None
+        finally:
+            for leftover in (tmp, fp32):
+                leftover.unlink(missing_ok=True)
+
+
+def _export_fp32(model_dir: Path, path: Path, max_length: int) -> None:
+    import warnings
+
+    import torch
+    from transformers import AutoModel
+
+    class Pooled(torch.nn.Module):  # type: ignore[misc]
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                token_type_ids=token_type_ids).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, p=2, dim=1)
+
+    model = Pooled(AutoModel.from_pretrained(str(model_dir))).eval()
+    sample = torch.ones((2, 8), dtype=torch.long)
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+            "token_type_ids": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (sample, sample, torch.zeros_like(sample)), str(path),
+                          input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["embedding"], dynamic_axes=axes, opset_version=17,
+                          dynamo=False)
+
+
 EMBEDDERS: dict[str, Callable[[], Embedder]] = {
-    "minilm": MiniLMEmbedder,
+    "minilm": MiniLMEmbedder,  # sentence-transformers on torch
+    "minilm-onnx": lambda: OnnxMiniLMEmbedder("fp32"),
+    "minilm-onnx-int8": lambda: OnnxMiniLMEmbedder("int8"),
 }
 
 

@@ -12,6 +12,9 @@ ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK = ROOT / "corpora" / "handbook"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# exported ONNX embedders are shared by all tests (each test gets its own XDG_CACHE_HOME)
+os.environ.setdefault("RAGCLI_MODEL_CACHE", str(Path(os.environ.get("XDG_CACHE_HOME")
+                                                     or Path.home() / ".cache") / "ragcli" / "models"))
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
@@ -23,6 +26,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     EMBEDDERS["test-hash"] = HashEmbedder
     return tmp_path

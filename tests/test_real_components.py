@@ -4,6 +4,8 @@ LanceDB, and the CLI end to end on the handbook corpus. Marked ``real``."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -14,7 +16,7 @@ from typer.testing import CliRunner
 from conftest import HANDBOOK
 from ragcli.chunking import chunk_document
 from ragcli.cli.app import app
-from ragcli.embedder import MiniLMEmbedder
+from ragcli.embedder import MiniLMEmbedder, get_embedder
 from ragcli.generation import LlamaCppGenerator, default_model_path
 from ragcli.schema import answer_schema
 from ragcli.sources import load_documents
@@ -60,6 +62,26 @@ def test_minilm_embeds_offline_and_normalised(embedder: MiniLMEmbedder) -> None:
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
     assert embedder.count_tokens("hello world") == 2
+
+
+@pytest.mark.parametrize("name, floor", [("minilm-onnx", 0.9999), ("minilm-onnx-int8", 0.98)])
+def test_onnx_embedders_match_sentence_transformers_without_torch(
+        embedder: MiniLMEmbedder, name: str, floor: float) -> None:
+    texts = ["How many weeks of paid parental leave do non-birthing parents get?",
+             "Production networks are reachable only through the prod-bastion exit node.",
+             "x" * 3000, "short"]
+    onnx = get_embedder(name)
+    got = onnx.embed(texts)
+    variant = "int8" if name.endswith("int8") else "fp32"
+    assert got.shape == (4, 384) and onnx.id != embedder.id and f"/onnx-{variant}@" in onnx.id
+    cosine = (got * embedder.embed(texts)).sum(axis=1)
+    assert cosine.min() >= floor, cosine
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    probe = subprocess.run([sys.executable, "-c", (
+        "import sys; from ragcli.embedder import get_embedder; "
+        f"get_embedder('{name}').embed(['a question']); print('torch' in sys.modules)")],
+        capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "False"  # the exported model runs without torch
 
 
 def test_handbook_chunks_fit_what_minilm_reads(embedder: MiniLMEmbedder) -> None:
