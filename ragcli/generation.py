@@ -66,6 +66,40 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cached_file_sha256(path: Path) -> str:
+    """``file_sha256``, remembered per file identity: device, inode, size, mtime and ctime.
+
+    Hashing the 98 MB default model took a few hundred milliseconds on every ``ask``. Any write to
+    the file, or a new file at the path, changes its ctime or inode (which no user can set back),
+    so a changed model is always hashed again. Kept in ``$XDG_CACHE_HOME/ragcli/sha256.json``."""
+    import json
+
+    stat = path.stat()
+    key = f"{os.path.realpath(path)}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|" \
+          f"{stat.st_ctime_ns}"
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    cache = Path(cache_home) / "ragcli" / "sha256.json"
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), str):
+        return str(known[key])
+    digest = file_sha256(path)
+    known = {k: v for k, v in known.items() if not k.startswith(f"{os.path.realpath(path)}|")}
+    known[key] = digest
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = cache.with_name(f".sha256.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return digest
+
+
 def check_model_file(path: Path) -> Path:
     if path.is_dir():
         raise ModelError(f"model path {path} is a directory, not a GGUF file")
@@ -126,7 +160,7 @@ class LlamaCppGenerator:
 
     def model_sha256(self) -> str:
         if self._sha256 is None:
-            self._sha256 = file_sha256(self.model_path)
+            self._sha256 = cached_file_sha256(self.model_path)
         return self._sha256
 
     def runtime(self) -> str:

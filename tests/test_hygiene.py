@@ -19,9 +19,10 @@ TESTS = Path(__file__).resolve().parent
 
 def run(script: str, *args: str, env: dict[str, str], cwd: Path, prefix: list[str] | None = None,
         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*(prefix or []), sys.executable, str(TESTS / script), *args],
+    umask = ["sh", "-c", 'umask 022 && exec "$@"', "sh"]  # a permissive umask to start from
+    return subprocess.run([*(prefix or []), *umask, sys.executable, str(TESTS / script), *args],
                           capture_output=True, text=True, cwd=cwd, timeout=900,
-                          env={**os.environ, **env}, preexec_fn=lambda: os.umask(0o022))
+                          env={**os.environ, **env})
 
 
 def test_store_audit_and_reports_are_owner_only(tmp_path: Path) -> None:
