@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from ragcli.beir import load_split, score_rankings
-from ragcli.embedder import MiniLMEmbedder
+from ragcli.embedder import get_embedder
 from ragcli.indexing import reindex
 from ragcli.retrieval import Legs, deduplicate, effective_groups, fuse, retrieve, search_legs
 from ragcli.settings import Settings
@@ -21,10 +21,17 @@ PUBLISHED = [("BM25 (BEIR paper)", 0.665, None), ("BM25 flat (Anserini)", 0.679,
 
 
 def main() -> None:
-    data = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
+    args = sys.argv[1:]
+    name = "minilm"
+    if "--embedder" in args:  # e.g. minilm-onnx, minilm-onnx-int8 (one store per embedder)
+        at = args.index("--embedder")
+        name = args[at + 1]
+        del args[at:at + 2]
+    data = Path(args[0]) if args else DEFAULT
     train, test = load_split(data, "train"), load_split(data, "test")
-    embedder = MiniLMEmbedder()
-    store_path = ROOT / ".ragcli" / "bench" / data.name
+    embedder = get_embedder(name)
+    print(f"embedder {name}: {embedder.id}")
+    store_path = ROOT / ".ragcli" / "bench" / (data.name if name == "minilm" else f"{data.name}-{name}")
     start = time.perf_counter()
     report = reindex([train.corpus], store_path, embedder)
     print(f"store {store_path}: {len(Store.open(store_path).documents())} documents "
@@ -49,7 +56,7 @@ def main() -> None:
           f"rrf_k={defaults.rrf_k}")
 
     rows = []
-    for label, mode, weight, k in (("ragcli vector-only (MiniLM)", "vector", 1.0, 60),
+    for label, mode, weight, k in ((f"ragcli vector-only ({name})", "vector", 1.0, 60),
                                    ("ragcli FTS-only (LanceDB BM25)", "fts", 1.0, 60),
                                    ("ragcli hybrid, defaults", "hybrid", defaults.fts_weight,
                                     defaults.rrf_k),

@@ -1,0 +1,171 @@
+"""See scripts/bench: ragcli's speed, side by side with LlamaIndex and raw llama-cpp-python.
+
+Every row is measured in this one run, on this machine, on the same data; each timed command runs
+in a fresh process unless the row says "warm". Medians of several runs where a row is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT.parent / "shared" / "data" / "scifact"
+QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"
+
+
+def run(args: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """(wall seconds, stdout) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - start
+    if proc.returncode not in (0, 9):
+        raise SystemExit(f"bench: {' '.join(args[:4])} failed ({proc.returncode}): {proc.stderr[-800:]}")
+    return wall, proc.stdout
+
+
+def peak_rss(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS in MB from wait4(), stdout) of one child process."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err, text=True,
+                                env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode not in (0, 9):
+            raise SystemExit(f"bench: {' '.join(args[:4])} failed ({proc.returncode}): "
+                             f"{err.read()[-800:]}")
+        return wall, usage.ru_maxrss / 1024, out.read()
+
+
+def subset(corpus: Path, docs: int | None, work: Path) -> Path:
+    if docs is None:
+        return corpus
+    path = work / f"corpus-{docs}.jsonl"
+    with corpus.open(encoding="utf-8") as src, path.open("w", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i >= docs:
+                break
+            dst.write(line)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", nargs="?", type=Path, default=DEFAULT, help="BEIR directory")
+    parser.add_argument("--docs", type=int, default=None, help="only the first N documents")
+    parser.add_argument("--llamaindex-python", type=Path, default=None,
+                        help="python of the benchmark's own venv with LlamaIndex (scripts/bench)")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    ragcli = [sys.executable, "-m", "ragcli"]
+    work = Path(tempfile.mkdtemp(prefix="ragcli-bench-"))
+    env = {"RAGCLI_AUDIT": str(work / "audit.sqlite3"), "XDG_STATE_HOME": str(work / "state")}
+    from ragcli.settings import load_settings
+
+    settings = load_settings({}, environ={}, cwd=work)
+    rows: list[tuple[str, str, str, str, str]] = []  # name, ragcli, reference, ratio, target
+
+    # ---- --help --------------------------------------------------------------------------
+    helps = [run([*ragcli, "--help"])[0] for _ in range(args.repeat)]
+    help_s = statistics.median(helps)
+    rows.append((f"`ragcli --help` (median of {args.repeat})", f"{help_s:.3f} s", "",
+                 f"{help_s / 0.3:.2f} of target", "<= 0.3 s"))
+
+    # ---- ask, cold: a new process per question, the handbook store --------------------------
+    store = work / "handbook"
+    run([*ragcli, "ingest", str(ROOT / "corpora" / "handbook"), "--store", str(store)], env)
+    firsts, fulls, answers = [], [], []
+    for _ in range(3):
+        wall, out = run([*ragcli, "ask", QUESTION, "--store", str(store), "--json"], env)
+        data = json.loads(out)
+        timings = data["timings_ms"]
+        after_first = (timings.get("generation_generate", 0.0)
+                       - timings.get("generation_first_token", 0.0)) / 1000
+        firsts.append(wall - after_first)
+        fulls.append(wall)
+        answers.append(data)
+    first_s, full_s = statistics.median(firsts), statistics.median(fulls)
+    rows.append(("`ask` cold: new process -> first token (median of 3)", f"{first_s:.2f} s", "",
+                 f"{first_s / 2:.2f} of target", "<= 2 s"))
+    rows.append(("`ask` cold: new process -> full answer (median of 3)", f"{full_s:.2f} s", "", "",
+                 ""))
+
+    # ---- generation: ragcli vs llama-cpp-python called directly, same model and prompt -------
+    record = json.loads(run([*ragcli, "traces", "show", answers[-1]["request_id"], "--json"],
+                            env)[1])
+    # decode rate: tokens after the first over the time after the first (prefill excluded)
+    timings = record["timings_ms"]
+    ragcli_tps = (record["output"]["tokens"] - 1) / (
+        (timings["generation_generate"] - timings["generation_first_token"]) / 1000)
+    direct = json.loads(run([sys.executable, str(ROOT / "scripts" / "bench_llama_direct.py"),
+                             record["model"]["path"], json.dumps(record["prompt"]["text"]),
+                             str(record["output"]["tokens"]), str(settings.threads),
+                             str(settings.context_tokens)])[1])
+    rows.append(("prefill, first token after the prompt: `ask` vs direct",
+                 f"{timings['generation_first_token'] / 1000:.2f} s",
+                 f"{direct['first_token_s']:.2f} s",
+                 f"{timings['generation_first_token'] / 1000 / direct['first_token_s']:.2f}", ""))
+    rows.append(("decode tok/s: `ask` vs llama-cpp-python direct",
+                 f"{ragcli_tps:.1f}", f"{direct['tokens_per_s']:.1f}",
+                 f"{ragcli_tps / direct['tokens_per_s']:.2f}", "within 5 % (>= 0.95)"))
+
+    # ---- ingest SciFact: ragcli vs a LlamaIndex IngestionPipeline -----------------------------
+    corpus = subset(args.data / "corpus.jsonl", args.docs, work)
+    what = f"{args.docs} docs" if args.docs else "all docs"
+    scifact = work / "scifact"
+    wall, rss, out = peak_rss([*ragcli, "ingest", str(corpus), "--store", str(scifact), "--json"], env)
+    report = json.loads(out)
+    chunks = report["chunks_written"]
+    if args.llamaindex_python:
+        li_wall, li_rss, li_out = peak_rss([str(args.llamaindex_python),
+                                            str(ROOT / "scripts" / "bench_llamaindex.py"),
+                                            str(corpus), str(work / "llamaindex")])
+        li = json.loads(li_out.strip().splitlines()[-1])
+        rows.append((f"ingest SciFact ({what}): wall time, ragcli vs LlamaIndex",
+                     f"{wall:.0f} s ({chunks} chunks)", f"{li_wall:.0f} s ({li['nodes']} nodes)",
+                     f"{li_wall / wall:.2f}x faster", ">= 2x faster"))
+        rows.append((f"ingest SciFact ({what}): peak RSS, ragcli vs LlamaIndex", f"{rss:.0f} MB",
+                     f"{li_rss:.0f} MB", f"{rss / li_rss:.2f}", ""))
+    else:
+        rows.append((f"ingest SciFact ({what}): wall time", f"{wall:.0f} s ({chunks} chunks)",
+                     "(LlamaIndex not run)", "", ""))
+        rows.append((f"ingest SciFact ({what}): peak RSS", f"{rss:.0f} MB", "", "", ""))
+
+    # ---- no-op reindex ----------------------------------------------------------------------
+    noops = [run([*ragcli, "reindex", str(corpus), "--store", str(scifact), "--json"], env)[0]
+             for _ in range(3)]
+    noop = statistics.median(noops)
+    rows.append((f"no-op reindex SciFact ({what}), new process (median of 3)", f"{noop:.2f} s", "",
+                 f"{noop / 2:.2f} of target", "<= 2 s"))
+
+    # ---- warm retrieval ---------------------------------------------------------------------
+    warm = json.loads(run([sys.executable, str(ROOT / "scripts" / "bench_warm_retrieval.py"),
+                           str(scifact), str(args.data)])[1])
+    rows.append((f"warm retrieval p50 / p95, hybrid, {warm['queries']} SciFact queries",
+                 f"{warm['p50_ms']:.1f} / {warm['p95_ms']:.1f} ms", "",
+                 f"{warm['p95_ms'] / 15:.2f} of target", "p95 <= 15 ms"))
+
+    print(f"\nragcli benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+          f"embedder {settings.embedder}, model {Path(record['model']['path']).name}")
+    widths = [max(len(r[i]) for r in rows + [("measurement", "ragcli", "reference", "ratio",
+                                              "target")]) for i in range(5)]
+    header = ("measurement", "ragcli", "reference", "ratio", "target")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+
+
+if __name__ == "__main__":
+    main()
