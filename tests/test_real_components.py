@@ -166,16 +166,15 @@ def test_extractive_mode_answers_with_citations_and_no_model(store: Path, tmp_pa
 
 
 def test_every_golden_answer_cites_only_retrieved_readable_passages(
-        store: Path, tmp_path: Path, embedder: MiniLMEmbedder,
-        generator: LlamaCppGenerator) -> None:
+        store: Path, tmp_path: Path, generator: LlamaCppGenerator) -> None:
     """Issue 4's integrity property over all handbook goldens, with the real model."""
     from ragcli.answering import Answerer
     from ragcli.settings import Settings
 
     goldens = [json.loads(line) for line in
                (HANDBOOK.parent.parent / "goldens" / "handbook.jsonl").read_text().splitlines()]
-    answerer = Answerer(Settings(store=store, audit=tmp_path / "audit.sqlite3", max_tokens=64),
-                        embedder,
+    settings = Settings(store=store, audit=tmp_path / "audit.sqlite3", max_tokens=64)
+    answerer = Answerer(settings, get_embedder(settings.embedder),  # the one the store was made with
                         lambda: generator)
     schema = answer_schema()
     answered = 0
