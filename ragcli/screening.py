@@ -60,6 +60,11 @@ def strip_control_tokens(text: str) -> str:
     return _CONTROL_TOKEN.sub("", text)
 
 
+def _defuse(text: str) -> str:
+    """No control tokens, and bracketed numbers as ``(n)``: nothing that acts as markup."""
+    return _MARKER.sub(r"(\1)", strip_control_tokens(text))
+
+
 def visible(text: str) -> str:
     """``text`` without the redaction markers: what evidence, support and extraction may use."""
     return text.replace(REDACTED, " ")
@@ -88,9 +93,7 @@ def screen_text(text: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
                 removed.append(parts[i].strip())
                 parts[i] = REDACTED
         text = "".join(parts)
-    text = _CONTROL_TOKEN.sub("", text)
-    text = _MARKER.sub(r"(\1)", text)
-    return text, names, tuple(removed)
+    return _defuse(text), names, tuple(removed)
 
 
 def screen(hits: Sequence[Hit]) -> Screened:
@@ -104,10 +107,9 @@ def screen(hits: Sequence[Hit]) -> Screened:
             out.append(hit)
             continue
         text, _, removed = screen_text(hit.text)
-        title = _MARKER.sub(r"(\1)", _CONTROL_TOKEN.sub("", hit.title))
-        heading = _MARKER.sub(r"(\1)", _CONTROL_TOKEN.sub("", hit.heading_path))
         flagged[hit.chunk_id] = names
         if removed:
             redacted[hit.chunk_id] = removed
-        out.append(replace(hit, text=text, title=title, heading_path=heading))
+        out.append(replace(hit, text=text, title=_defuse(hit.title),
+                           heading_path=_defuse(hit.heading_path)))
     return Screened(tuple(out), flagged, redacted)
