@@ -104,22 +104,20 @@ def main() -> None:
     # ---- generation: ragcli vs llama-cpp-python called directly, same model and prompt -------
     record = json.loads(run([*ragcli, "traces", "show", answers[-1]["request_id"], "--json"],
                             env)[1])
-    # decode rate: tokens after the first over the time after the first (prefill excluded)
-    timings = record["timings_ms"]
-    ragcli_tps = (record["output"]["tokens"] - 1) / (
-        (timings["generation_generate"] - timings["generation_first_token"]) / 1000)
-    direct = json.loads(run([sys.executable, str(ROOT / "scripts" / "bench_llama_direct.py"),
-                             record["model"]["path"], json.dumps(record["prompt"]["text"]),
-                             str(record["output"]["tokens"]), str(settings.threads),
-                             str(settings.context_tokens)])[1])
-    rows.append(("prefill, first token after the prompt: `ask` vs direct (first run)",
-                 f"{timings['generation_first_token'] / 1000:.2f} s",
-                 f"{direct['first_token_s']:.2f} s",
-                 f"{timings['generation_first_token'] / 1000 / direct['first_token_s']:.2f}", ""))
-    rows.append((f"decode tok/s: `ask` vs llama-cpp-python direct (first run; median of 3 "
-                 f"direct: {direct['median_tokens_per_s']:.1f})",
-                 f"{ragcli_tps:.1f}", f"{direct['tokens_per_s']:.1f}",
-                 f"{ragcli_tps / direct['tokens_per_s']:.2f}", "within 5 % (>= 0.95)"))
+    # the ask's own answer is a handful of tokens, too short to resolve 5 %: both sides decode a
+    # long summary of the same recorded passages in one process, alternately (bench_generation.py)
+    passages = record["prompt"]["messages"][-1][1].split("\n\nQuestion: ")[0]
+    gen = json.loads(run([sys.executable, str(ROOT / "scripts" / "bench_generation.py"),
+                          json.dumps(passages), "--runs", "5"])[1])
+    ours, direct = gen["ragcli"], gen["direct"]
+    rows.append(("prefill of the same prompt: ragcli vs llama-cpp-python direct (median of 5)",
+                 f"{ours['prefill_s']:.2f} s", f"{direct['prefill_s']:.2f} s",
+                 f"{ours['prefill_s'] / direct['prefill_s']:.2f}", ""))
+    rows.append((f"decode tok/s, {ours['tokens']} tokens: ragcli vs llama-cpp-python direct "
+                 "(median of 5)", f"{ours['decode_tokens_per_s']:.1f}",
+                 f"{direct['decode_tokens_per_s']:.1f}",
+                 f"{ours['decode_tokens_per_s'] / direct['decode_tokens_per_s']:.2f}",
+                 "within 5 % (>= 0.95)"))
 
     # ---- ingest SciFact: ragcli vs a LlamaIndex IngestionPipeline -----------------------------
     corpus = subset(args.data / "corpus.jsonl", args.docs, work)

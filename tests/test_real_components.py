@@ -106,6 +106,21 @@ def test_smollm2_uses_gguf_template_and_is_deterministic(generator: LlamaCppGene
     assert len(generator.model_sha256()) == 64
 
 
+def test_prefill_thread_count_does_not_change_the_output(generator: LlamaCppGenerator) -> None:
+    """batch_threads defaults to every core; a replay on another machine must still match."""
+    passages = "\n\n".join(f"[{n}] Policy {n}\n\"\"\"\nRule {n}: requests over {n * 100} EUR need "
+                             f"approval from level {n}.\n\"\"\"" for n in range(1, 9))
+    prompt = generator.render([("system", "Answer from the passages."),
+                               ("user", f"{passages}\n\nQuestion: who approves 450 EUR?")])
+    one = LlamaCppGenerator(None, threads=1, batch_threads=1)
+    assert generator.batch_threads >= 1 and one.batch_threads == 1
+    expected = one.generate(prompt, max_tokens=48, temperature=0.0, seed=42)
+    two = LlamaCppGenerator(None, threads=1, batch_threads=2)
+    got = two.generate(prompt, max_tokens=48, temperature=0.0, seed=42)
+    assert expected.text.strip() and got.text == expected.text
+    assert (expected.sampling["batch_threads"], got.sampling["batch_threads"]) == (1, 2)
+
+
 def test_hr_answer_is_retrieved_and_cited_only_with_the_group(store: Path, tmp_path: Path) -> None:
     audit = tmp_path / "audit.sqlite3"
     allowed = ask(store, audit, HR_QUESTION, "--groups", "hr")

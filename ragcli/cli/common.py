@@ -118,7 +118,7 @@ def gguf_generator(settings: Any, model: Path | None = None) -> Any:
 
     return LlamaCppGenerator(model if model is not None else settings.model,
                              context_tokens=settings.context_tokens, threads=settings.threads,
-                             seed=settings.seed)
+                             batch_threads=settings.batch_threads, seed=settings.seed)
 
 
 def check_output_path(path: Path | None, flag: str) -> None:
