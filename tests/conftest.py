@@ -13,8 +13,8 @@ HANDBOOK = ROOT / "corpora" / "handbook"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # exported ONNX embedders are shared by all tests (each test gets its own XDG_CACHE_HOME)
-os.environ.setdefault("RAGCLI_MODEL_CACHE", str(Path(os.environ.get("XDG_CACHE_HOME")
-                                                     or Path.home() / ".cache") / "ragcli" / "models"))
+MODEL_CACHE = os.environ.get("RAGCLI_MODEL_CACHE") or str(
+    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragcli" / "models")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
@@ -24,6 +24,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(os.environ):
         if name.startswith("RAGCLI_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("RAGCLI_MODEL_CACHE", MODEL_CACHE)  # not per test: an export takes 15 s
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
