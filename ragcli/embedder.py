@@ -130,16 +130,23 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
     part of the graph. ``variant`` "fp32" is the exported model as is; "int8" is its dynamic
     quantisation (int8 weights per channel on the MatMuls, activations quantised at run time).
     The store records which one made its vectors (``id``).
+
+    Texts are embedded one at a time by default: int8 quantises activations with one scale per
+    input tensor, so in a batch of 32 a text's vector depended on its batch companions (cosine down
+    to 0.992 to the same text alone, on 300 SciFact abstracts); alone it is the same vector in every
+    run, engine and batch. It is also faster on 2 cores (no padding): 25.2 vs 19.2 texts/s (int8),
+    15.6 vs 13.0 (fp32).
     """
 
     def __init__(self, variant: str = "fp32", model_dir: Path | None = None,
-                 batch_size: int = 32, cache_dir: Path | None = None) -> None:
+                 batch_size: int = 1, cache_dir: Path | None = None) -> None:
         if variant not in ("fp32", "int8"):
             raise ModelError(f"unknown ONNX variant {variant!r} (fp32 or int8)")
         super().__init__(model_dir, batch_size)
         self.variant = variant
         self.id = self.id.replace("/st-fp32@", f"/onnx-{variant}@")
         self.cache_dir = cache_dir or model_cache()
+        self.threads = 0  # onnxruntime intra-op threads; 0 = its default (every core)
 
     @property
     def onnx_path(self) -> Path:
@@ -158,6 +165,8 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
 
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            if self.threads:
+                options.intra_op_num_threads = self.threads
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except ImportError:
             raise ModelError("onnxruntime is not installed", hint="pip install onnxruntime") from None
@@ -270,4 +279,6 @@ def get_embedder(name: str) -> Embedder:
     except KeyError:
         raise ModelError(f"unknown embedder '{name}'",
                          hint=f"choose one of: {', '.join(sorted(EMBEDDERS))}") from None
-    return factory()
+    embedder = factory()
+    embedder.name = name  # type: ignore[attr-defined]  # how a Ray worker builds the same one
+    return embedder
