@@ -14,10 +14,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .chunking import chunk_document, split_blocks
 from .embedder import Embedder
@@ -26,6 +27,9 @@ from .ids import new_id
 from .models import Chunk, Document
 from .sources import Loaded, Skipped, load_documents
 from .store import FORMAT, Store
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ProgressCallback = Callable[[int, int], None]
 COMMIT_DOCUMENTS = 256  # whole documents per commit
@@ -64,17 +68,67 @@ def chunk_documents(documents: Sequence[Document], embedder: Embedder) -> list[C
     return [c for d in documents for c in chunk_document(d, embedder.count_tokens, limit)]
 
 
-def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
+class LocalEngine:
+    """Chunk and embed in this process (onnxruntime uses every core); see distributed.py for Ray."""
+
+    name = "local"
+
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def prepare(self, documents: Sequence[Document], embedder: Embedder,
+                stored: dict[tuple[str, str], np.ndarray], batch_documents: int,
+                ) -> Iterator[tuple[list[Document], list[Chunk], np.ndarray, int]]:
+        """Yield (documents, their chunks, vectors, newly embedded) per commit of whole documents."""
+        import numpy as np
+
+        for start in range(0, len(documents), batch_documents):
+            batch = list(documents[start:start + batch_documents])
+            chunks = chunk_documents(batch, embedder)
+            vectors = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
+            missing: list[int] = []
+            for i, c in enumerate(chunks):
+                kept = stored.get((c.doc_id, c.chunk_hash))
+                if kept is None:
+                    missing.append(i)
+                else:
+                    vectors[i] = kept
+            for offset in range(0, len(missing), COMMIT_CHUNKS):
+                part = missing[offset:offset + COMMIT_CHUNKS]
+                vectors[part] = embedder.embed([chunks[i].search_text for i in part])
+            yield batch, chunks, vectors, len(missing)
+
+
+def _stored_vectors(store: Store, doc_ids: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
+    """The intact stored vectors of these documents by (doc_id, chunk_hash): reused, not re-embedded
+    (a damaged, non-finite one is left out, so it is embedded again)."""
+    import numpy as np
+
+    kept: dict[tuple[str, str], np.ndarray] = {}
+    for start in range(0, len(doc_ids), COMMIT_DOCUMENTS):
+        for key, value in store.vectors_for(list(doc_ids[start:start + COMMIT_DOCUMENTS])).items():
+            vector = np.asarray(value, dtype=np.float32)
+            if np.isfinite(vector).all():
+                kept[key] = vector
+    return kept
+
+
+def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedder, *,
                 delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
                 progress: ProgressCallback | None = None,
-                retention: timedelta = timedelta(days=7)) -> IndexReport:
+                retention: timedelta = timedelta(days=7), engine: Any = None) -> IndexReport:
     """Bring the store at ``store_path`` in line with the files under ``paths``.
 
     A corpus root in which nothing is found is an error (exit 4): for ``ingest`` always, for
     ``reindex`` when the store holds documents from that root, unless ``allow_empty`` (an
     unmounted or mistyped corpus directory must not delete a whole corpus from cron).
     ``rebuild`` drops every chunk first and embeds everything again: the repair for a store that
-    ``status --verify`` found damaged (it also rewrites a damaged manifest)."""
+    ``status --verify`` found damaged (it also rewrites a damaged manifest).
+    ``engine`` chunks and embeds (``LocalEngine`` by default; ``distributed.RayEngine``); what is
+    indexed, and how it is written, does not depend on it."""
     import numpy as np
 
     started = time.perf_counter()
@@ -85,7 +139,7 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
         raise InputError(f"no supported files in {', '.join(map(str, paths))}"
                          + (f" ({loaded.ignored} files of other types ignored)" if loaded.ignored else ""),
                          hint="ragcli reads .md, .markdown, .txt, .html, .htm, .pdf and BEIR .jsonl")
-    if not loaded.documents and not (store_path / "ragcli.json").is_file():
+    if not loaded.documents and not Store.exists(store_path):
         return IndexReport(run_id, 0, 0, 0, 0, 0, 0, 0, None, time.perf_counter() - started,
                            skipped, loaded.ignored)
     store = Store.open_for_rebuild(store_path, embedder.id, embedder.dim) if rebuild \
@@ -117,30 +171,23 @@ def index_paths(paths: Sequence[Path], store_path: Path, embedder: Embedder, *,
                    if e["root"] in loaded.roots and doc_id not in documents
                    and (e["root"], doc_id) not in loaded.unreadable] if delete_missing else []
         todo = changed + acl_only + added
-        written = embedded = 0
-        for start in range(0, max(len(todo), 1 if deleted else 0), COMMIT_DOCUMENTS):
-            batch = todo[start:start + COMMIT_DOCUMENTS]
-            last = start + COMMIT_DOCUMENTS >= len(todo)
-            chunks = chunk_documents(batch, embedder)
-            reuse = store.vectors_for([d.doc_id for d in batch if d.doc_id in existing])
-            vectors = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
-            missing: list[int] = []
-            for i, c in enumerate(chunks):
-                stored = reuse.get((c.doc_id, c.chunk_hash))
-                if stored is not None:
-                    vectors[i] = np.asarray(stored, dtype=np.float32)
-                if stored is None or not np.isfinite(vectors[i]).all():  # damaged: embed again
-                    missing.append(i)
-            for offset in range(0, len(missing), COMMIT_CHUNKS):
-                part = missing[offset:offset + COMMIT_CHUNKS]
-                vectors[part] = embedder.embed([chunks[i].search_text for i in part])
-            doc_ids = [d.doc_id for d in batch] + (deleted if last else [])
-            roots = {d.doc_id: (d.root, d.mtime) for d in batch}
-            store.replace_documents(doc_ids, chunks, vectors, run_id=run_id, roots=roots)
-            written += len(chunks)
-            embedded += len(missing)
-            if progress:
-                progress(min(start + COMMIT_DOCUMENTS, len(todo)), len(todo))
+        stored = _stored_vectors(store, [d.doc_id for d in todo if d.doc_id in existing])
+        written = embedded = done = 0
+        with engine or LocalEngine() as running:
+            for batch, chunks, vectors, fresh in running.prepare(todo, embedder, stored,
+                                                                 COMMIT_DOCUMENTS):
+                done += len(batch)
+                last = done >= len(todo)
+                roots = {d.doc_id: (d.root, d.mtime) for d in batch}
+                store.replace_documents([d.doc_id for d in batch] + (deleted if last else []),
+                                        chunks, vectors, run_id=run_id, roots=roots)
+                written += len(chunks)
+                embedded += fresh
+                if progress:
+                    progress(done, len(todo))
+        if deleted and not todo:  # nothing to write, only deletions: one commit
+            store.replace_documents(deleted, [], np.zeros((0, embedder.dim), dtype=np.float32),
+                                    run_id=run_id, roots={})
         if store.has_table() and (todo or deleted or version_before is None):
             store.refresh_indices(retention)
         version = store.version if store.has_table() else None

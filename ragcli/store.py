@@ -3,9 +3,15 @@
 Layout of a store directory::
 
     <store>/ragcli.json     manifest: format, embedder id and dimension (the store refuses to mix)
+    <store>/last_run.json   summary of the last ingest/reindex
     <store>/lancedb/        the LanceDB database with one table, ``chunks``
     <store>/writer.lock     held by the single writer (ingest / reindex)
-    <store>/audit.sqlite3   the audit log (see trace.py)
+
+A store can also live in object storage (``s3://bucket/prefix``, ``gs://...``, ``az://...``):
+the same ``lancedb/`` database under the URI, the manifest and last run as rows of a second table
+(``ragcli_meta``) because object stores have no atomic rename, and the writer lock on the writing
+host (``$XDG_STATE_HOME/ragcli/locks``). Credentials and endpoints come from the environment
+variables LanceDB reads (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``; see README "Object storage").
 
 Permissions are applied *inside* both search legs as a LanceDB prefilter on the ``acl`` label list,
 so a chunk a user may not read is never a candidate, never scored and never returned.
@@ -13,8 +19,10 @@ so a chunk a user may not read is never a candidate, never scored and never retu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +50,24 @@ _COLUMNS = ["chunk_id", "doc_id", "ordinal", "source", "root", "title", "heading
             "chunk_hash", "doc_hash", "acl", "pages", "mtime", "indexed_at", "run_id", "embedder"]
 PIN_PREFIX = "audit-v"  # tag of a table version an audit record points at
 _NEVER = timedelta(days=365 * 100)  # optimize() without its own version cleanup
+META = "ragcli_meta"  # manifest and last run of a store in object storage
+URI_SCHEMES = ("s3", "s3+ddb", "gs", "az", "abfs", "abfss")
+_URI = re.compile(r"^([a-z][a-z0-9+.-]*)://")
+
+
+def is_uri(location: object) -> bool:
+    """True for an object-storage store location such as ``s3://bucket/prefix``."""
+    return isinstance(location, str) and _URI.match(location) is not None
+
+
+def check_uri(location: str) -> str:
+    """``location`` if it is an object-storage URI ragcli can use, else a one-line error."""
+    match = _URI.match(location)
+    scheme = match.group(1) if match else ""
+    if scheme not in URI_SCHEMES or not location[len(scheme) + 3:].split("/")[0]:
+        raise ValueError(f"{location!r} is not a store directory or an "
+                         f"{', '.join(s + '://' for s in URI_SCHEMES[:4])} URI with a bucket")
+    return location.rstrip("/")
 
 
 def _sql_list(values: Sequence[str]) -> str:
@@ -90,37 +116,52 @@ def _schema(dim: int) -> Any:
 class Store:
     """A ragcli store on disk. Open it with :meth:`open` (read) or :meth:`open_or_create`."""
 
-    def __init__(self, path: Path, manifest: Manifest) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, manifest: Manifest) -> None:
+        self.path = path  # a directory, or an object-storage URI (is_uri)
+        self.remote = is_uri(path)
         self.manifest = manifest
         self._table: Any = None
 
     # ---- opening -------------------------------------------------------------------------
+    @staticmethod
+    def exists(path: Path | str) -> bool:
+        """Whether a store (its manifest) is at ``path``."""
+        if is_uri(path):
+            return _read_meta(str(path), "manifest") is not None
+        return (Path(path) / MANIFEST).is_file()
+
     @classmethod
-    def open(cls, path: Path) -> Store:
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
+    def open(cls, path: Path | str) -> Store:
+        where = f"{path}/{META}" if is_uri(path) else Path(path) / MANIFEST
+        text = _read_meta(str(path), "manifest") if is_uri(path) else \
+            (where.read_text(encoding="utf-8") if where.is_file() else None)  # type: ignore[union-attr]
+        if text is None:
             raise StoreMissingError(f"no ragcli store at {path}",
                                     hint="run 'ragcli ingest PATH' first or pass --store")
         try:
-            data = json.loads(manifest_path.read_text(encoding="utf-8"))
+            data = json.loads(text)
             manifest = Manifest(data["embedder"], int(data["dim"]), data["created_at"],
                                 int(data["format"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StoreError(f"store manifest {manifest_path} is damaged: {exc}",
+            raise StoreError(f"store manifest {where} is damaged: {exc}",
                              hint="re-create the store with 'ragcli ingest'") from None
         if manifest.format > FORMAT:
             raise StoreError(f"store {path} was written by a newer ragcli (format {manifest.format})")
         return cls(path, manifest)
 
     @classmethod
-    def open_or_create(cls, path: Path, embedder_id: str, dim: int) -> Store:
+    def open_or_create(cls, path: Path | str, embedder_id: str, dim: int) -> Store:
         """Open the store at ``path``, creating an empty one (for this embedder) if there is none.
 
         The embedder is not checked here: writers check it under the lock (see indexing.py).
         """
-        if (path / MANIFEST).is_file():
+        if cls.exists(path):
             return cls.open(path)
+        if is_uri(path):
+            store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat()))
+            store._write_manifest()
+            return store
+        path = Path(path)
         if path.exists() and not path.is_dir():
             raise StoreError(f"store path {path} exists and is not a directory")
         try:
@@ -132,18 +173,22 @@ class Store:
         return store
 
     @classmethod
-    def open_for_rebuild(cls, path: Path, embedder_id: str, dim: int) -> Store:
+    def open_for_rebuild(cls, path: Path | str, embedder_id: str, dim: int) -> Store:
         """Like :meth:`open_or_create`, but a damaged manifest is replaced (``reindex --rebuild``)."""
         try:
             return cls.open_or_create(path, embedder_id, dim)
         except StoreError:
-            if not (path / MANIFEST).is_file():
+            if not cls.exists(path):
                 raise
         store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat()))
         store._write_manifest()
         return store
 
     def _write_manifest(self) -> None:
+        if self.remote:
+            self._write_meta("manifest", json.dumps(self.manifest.__dict__))
+            return
+        assert isinstance(self.path, Path)
         try:
             tmp = self.path / (MANIFEST + ".tmp")
             tmp.write_text(json.dumps(self.manifest.__dict__, indent=2) + "\n", encoding="utf-8")
@@ -190,7 +235,14 @@ class Store:
         """Hold the single-writer lock; a second writer fails at once with LockedError."""
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.path / "writer.lock"), timeout=0)
+        if self.remote:  # one writing host: the lock lives there (docs/scaling.md)
+            state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+            locks = Path(state) / "ragcli" / "locks"
+            locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+            where = locks / (hashlib.sha256(str(self.path).encode()).hexdigest()[:16] + ".lock")
+        else:
+            where = Path(self.path) / "writer.lock"
+        lock = FileLock(str(where), timeout=0)
         try:
             lock.acquire()
         except Timeout:
@@ -203,9 +255,21 @@ class Store:
 
     # ---- the table -----------------------------------------------------------------------
     def _db(self) -> Any:
-        import lancedb
+        return _connect(self.path)
 
-        return lancedb.connect(str(self.path / "lancedb"))
+    def _write_meta(self, key: str, value: str) -> None:
+        """Object storage: the manifest and last run are rows of a small table (one commit each)."""
+        db = self._db()
+        rows = _meta_rows(db)
+        rows[key] = value
+        data = [{"key": k, "value": v} for k, v in sorted(rows.items())]
+        try:
+            if rows.keys() - {key}:  # the table exists: overwrite (one new version)
+                db.create_table(META, data=data, mode="overwrite")
+            else:
+                db.create_table(META, data=data)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"cannot write to store {self.path}: {_first_line(exc)}") from None
 
     def table(self, *, create: bool = False) -> Any:
         if self._table is None:
@@ -350,17 +414,25 @@ class Store:
 
     def last_run(self) -> dict[str, Any] | None:
         try:
-            return json.loads((self.path / LAST_RUN).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
-        except (OSError, ValueError):
+            text = _read_meta(str(self.path), "last_run") if self.remote else \
+                (Path(self.path) / LAST_RUN).read_text(encoding="utf-8")
+            return json.loads(text) if text else None  # type: ignore[no-any-return]
+        except (OSError, ValueError, StoreError):
             return None
 
     def record_run(self, summary: dict[str, Any]) -> None:
-        tmp = self.path / (LAST_RUN + ".tmp")
+        if self.remote:
+            self._write_meta("last_run", json.dumps(summary))
+            return
+        tmp = Path(self.path) / (LAST_RUN + ".tmp")
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path / LAST_RUN)
+        os.replace(tmp, Path(self.path) / LAST_RUN)
 
-    def disk_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+    def disk_bytes(self) -> int | None:
+        """Bytes on local disk (None for object storage: listing a bucket is not free)."""
+        if self.remote:
+            return None
+        return sum(f.stat().st_size for f in Path(self.path).rglob("*") if f.is_file())
 
     # ---- searching -----------------------------------------------------------------------
     def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int,
@@ -405,3 +477,36 @@ class Store:
             raise StoreError(f"store {self.path} cannot be read: {first}",
                              hint="check it with 'ragcli status --verify'; repair it with "
                                   "'ragcli reindex --rebuild PATHS'") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _connect(location: Path | str) -> Any:
+    import lancedb
+
+    if is_uri(location):
+        try:
+            return lancedb.connect(f"{location}/lancedb")
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"cannot open store {location}: {_first_line(exc)}",
+                             hint="check the URI and the credentials in the environment "
+                                  "(README: Object storage)") from None
+    return lancedb.connect(str(Path(location) / "lancedb"))
+
+
+def _meta_rows(db: Any) -> dict[str, str]:
+    try:
+        if META not in db.list_tables().tables:
+            return {}
+        return {r["key"]: r["value"] for r in db.open_table(META).to_arrow().to_pylist()}
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise StoreError(f"cannot read store metadata: {_first_line(exc)}",
+                         hint="check the URI and the credentials in the environment "
+                              "(README: Object storage)") from None
+
+
+def _read_meta(location: str, key: str) -> str | None:
+    return _meta_rows(_connect(location)).get(key)

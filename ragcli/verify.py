@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,8 +77,10 @@ def verify(store: Store) -> Verification:
     except Exception as exc:  # noqa: BLE001 - any failure to open is damage to report
         result.add("unopenable table", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         return result
-    base = store.path / "lancedb" / f"{TABLE}.lance"
-    for fragment in dataset.get_fragments():
+    # file-level checks on local disk; in object storage, reading every row below finds a
+    # missing or damaged file as an unreadable fragment
+    base = Path(store.path) / "lancedb" / f"{TABLE}.lance"
+    for fragment in dataset.get_fragments() if not store.remote else ():
         files = [base / "data" / f.path for f in fragment.data_files()]
         deletion = fragment.deletion_file()
         if deletion:

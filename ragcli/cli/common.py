@@ -78,8 +78,9 @@ class RagGroup(TyperGroup):
             raise SystemExit(int(ExitCode.INTERNAL)) from None
 
 
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="Store directory "
-                     "[env RAGCLI_STORE; ragcli.toml 'store']", show_default=False)]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Store directory, or an s3://, "
+                     "gs:// or az:// URI [env RAGCLI_STORE; ragcli.toml 'store']",
+                     show_default=False)]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="ragcli.toml to read "
                       "[env RAGCLI_CONFIG; default ./ragcli.toml]", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]

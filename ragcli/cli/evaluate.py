@@ -119,7 +119,7 @@ def eval_command(
         raise typer.Exit(int(code))
 
 
-def _eval_beir(directory: Path, split: str, store: Path | None, config: Path | None,
+def _eval_beir(directory: Path, split: str, store: str | None, config: Path | None,
                as_json: bool) -> None:
     from ..beir import load_split, score_rankings
     from ..embedder import get_embedder
@@ -131,7 +131,7 @@ def _eval_beir(directory: Path, split: str, store: Path | None, config: Path | N
     settings = settings_from(config, store=store)
     data = load_split(directory, split)
     # a BEIR corpus gets a store of its own unless --store names one
-    store_path = store or default_store().parent / "beir" / directory.resolve().name
+    store_path = settings.store if store else default_store().parent / "beir" / directory.resolve().name
     embedder = get_embedder(settings.embedder)
     run_reindex([data.corpus], store_path, embedder, progress=progress_bar(as_json))
     opened = Store.open(store_path)

@@ -16,15 +16,41 @@ PathsArg = Annotated[list[Path], typer.Argument(help="Files or directories (corp
                                              show_default=False)]
 
 
+EngineOpt = Annotated[str, typer.Option("--engine", help="Where chunking and embedding run: 'local' "
+                                       "(this process) or 'ray' (Ray Data; pip install "
+                                       "'ragcli[ray]'). The store has one writer either way.",
+                                       show_default=True)]
+RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to use with "
+                                                   "--engine ray (default: a local Ray on this "
+                                                   "machine's cores).", show_default=False)]
+
+
+def _engine(engine: str, ray_address: str | None) -> Any:
+    from ..errors import UsageError
+
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be 'local' or 'ray', not {engine!r}")
+    if engine == "local":
+        if ray_address:
+            raise UsageError("--ray-address needs --engine ray")
+        return None
+    from ..distributed import RayEngine
+
+    return RayEngine(ray_address)
+
+
 def _index(paths: list[Path], store: Path | None, config: Path | None, as_json: bool,
-           *, delete_missing: bool, rebuild: bool = False, allow_empty: bool = False) -> None:
+           *, delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
+           engine: str = "local", ray_address: str | None = None) -> None:
     from ..embedder import get_embedder
     from ..indexing import index_paths
 
     settings = settings_from(config, store=store)
+    runner = _engine(engine, ray_address)
     embedder = get_embedder(settings.embedder)
     report = index_paths(paths, settings.store, embedder, delete_missing=delete_missing,
-                         rebuild=rebuild, allow_empty=allow_empty, progress=progress_bar(as_json))
+                         rebuild=rebuild, allow_empty=allow_empty, progress=progress_bar(as_json),
+                         engine=runner)
     if as_json:
         render.print_json(report.to_json())
     else:
@@ -34,9 +60,11 @@ def _index(paths: list[Path], store: Path | None, config: Path | None, as_json: 
 
 
 def ingest(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
-           as_json: JsonOpt = False) -> None:
+           as_json: JsonOpt = False, engine: EngineOpt = "local",
+           ray_address: RayAddressOpt = None) -> None:
     """Index Markdown, text, HTML, PDF and JSONL files (only new or changed ones are embedded)."""
-    _index(paths, store, config, as_json, delete_missing=False)
+    _index(paths, store, config, as_json, delete_missing=False, engine=engine,
+           ray_address=ray_address)
 
 
 def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
@@ -46,10 +74,10 @@ def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
             = False,
             allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Delete the documents "
                                                       "of a corpus directory that is now empty.")]
-            = False) -> None:
+            = False, engine: EngineOpt = "local", ray_address: RayAddressOpt = None) -> None:
     """Bring the store in line with its sources: add, update and delete; safe to run from cron."""
     _index(paths, store, config, as_json, delete_missing=True, rebuild=rebuild,
-           allow_empty=allow_empty)
+           allow_empty=allow_empty, engine=engine, ray_address=ray_address)
 
 
 def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False,
