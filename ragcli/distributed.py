@@ -24,15 +24,17 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .errors import InputError
+from .errors import EngineError, InputError
 from .models import Chunk, Document
 
 # Environment a worker needs to find the same model files as the driver (and the failpoint).
 _WORKER_ENV = ("RAGCLI_MODEL_CACHE", "XDG_CACHE_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
                "HF_HUB_DISABLE_TELEMETRY", "RAGCLI_RAY_FAILPOINT")
+_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): ")
 DOCS_PER_TASK = 64  # documents per chunking task
 CHUNKS_PER_TASK = 512  # chunks per embedding call on an actor
 
@@ -140,7 +142,7 @@ class RayEngine:
         import warnings
 
         for name in ("ray", "ray.data"):  # Ray's info lines and warnings are not ragcli's output
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         warnings.filterwarnings("ignore", message="lancedb fork support")  # fork+exec of raylet
         warnings.filterwarnings("ignore", module="ray")
         ray = self.ray
@@ -200,7 +202,7 @@ class RayEngine:
         pending: dict[str, dict[str, tuple[Chunk, Any, bool]]] = {}
         done: set[str] = set()
         ready: list[str] = []
-        for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+        for batch in self._batches(embedded):
             for doc_id, n_chunks, blob, vector, fresh in zip(
                     batch["doc_id"], batch["n_chunks"], batch["chunk"], batch["vector"],
                     batch["embedded"], strict=True):
@@ -221,7 +223,23 @@ class RayEngine:
             yield self._commit(ready, pending, by_id, stored, dim, np)
         lost = set(by_id) - done
         if lost:  # never silently: a partial run must not look complete
-            raise RuntimeError(f"Ray returned no or partial results for {len(lost)} documents")
+            raise EngineError(f"Ray returned no or partial results for {len(lost)} documents "
+                              f"(e.g. {sorted(lost)[0]}); the documents written so far are kept",
+                              hint="run the same command again: it continues where this stopped")
+
+    def _batches(self, dataset: Any) -> Iterator[dict[str, Any]]:
+        """The pipeline's output blocks; a failure Ray gave up on is one line, exit 17."""
+        try:
+            yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+        except self.ray.exceptions.RayError as exc:
+            # the remote traceback is in the text: name the worker's own error, not Ray's wrapper
+            lines = [ln.strip() for ln in str(exc).splitlines()]
+            causes = [ln for ln in lines if _ERROR_LINE.match(ln) and not ln.startswith("ray.")]
+            first = next((ln for ln in lines if ln), type(exc).__name__)
+            raise EngineError(f"the Ray pipeline failed: {(causes[0] if causes else first)[:300]}",
+                              hint="the documents committed before are kept; fix the cause and run "
+                                   "the same command again (Ray's logs: /tmp/ray/session_latest/logs)"
+                              ) from None
 
     @staticmethod
     def _commit(doc_ids: list[str], pending: dict[str, dict[str, tuple[Chunk, Any, bool]]],

@@ -29,6 +29,7 @@ class ExitCode(IntEnum):
     EVAL_REGRESSION = 14  # eval: a metric fell below the baseline by more than its tolerance
     EVAL_LEAK = 15  # eval: a forbidden document reached retrieval, a prompt or a citation
     EVAL_ERROR = 16  # eval: a case errored (it counts as a failure, never as a skip)
+    ENGINE = 17  # --engine ray: a Ray task failed after its retries, or results were lost
 
 
 class RagError(Exception):
@@ -43,6 +44,10 @@ class RagError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class EngineError(RagError):
+    exit_code = ExitCode.ENGINE
 
 
 class UsageError(RagError):

@@ -133,3 +133,15 @@ def test_bad_engine_flags_are_usage_errors(tmp_path: Path, args: list[str]) -> N
     assert result.exit_code == 2, result.output
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s").exists()
+
+
+def test_a_task_that_fails_for_good_is_one_line_exit_17(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]
+    """The test embedder is registered in this process only: a Ray worker cannot build it (as on a
+    cluster node with another ragcli), so every chunking task fails."""
+    result = runner.invoke(app, ["ingest", "--engine", "ray", str(HANDBOOK / "hr"), "--store",
+                                 str(tmp_path / "s")], env={"RAGCLI_EMBEDDER": "test-hash"})
+    assert result.exit_code == 17, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the Ray pipeline failed" in lines[0], result.stderr
+    assert "unknown embedder 'test-hash'" in lines[0]
+    assert not Store(tmp_path / "s", Store.open(tmp_path / "s").manifest).has_table()
