@@ -8,8 +8,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ragcli.embedder import MiniLMEmbedder
+from ragcli.embedder import get_embedder
 from ragcli.indexing import reindex
+from ragcli.settings import Settings
 from ragcli.store import Store
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
@@ -19,7 +20,7 @@ def main() -> None:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
     if not source.is_file():
         sys.exit(f"bench_ingest: corpus not found: {source} (pass a BEIR corpus.jsonl)")
-    embedder = MiniLMEmbedder()
+    embedder = get_embedder(Settings().embedder)  # the default (ONNX int8), as `ragcli ingest`
     embedder.embed(["warm up the model"])  # load time is not ingest throughput
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl"

@@ -66,3 +66,15 @@ def test_relative_paths_in_toml_are_relative_to_the_file(tmp_path: Path) -> None
     settings = load_settings({}, config=tmp_path / "proj" / "ragcli.toml", environ={},
                              cwd=tmp_path)
     assert settings.store == tmp_path / "proj" / ".ragcli" / "store"
+
+
+def test_object_storage_store_uris_stay_uris(tmp_path: Path) -> None:
+    (tmp_path / "ragcli.toml").write_text('store = "s3://bucket/ragcli/handbook/"\n')
+    assert load_settings({}, environ={}, cwd=tmp_path).store == "s3://bucket/ragcli/handbook"
+    env = {"RAGCLI_STORE": "gs://bucket/kb"}
+    assert load_settings({}, environ=env, cwd=tmp_path).store == "gs://bucket/kb"
+    assert load_settings({"store": "az://container/kb"}, environ=env, cwd=tmp_path).store \
+        == "az://container/kb"
+    (tmp_path / "ragcli.toml").write_text('store = "http://example.com/kb"\n')
+    with pytest.raises(ConfigError, match="not a store directory or an s3://"):
+        load_settings({}, environ={}, cwd=tmp_path)
