@@ -261,13 +261,11 @@ class Store:
         """Object storage: the manifest and last run are rows of a small table (one commit each)."""
         db = self._db()
         rows = _meta_rows(db)
+        exists = bool(rows) or META in db.list_tables().tables
         rows[key] = value
         data = [{"key": k, "value": v} for k, v in sorted(rows.items())]
-        try:
-            if rows.keys() - {key}:  # the table exists: overwrite (one new version)
-                db.create_table(META, data=data, mode="overwrite")
-            else:
-                db.create_table(META, data=data)
+        try:  # overwriting is one new table version; creating says nothing about a missing table
+            db.create_table(META, data=data, mode="overwrite" if exists else "create")
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"cannot write to store {self.path}: {_first_line(exc)}") from None
 

@@ -98,3 +98,12 @@ def test_unreachable_object_store_is_one_line(s3: str, monkeypatch: pytest.Monke
     failed = cli("status", "--store", s3, code=ExitCode.STORE)
     assert len(failed["stderr"].strip().splitlines()) == 1
     assert "cannot open store s3://" in failed["stderr"] and "Traceback" not in failed["stderr"]
+
+
+def test_manifest_is_rewritten_before_any_run_finished(s3: str) -> None:
+    """A store created by a run that then died holds only its manifest; the next run with another
+    embedder resets it (the manifest row is overwritten, not created twice)."""
+    store = Store.open_or_create(s3, "embedder-a", 4)
+    store.reset("embedder-b", 4)
+    assert Store.open(s3).manifest.embedder == "embedder-b"
+    assert Store.open(s3).last_run() is None
