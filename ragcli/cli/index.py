@@ -39,7 +39,7 @@ def _engine(engine: str, ray_address: str | None) -> Any:
     return RayEngine(ray_address)
 
 
-def _index(paths: list[Path], store: Path | None, config: Path | None, as_json: bool,
+def _index(paths: list[Path], store: str | None, config: Path | None, as_json: bool,
            *, delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
            engine: str = "local", ray_address: str | None = None) -> None:
     from ..embedder import get_embedder
