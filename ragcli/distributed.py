@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .errors import EngineError, InputError
+from .errors import EngineError, InputError, first_line
 from .models import Chunk, Document
 
 # Environment a worker needs to find the same model files as the driver (and the failpoint).
@@ -156,10 +156,10 @@ class RayEngine:
                     ray.init(num_cpus=usable_cores(limit=os.cpu_count() or 1),
                              include_dashboard=False, configure_logging=False, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-                raise InputError(f"cannot start or reach Ray{f' at {self.address}' if self.address else ''}: "
-                                 f"{first}", hint="check --ray-address (ray://HOST:10001 or "
-                                 "HOST:6379), or leave it out for a local Ray") from None
+                where = f" at {self.address}" if self.address else ""
+                raise InputError(f"cannot start or reach Ray{where}: {first_line(exc, 200)}",
+                                 hint="check --ray-address (ray://HOST:10001 or HOST:6379), or "
+                                      "leave it out for a local Ray") from None
             self._started = True
         context = self.ray.data.DataContext.get_current()
         context.enable_progress_bars = False

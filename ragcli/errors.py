@@ -32,6 +32,13 @@ class ExitCode(IntEnum):
     ENGINE = 17  # --engine ray: a Ray task failed after its retries, or results were lost
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name if it has none), for one-line errors
+    from libraries whose messages run to many lines (LanceDB, Ray, YAML)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 class RagError(Exception):
     """Base of every error a user can cause or fix; carries its exit code."""
 

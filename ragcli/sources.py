@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .models import PAGE_BREAK, PUBLIC_GROUP, Document
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -121,8 +121,7 @@ def load_markdown(source: Source) -> Iterator[Document]:
     try:
         post = frontmatter.loads(text)
     except (yaml.YAMLError, ValueError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SkipFile(f"invalid front matter: {first}") from None
+        raise SkipFile(f"invalid front matter: {first_line(exc, 1000)}") from None
     meta = post.metadata if isinstance(post.metadata, dict) else {}
     body = post.content
     title = meta.get("title")

@@ -36,6 +36,7 @@ from .errors import (
     StoreError,
     StoreMissingError,
     VersionGoneError,
+    first_line,
 )
 from .models import Chunk
 
@@ -267,7 +268,7 @@ class Store:
         try:  # overwriting is one new table version; creating says nothing about a missing table
             db.create_table(META, data=data, mode="overwrite" if exists else "create")
         except (OSError, RuntimeError, ValueError) as exc:
-            raise StoreError(f"cannot write to store {self.path}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot write to store {self.path}: {first_line(exc)}") from None
 
     def table(self, *, create: bool = False) -> Any:
         if self._table is None:
@@ -292,7 +293,7 @@ class Store:
             table.checkout(version)
         except (ValueError, RuntimeError, OSError) as exc:
             raise VersionGoneError(f"store {self.path} no longer has version {version}: "
-                                   f"{str(exc).splitlines()[0][:200]}") from None
+                                   f"{first_line(exc, 200)}") from None
         pinned._table = table
         return pinned
 
@@ -471,15 +472,9 @@ class Store:
         except (StoreError, StoreMissingError):
             raise
         except (OSError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"store {self.path} cannot be read: {first}",
+            raise StoreError(f"store {self.path} cannot be read: {first_line(exc)}",
                              hint="check it with 'ragcli status --verify'; repair it with "
                                   "'ragcli reindex --rebuild PATHS'") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _connect(location: Path | str) -> Any:
@@ -489,7 +484,7 @@ def _connect(location: Path | str) -> Any:
         try:
             return lancedb.connect(f"{location}/lancedb")
         except (OSError, RuntimeError, ValueError) as exc:
-            raise StoreError(f"cannot open store {location}: {_first_line(exc)}",
+            raise StoreError(f"cannot open store {location}: {first_line(exc)}",
                              hint="check the URI and the credentials in the environment "
                                   "(README: Object storage)") from None
     return lancedb.connect(str(Path(location) / "lancedb"))
@@ -501,7 +496,7 @@ def _meta_rows(db: Any) -> dict[str, str]:
             return {}
         return {r["key"]: r["value"] for r in db.open_table(META).to_arrow().to_pylist()}
     except (OSError, RuntimeError, ValueError) as exc:
-        raise StoreError(f"cannot read store metadata: {_first_line(exc)}",
+        raise StoreError(f"cannot read store metadata: {first_line(exc)}",
                          hint="check the URI and the credentials in the environment "
                               "(README: Object storage)") from None
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import RagError
+from .errors import RagError, first_line
 from .models import section_label
 from .store import TABLE, Store
 
@@ -72,10 +72,10 @@ def verify(store: Store) -> Verification:
     try:
         dataset = store.table().to_lance()
     except RagError as exc:
-        result.add("unopenable table", str(exc).splitlines()[0][:200])
+        result.add("unopenable table", first_line(exc, 200))
         return result
     except Exception as exc:  # noqa: BLE001 - any failure to open is damage to report
-        result.add("unopenable table", f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        result.add("unopenable table", f"{type(exc).__name__}: {first_line(exc, 200)}")
         return result
     # file-level checks on local disk; in object storage, reading every row below finds a
     # missing or damaged file as an unreadable fragment
@@ -127,7 +127,7 @@ def _check_rows(dataset: Any, result: Verification) -> None:
                     roots.add(row["root"])
     except Exception as exc:  # noqa: BLE001 - a file that does not decode is damage to report
         result.add("unreadable rows", f"after row {result.rows}: {type(exc).__name__}: "
-                   f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}")
+                   f"{first_line(exc, 200)}")
     for doc_id, entry in sorted(docs.items()):
         if sorted(entry["ordinals"]) != list(range(len(entry["ordinals"]))):
             result.add("documents with missing or repeated chunks", doc_id)
