@@ -25,7 +25,7 @@ import functools
 import os
 import pickle
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import EngineError, InputError, first_line
@@ -124,8 +124,6 @@ def _failpoint() -> None:
 class RayEngine:
     """Runs the chunk and embed stages on a Ray cluster (a local one unless ``address``)."""
 
-    name = "ray"
-
     def __init__(self, address: str | None = None, workers: int | None = None,
                  batch_chunks: int = CHUNKS_PER_TASK) -> None:
         self.ray = import_ray()
@@ -171,8 +169,8 @@ class RayEngine:
             self.ray.shutdown()
 
     def prepare(self, documents: Sequence[Document], embedder: Any,
-                stored: dict[tuple[str, str], Any], batch_documents: int,
-                ) -> Iterator[tuple[list[Document], list[Chunk], Any, int]]:
+                reusable: Callable[[Sequence[str]], dict[tuple[str, str], Any]],
+                batch_documents: int) -> Iterator[tuple[list[Document], list[Chunk], Any, int]]:
         """Yield (documents, their chunks, vectors, newly embedded) per commit of whole documents."""
         import numpy as np
 
@@ -183,6 +181,11 @@ class RayEngine:
         if not embedder_name:
             raise InputError(f"embedder {embedder.id} cannot be built on a Ray worker",
                              hint="use a registered embedder (the 'embedder' setting)")
+        # the actors need to know which chunks the store already has (keys only, read in
+        # commit-sized pieces); the vectors themselves are read again per commit, in _commit
+        ids = [d.doc_id for d in documents]
+        stored = frozenset(key for start in range(0, len(ids), batch_documents)
+                           for key in reusable(ids[start:start + batch_documents]))
         ray = self.ray
         cpus = int(ray.cluster_resources().get("CPU", 1))
         workers = self.workers or max(1, cpus)
@@ -195,7 +198,7 @@ class RayEngine:
                                       batch_size=DOCS_PER_TASK, num_cpus=0.5, batch_format="numpy",
                                       **remote)
         embedded = chunked.map_batches(
-            _stage(_Embedder, embedder_name=embedder_name, threads=1, stored=frozenset(stored)),
+            _stage(_Embedder, embedder_name=embedder_name, threads=1, stored=stored),
             batch_size=self.batch_chunks, compute=pool(min_size=1, max_size=workers), num_cpus=1,
             batch_format="numpy", **remote)
         by_id = {d.doc_id: d for d in documents}
@@ -217,10 +220,10 @@ class RayEngine:
                     done.add(doc_id)
                     ready.append(doc_id)
             while len(ready) >= batch_documents:
-                yield self._commit(ready[:batch_documents], pending, by_id, stored, dim, np)
+                yield self._commit(ready[:batch_documents], pending, by_id, reusable, dim, np)
                 del ready[:batch_documents]
         if ready:
-            yield self._commit(ready, pending, by_id, stored, dim, np)
+            yield self._commit(ready, pending, by_id, reusable, dim, np)
         lost = set(by_id) - done
         if lost:  # never silently: a partial run must not look complete
             raise EngineError(f"Ray returned no or partial results for {len(lost)} documents "
@@ -243,8 +246,10 @@ class RayEngine:
 
     @staticmethod
     def _commit(doc_ids: list[str], pending: dict[str, dict[str, tuple[Chunk, Any, bool]]],
-                by_id: dict[str, Document], stored: dict[tuple[str, str], Any], dim: int,
+                by_id: dict[str, Document],
+                reusable: Callable[[Sequence[str]], dict[tuple[str, str], Any]], dim: int,
                 np: Any) -> tuple[list[Document], list[Chunk], Any, int]:
+        stored = reusable([d for d in doc_ids if any(not e for _, _, e in pending[d].values())])
         chunks: list[Chunk] = []
         rows: list[Any] = []
         fresh = 0

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 ProgressCallback = Callable[[int, int], None]
+# doc_ids -> the intact stored vectors of those documents by (doc_id, chunk_hash)
+Reusable = Callable[[Sequence[str]], "dict[tuple[str, str], np.ndarray]"]
 COMMIT_DOCUMENTS = 256  # whole documents per commit
 COMMIT_CHUNKS = 4096
 CHUNK_TOKENS = 200  # target ceiling of a chunk, in embedder tokens (MiniLM reads 254)
@@ -71,22 +73,21 @@ def chunk_documents(documents: Sequence[Document], embedder: Embedder) -> list[C
 class LocalEngine:
     """Chunk and embed in this process (onnxruntime uses every core); see distributed.py for Ray."""
 
-    name = "local"
-
     def __enter__(self) -> LocalEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def prepare(self, documents: Sequence[Document], embedder: Embedder,
-                stored: dict[tuple[str, str], np.ndarray], batch_documents: int,
+    def prepare(self, documents: Sequence[Document], embedder: Embedder, reusable: Reusable,
+                batch_documents: int,
                 ) -> Iterator[tuple[list[Document], list[Chunk], np.ndarray, int]]:
         """Yield (documents, their chunks, vectors, newly embedded) per commit of whole documents."""
         import numpy as np
 
         for start in range(0, len(documents), batch_documents):
             batch = list(documents[start:start + batch_documents])
+            stored = reusable([d.doc_id for d in batch])  # per commit: memory stays bounded
             chunks = chunk_documents(batch, embedder)
             vectors = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
             missing: list[int] = []
@@ -171,10 +172,13 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
                    if e["root"] in loaded.roots and doc_id not in documents
                    and (e["root"], doc_id) not in loaded.unreadable] if delete_missing else []
         todo = changed + acl_only + added
-        stored = _stored_vectors(store, [d.doc_id for d in todo if d.doc_id in existing])
+
+        def reusable(doc_ids: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
+            return _stored_vectors(store, [d for d in doc_ids if d in existing])
+
         written = embedded = done = 0
         with engine or LocalEngine() as running:
-            for batch, chunks, vectors, fresh in running.prepare(todo, embedder, stored,
+            for batch, chunks, vectors, fresh in running.prepare(todo, embedder, reusable,
                                                                  COMMIT_DOCUMENTS):
                 done += len(batch)
                 last = done >= len(todo)
