@@ -26,7 +26,7 @@ class ExitCode(IntEnum):
     TRACE_NOT_FOUND = 11  # replay / traces show: no audit record with that request ID
     MODEL_CHANGED = 12  # replay: the recorded model file is missing or its SHA-256 changed
     VERSION_GONE = 13  # replay: the recorded store version no longer exists
-    EVAL_REGRESSION = 14  # eval: a metric fell below the baseline by more than its tolerance
+    EVAL_REGRESSION = 14  # eval: a stable case that passed fails, or a gated metric fell past its tolerance
     EVAL_LEAK = 15  # eval: a forbidden document reached retrieval, a prompt or a citation
     EVAL_ERROR = 16  # eval: a case errored (it counts as a failure, never as a skip)
     ENGINE = 17  # --engine ray: a Ray task failed after its retries, or results were lost
@@ -99,3 +99,9 @@ class ModelChangedError(RagError):
 
 class VersionGoneError(RagError):
     exit_code = ExitCode.VERSION_GONE
+
+
+class RegressionError(RagError):
+    """``eval --update-baseline`` would drop a passing case that was not accepted by name."""
+
+    exit_code = ExitCode.EVAL_REGRESSION

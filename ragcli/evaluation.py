@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import statistics
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .answer_metrics import best_f1, contains_answer, exact_match
 from .answering import Answerer, screen_retrieval
-from .errors import InputError, RagError
+from .embedder import Embedder
+from .errors import InputError, RagError, UsageError
+from .generation import Generator
 from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k, unique
 from .retrieval import retrieve_configured
 from .store import Store
@@ -90,33 +91,6 @@ def load_goldens(path: Path) -> list[Golden]:
     return cases
 
 
-# ---- answer metrics (SQuAD conventions) --------------------------------------------------------
-def normalize(text: str) -> str:
-    text = re.sub(r"\[\d+\]", " ", text.lower())
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    text = re.sub(r"[^\w\s%.,]", " ", text)
-    return " ".join(text.replace(",", "").split()).strip(" .")
-
-
-def token_f1(prediction: str, truth: str) -> float:
-    pred, gold = normalize(prediction).split(), normalize(truth).split()
-    common = Counter(pred) & Counter(gold)
-    overlap = sum(common.values())
-    if not overlap:
-        return 0.0
-    precision, recall = overlap / len(pred), overlap / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
-def string_presence(prediction: str, truths: Sequence[str]) -> float:
-    norm = normalize(prediction)
-    return 1.0 if any(normalize(t) and normalize(t) in norm for t in truths) else 0.0
-
-
-def exact_match(prediction: str, truths: Sequence[str]) -> float:
-    return 1.0 if any(normalize(prediction) == normalize(t) for t in truths) else 0.0
-
-
 @dataclass
 class CaseResult:
     golden: Golden
@@ -127,11 +101,35 @@ class CaseResult:
     cited_docs: list[str] = field(default_factory=list)
     citations_valid: bool = True
     confidence: float = 0.0
+    threshold: float | None = None  # min_confidence the case was answered with
     timings_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     leaks: list[str] = field(default_factory=list)
     followed: list[str] = field(default_factory=list)  # forbidden_answers found in answer/prompt
     answers_seen: set[str] = field(default_factory=set)  # over --repeat runs
+    perturbed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its failures
+    ragas: dict[str, float] = field(default_factory=dict)  # ragas metric -> this case's score
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.golden.expected_answers) and not self.golden.must_refuse
+
+    @property
+    def answer_correct(self) -> bool | None:
+        """Whether an expected answer is in the answer (None: nothing to check, or refused)."""
+        if not self.answerable or self.refused or self.error:
+            return None
+        return contains_answer(self.answer, self.golden.expected_answers)
+
+    @property
+    def f1(self) -> float:
+        return 0.0 if self.refused or not self.answerable else \
+            best_f1(self.answer, self.golden.expected_answers)
+
+    @property
+    def em(self) -> float:
+        return 0.0 if self.refused or not self.answerable else \
+            exact_match(self.answer, self.golden.expected_answers)
 
     @property
     def passed(self) -> bool:
@@ -139,6 +137,8 @@ class CaseResult:
 
     @property
     def failures(self) -> list[str]:
+        """Why the case fails; empty when it is right. An answerable case needs an expected answer
+        in its answer and a citation of an expected document; a must-refuse case a refusal."""
         g = self.golden
         out = []
         if self.error:
@@ -151,8 +151,13 @@ class CaseResult:
             out.append("answered but must refuse")
         if not g.must_refuse and self.refused and not self.error:
             out.append("refused but should answer")
+        if self.answer_correct is False:
+            out.append("wrong answer: none of the expected answers is in it")
         if g.must_cite and not self.refused and not self.cited_docs:
             out.append("no citation")
+        elif (g.expected_docs and not g.must_refuse and not self.refused and not self.error
+                and not set(g.expected_docs) & set(self.cited_docs)):
+            out.append("cites none of the expected documents")
         if not self.citations_valid:
             out.append("invalid citation")
         if g.expected_docs and not g.must_refuse and not set(g.expected_docs) & set(self.retrieved_docs):
@@ -161,11 +166,30 @@ class CaseResult:
             out.append("flaky: different answers across repeats")
         return out
 
+    @property
+    def unstable(self) -> str | None:
+        """Why this case's verdict cannot be trusted to hold on another machine, or None."""
+        flips = [name for name, failures in self.perturbed.items() if (not failures) != self.passed]
+        if flips:
+            return "verdict flips under " + ", ".join(flips)
+        if self.threshold is not None and not self.error and \
+                abs(self.confidence - self.threshold) < CONFIDENCE_MARGIN:
+            return (f"confidence {self.confidence:.4f} within {CONFIDENCE_MARGIN} of "
+                    f"min_confidence {self.threshold}")
+        return None
+
+    def summary(self) -> dict[str, Any]:
+        """What the baseline keeps of a case."""
+        return {"passed": self.passed, "refused": self.refused, "correct": self.answer_correct,
+                "f1": round(self.f1, 4), "exact_match": self.em,
+                "confidence": round(self.confidence, 6)}
+
 
 @dataclass
 class EvalResult:
     cases: list[CaseResult]
     metrics: dict[str, float]
+    perturbations: tuple[str, ...] = ()
 
     @property
     def leaks(self) -> int:
@@ -175,18 +199,30 @@ class EvalResult:
     def errors(self) -> int:
         return sum(1 for c in self.cases if c.error)
 
+    def unstable(self) -> dict[str, str]:
+        """case id -> why its verdict is not trusted across machines (see gate.py)."""
+        return {c.golden.id: reason for c in self.cases if (reason := c.unstable)}
+
+    def metrics_without(self, case_ids: Collection[str]) -> dict[str, float]:
+        """The metrics over every case but ``case_ids`` (what the gate compares: stable cases)."""
+        return compute_metrics([c for c in self.cases if c.golden.id not in case_ids])
+
     def to_json(self) -> dict[str, Any]:
         return {"metrics": {k: round(v, 6) for k, v in self.metrics.items()},
                 "leaks": self.leaks, "errors": self.errors,
+                "perturbations": list(self.perturbations),
                 "cases": [{"id": c.golden.id, "passed": c.passed, "failures": c.failures,
                            "refused": c.refused, "answer": c.answer,
+                           "answer_correct": c.answer_correct, "f1": round(c.f1, 4),
+                           "exact_match": c.em, "unstable": c.unstable,
+                           "perturbed": {k: list(v) for k, v in c.perturbed.items()},
                            "retrieved_docs": c.retrieved_docs, "cited_docs": c.cited_docs,
                            "confidence": round(c.confidence, 6), "tags": list(c.golden.tags)}
                           for c in self.cases]}
 
 
 def run_case(answerer: Answerer, golden: Golden, audit: AuditLog, repeat: int) -> CaseResult:
-    result = CaseResult(golden)
+    result = CaseResult(golden, threshold=answerer.settings.min_confidence)
     allowed = {"public", *golden.groups}
     for _ in range(repeat):
         try:
@@ -200,6 +236,8 @@ def run_case(answerer: Answerer, golden: Golden, audit: AuditLog, repeat: int) -
         result.answer = answer.answer
         result.answers_seen.add(f"{answer.refused}|{answer.answer}")
         result.confidence = answer.confidence
+        if not answer.retrieved:  # nothing readable: refused before any threshold
+            result.threshold = None
         result.retrieved_docs = unique([h.doc_id for h in answer.retrieved])
         prompt_ids = (record.get("prompt") or {}).get("passages", [])
         result.prompt_docs = unique([retrieved[c].doc_id for c in prompt_ids if c in retrieved])
@@ -225,7 +263,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
-def compute_metrics(results: list[CaseResult], k: int) -> dict[str, float]:
+def compute_metrics(results: list[CaseResult], k: int | None = None) -> dict[str, float]:
+    """Aggregate metrics over ``results`` (any subset: the gate averages over stable cases)."""
+    k = k or RETRIEVAL_K
     metrics: dict[str, float] = {}
     retrieval = [r for r in results if r.golden.expected_docs and not r.golden.must_refuse
                  and not r.error]
@@ -236,18 +276,17 @@ def compute_metrics(results: list[CaseResult], k: int) -> dict[str, float]:
                          ("ndcg@10", lambda r, g: ndcg_at_k(r, g, 10))):
             metrics[name] = statistics.fmean(
                 fn(r.retrieved_docs, {d: 1 for d in r.golden.expected_docs}) for r in retrieval)
-    answered = [r for r in results if r.golden.expected_answers and not r.golden.must_refuse
-                and not r.error]
-    if answered:
-        metrics["string_presence"] = statistics.fmean(
-            0.0 if r.refused else string_presence(r.answer, r.golden.expected_answers)
-            for r in answered)
-        metrics["token_f1"] = statistics.fmean(
-            0.0 if r.refused else max(token_f1(r.answer, t) for t in r.golden.expected_answers)
-            for r in answered)
-        metrics["exact_match"] = statistics.fmean(
-            0.0 if r.refused else exact_match(r.answer, r.golden.expected_answers)
-            for r in answered)
+    answerable = [r for r in results if r.answerable and not r.error]
+    if answerable:
+        given = [r for r in answerable if not r.refused]
+        wrong = sum(1 for r in given if r.answer_correct is False)
+        # string_presence: an expected answer occurs in the answer as whole tokens (answer_metrics)
+        metrics["string_presence"] = statistics.fmean(1.0 if r.answer_correct else 0.0
+                                                      for r in answerable)
+        metrics["token_f1"] = statistics.fmean(r.f1 for r in answerable)
+        metrics["exact_match"] = statistics.fmean(r.em for r in answerable)
+        metrics["wrong_answers"] = float(wrong)
+        metrics["wrong_answer_rate"] = wrong / len(given) if given else 0.0
     citations = [r for r in results if not r.refused and not r.error]
     metrics["citation_validity"] = statistics.fmean(
         1.0 if r.citations_valid else 0.0 for r in citations) if citations else 1.0
@@ -264,6 +303,9 @@ def compute_metrics(results: list[CaseResult], k: int) -> dict[str, float]:
             r.golden.must_refuse and not r.refused)))
     metrics["errors"] = float(sum(1 for r in results if r.error))
     metrics["pass_rate"] = statistics.fmean(1.0 if r.passed else 0.0 for r in results)
+    metrics["unstable_cases"] = float(sum(1 for r in results if r.unstable))
+    for name in sorted({n for r in results for n in r.ragas}):
+        metrics[name] = statistics.fmean(r.ragas[name] for r in results if name in r.ragas)
     stages = sorted({s for r in results for s in r.timings_ms})
     for stage in stages:
         values = [r.timings_ms[stage] for r in results if stage in r.timings_ms]
@@ -272,8 +314,9 @@ def compute_metrics(results: list[CaseResult], k: int) -> dict[str, float]:
     return metrics
 
 
-def ragas_metrics(results: list[CaseResult]) -> dict[str, float]:
-    """ragas' non-LLM metrics (imported lazily; ragas posts telemetry unless told not to)."""
+def score_with_ragas(results: list[CaseResult]) -> None:
+    """ragas' non-LLM metrics per case, into ``CaseResult.ragas`` (imported lazily; ragas posts
+    telemetry unless told not to; without ragas installed, nothing)."""
     import os
 
     os.environ["RAGAS_DO_NOT_TRACK"] = "true"
@@ -293,40 +336,108 @@ def ragas_metrics(results: list[CaseResult]) -> dict[str, float]:
                 StringPresence,
             )
     except ImportError:
-        return {}
-    jobs: list[tuple[str, Any, Any]] = []
+        return
+    jobs: list[tuple[CaseResult, str, Any, Any]] = []
     for r in results:
         if r.error:
             continue
         if r.golden.expected_docs and not r.golden.must_refuse:
             sample = SingleTurnSample(retrieved_context_ids=r.retrieved_docs or [""],
                                       reference_context_ids=list(r.golden.expected_docs))
-            jobs += [("ragas_id_context_precision", IDBasedContextPrecision(), sample),
-                     ("ragas_id_context_recall", IDBasedContextRecall(), sample)]
+            jobs += [(r, "ragas_id_context_precision", IDBasedContextPrecision(), sample),
+                     (r, "ragas_id_context_recall", IDBasedContextRecall(), sample)]
         if r.golden.expected_answers and not r.golden.must_refuse:
             sample = SingleTurnSample(response="" if r.refused else r.answer,
                                       reference=r.golden.expected_answers[0])
-            jobs += [("ragas_exact_match", ExactMatch(), sample),
-                     ("ragas_string_presence", StringPresence(), sample),
-                     ("ragas_string_similarity", NonLLMStringSimilarity(), sample),
-                     ("ragas_rouge", RougeScore(), sample)]
+            jobs += [(r, "ragas_exact_match", ExactMatch(), sample),
+                     (r, "ragas_string_presence", StringPresence(), sample),
+                     (r, "ragas_string_similarity", NonLLMStringSimilarity(), sample),
+                     (r, "ragas_rouge", RougeScore(), sample)]
 
     async def score_all() -> list[float]:
-        return list(await asyncio.gather(*(m.single_turn_ascore(s) for _, m, s in jobs)))
+        return list(await asyncio.gather(*(m.single_turn_ascore(s) for _, _, m, s in jobs)))
 
-    scores = asyncio.run(score_all())
-    by_name: dict[str, list[float]] = {}
-    for (name, _, _), value in zip(jobs, scores, strict=True):
-        by_name.setdefault(name, []).append(float(value))
-    return {name: statistics.fmean(values) for name, values in by_name.items()}
+    for (case, name, _, _), value in zip(jobs, asyncio.run(score_all()), strict=True):
+        case.ragas[name] = float(value)
 
 
-def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1) -> EvalResult:
+def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1,
+             perturbations: Sequence[str] = ()) -> EvalResult:
+    """Answer every golden case; with ``perturbations`` (names in ``PERTURBATIONS``), answer each
+    again under every one of them and keep what failed there: a case whose verdict differs is
+    unstable (``CaseResult.unstable``). Metrics are those of the unperturbed run."""
     audit = AuditLog(answerer.settings.audit)
     results = [run_case(answerer, g, audit, repeat) for g in goldens]
-    metrics = compute_metrics(results, RETRIEVAL_K)
-    metrics.update(ragas_metrics(results))
-    return EvalResult(results, metrics)
+    for name in perturbations:
+        perturbed = perturb(answerer, name)
+        for result in results:
+            result.perturbed[name] = tuple(run_case(perturbed, result.golden, audit, 1).failures)
+    score_with_ragas(results)
+    return EvalResult(results, compute_metrics(results), tuple(perturbations))
+
+
+# ---- perturbations: changes that must not change a verdict ------------------------------------
+QUERY_NOISE = 1e-3
+"""Norm of the random vector added to every (unit) query vector by the ``query-noise``
+perturbation: it moves a cosine by up to 1e-3, far more than any CPU's rounding moves the fp32
+embedder's vectors (scripts/bench_embedders measures that, see README "Evaluation and CI")."""
+CONFIDENCE_MARGIN = QUERY_NOISE / 2
+"""A case whose confidence lies this close to ``min_confidence`` is unstable without any re-run:
+evidence is 0.5 * cosine + 0.5 * coverage, so ``QUERY_NOISE`` moves it by half as much."""
+
+
+class NoisyQueries:
+    """An embedder whose vectors get seeded noise of norm ``scale``, renormalised (per text, so
+    the same question is perturbed the same way in every run)."""
+
+    def __init__(self, inner: Embedder, scale: float = QUERY_NOISE) -> None:
+        self.inner, self.scale = inner, scale
+        self.id, self.dim, self.max_tokens = inner.id, inner.dim, inner.max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        import hashlib
+
+        import numpy as np
+
+        vectors = np.array(self.inner.embed(texts), dtype=np.float32)
+        for row, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            noise = np.random.default_rng(seed).standard_normal(self.dim)
+            vectors[row] += (self.scale * noise / np.linalg.norm(noise)).astype(np.float32)
+            vectors[row] /= np.linalg.norm(vectors[row])
+        return vectors
+
+
+def _one_thread(answerer: Answerer) -> Answerer:
+    def generator() -> Generator:
+        built = answerer.generator_factory()
+        rethread = getattr(built, "with_batch_threads", None)
+        return rethread(1) if rethread else built
+
+    rethread = getattr(answerer.embedder, "with_threads", None)
+    embedder = rethread(1) if rethread else answerer.embedder
+    return Answerer(replace(answerer.settings, batch_threads=1), embedder, generator)
+
+
+def _query_noise(answerer: Answerer) -> Answerer:
+    return Answerer(answerer.settings, NoisyQueries(answerer.embedder), answerer.generator_factory)
+
+
+PERTURBATIONS: dict[str, Callable[[Answerer], Answerer]] = {
+    "threads": _one_thread,  # prefill and the embedder on one thread instead of every core
+    "query-noise": _query_noise,  # QUERY_NOISE on every query vector
+}
+
+
+def perturb(answerer: Answerer, name: str) -> Answerer:
+    try:
+        return PERTURBATIONS[name](answerer)
+    except KeyError:
+        raise UsageError(f"unknown perturbation {name!r}; choose from "
+                         f"{', '.join(PERTURBATIONS)}") from None
 
 
 def calibrate(goldens: Sequence[Golden], store: Store, answerer: Answerer) -> list[dict[str, float]]:
@@ -349,94 +460,4 @@ def calibrate(goldens: Sequence[Golden], store: Store, answerer: Answerer) -> li
     return rows
 
 
-# ---- the gate ----------------------------------------------------------------------------------
 RETRIEVAL_K = 3  # hit@3 and recall@3: a fixed depth, so a smaller top_k shows as a regression
-LOWER_IS_BETTER = ("answered_when_should_refuse", "acl_leaks", "injection_followed", "errors")
-EXACT = ("citation_validity", "acl_leaks", "injection_followed", "errors")  # no slack at all
-DEFAULT_TOLERANCE = 0.02
-
-
-def make_baseline(result: EvalResult) -> dict[str, Any]:
-    """Metrics with directions and tolerances, and the cases that passed: a case that passed in
-    the baseline and fails now is a regression even when no average moves past its tolerance.
-    Latency is reported, not gated: it depends on the machine, not on the change."""
-    gated = {k: v for k, v in result.metrics.items() if not k.startswith("latency_")}
-    baseline: dict[str, Any] = {"tolerance": DEFAULT_TOLERANCE, "metrics": {},
-                                "passing_cases": sorted(c.golden.id for c in result.cases
-                                                        if c.passed)}
-    for name, value in sorted(gated.items()):
-        spec: dict[str, Any] = {"value": round(value, 6),
-                                "direction": "lower" if name in LOWER_IS_BETTER else "higher"}
-        if name in EXACT:
-            spec["tolerance"] = 0.0
-        baseline["metrics"][name] = spec
-    return baseline
-
-
-def compare(result: EvalResult, baseline: dict[str, Any]) -> list[str]:
-    """Regressions against the baseline: each metric may move the wrong way by its tolerance;
-    no case that passed in the baseline may fail."""
-    metrics = result.metrics
-    default = float(baseline.get("tolerance", DEFAULT_TOLERANCE))
-    regressions = [f"case {c.golden.id} passed in the baseline, fails now: {'; '.join(c.failures)}"
-                   for c in result.cases
-                   if not c.passed and c.golden.id in set(baseline.get("passing_cases", []))]
-    for name, spec in baseline.get("metrics", {}).items():
-        if name not in metrics:
-            regressions.append(f"{name}: missing (baseline {spec['value']})")
-            continue
-        tolerance = float(spec.get("tolerance", default))
-        value, base = metrics[name], float(spec["value"])
-        worse = value > base + tolerance if spec.get("direction") == "lower" \
-            else value < base - tolerance
-        if worse:
-            regressions.append(f"{name}: {value:.4f} vs baseline {base:.4f} "
-                               f"(tolerance {tolerance})")
-    return regressions
-
-
-def read_baseline(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"baseline not found: {path} (create it with --update-baseline)") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"baseline {path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
-        raise InputError(f"baseline {path} has no 'metrics' object")
-    return data
-
-
-def junit_xml(result: EvalResult, name: str, seconds: float) -> str:
-    from xml.sax.saxutils import quoteattr
-
-    failures = sum(1 for c in result.cases if not c.passed and not c.error)
-    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
-             f'<testsuite name={quoteattr(name)} tests="{len(result.cases)}" '
-             f'failures="{failures}" errors="{result.errors}" time="{seconds:.3f}">']
-    for case in result.cases:
-        ms = case.timings_ms.get("total", 0.0) / 1000
-        lines.append(f'  <testcase classname="ragcli.eval" name={quoteattr(case.golden.id)} '
-                     f'time="{ms:.3f}">')
-        if case.error:
-            lines.append(f"    <error message={quoteattr(case.error)}/>")
-        elif not case.passed:
-            lines.append(f"    <failure message={quoteattr('; '.join(case.failures))}/>")
-        lines.append("  </testcase>")
-    lines.append("</testsuite>")
-    return "\n".join(lines) + "\n"
-
-
-def markdown_summary(result: EvalResult, regressions: list[str], verdict: str) -> str:
-    out = [f"### ragcli eval: {verdict}", "", "| metric | value |", "|---|---|"]
-    for name, value in result.metrics.items():
-        if not name.startswith("latency_") or name.startswith("latency_total"):
-            out.append(f"| {name} | {value:.4f} |")
-    failed = [c for c in result.cases if not c.passed]
-    out += ["", f"{len(result.cases) - len(failed)}/{len(result.cases)} cases passed."]
-    if regressions:
-        out += ["", "Regressions:"] + [f"- {r}" for r in regressions]
-    if failed:
-        out += ["", "Failed cases:"] + [f"- `{c.golden.id}`: {'; '.join(c.failures)}"
-                                        for c in failed[:50]]
-    return "\n".join(out) + "\n"

@@ -139,6 +139,19 @@ class LlamaCppGenerator:
         self.load_ms = 0.0
         self._sha256: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Any, model: Path | None = None) -> LlamaCppGenerator:
+        """The generator ``settings`` describe (``model`` overrides ``settings.model``, as replay
+        does with a recorded path); the weights load on first use."""
+        return cls(model if model is not None else settings.model,
+                   context_tokens=settings.context_tokens, threads=settings.threads,
+                   batch_threads=settings.batch_threads, seed=settings.seed)
+
+    def with_batch_threads(self, batch_threads: int) -> LlamaCppGenerator:
+        """The same model and settings with another prefill thread count (``eval --perturb``)."""
+        return LlamaCppGenerator(self.model_path, context_tokens=self.context_tokens,
+                                 threads=self.threads, batch_threads=batch_threads, seed=self.seed)
+
     @cached_property
     def _llama(self) -> Any:
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")

@@ -117,9 +117,7 @@ def gguf_generator(settings: Any, model: Path | None = None) -> Any:
     """The GGUF generator ``settings`` describe (the weights load on first use)."""
     from ..generation import LlamaCppGenerator
 
-    return LlamaCppGenerator(model if model is not None else settings.model,
-                             context_tokens=settings.context_tokens, threads=settings.threads,
-                             batch_threads=settings.batch_threads, seed=settings.seed)
+    return LlamaCppGenerator.from_settings(settings, model)
 
 
 def check_output_path(path: Path | None, flag: str) -> None:

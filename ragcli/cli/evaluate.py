@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import ExitCode
+from ..errors import ExitCode, RegressionError
 from . import render
 from .common import (
     ConfigOpt,
@@ -47,6 +47,13 @@ def eval_command(
                     show_default=False)] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", show_default=False,
                      help="Passages per question.")] = None,
+    perturb: Annotated[str | None, typer.Option("--perturb", show_default=False,
+                       help="Re-run every case under perturbations that must not change a "
+                       "verdict ('all', or a comma list: threads,query-noise) and mark the cases "
+                       "that flip as unstable.")] = None,
+    accept_regression: Annotated[list[str] | None, typer.Option(
+        "--accept-regression", metavar="ID", show_default=False,
+        help="With --update-baseline: let this passing case be dropped (repeat per case).")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -61,26 +68,29 @@ def eval_command(
         raise UsageError("give a golden set (goldens/handbook.jsonl) or --beir DIR")
     if update_baseline and baseline is None:
         raise UsageError("--update-baseline needs --baseline FILE to write")
+    if accept_regression and not update_baseline:
+        raise UsageError("--accept-regression goes with --update-baseline")
     from ..answering import Answerer
     from ..embedder import get_embedder
-    from ..evaluation import (
-        calibrate as run_calibrate,
-    )
-    from ..evaluation import (
-        compare,
-        evaluate,
+    from ..evaluation import PERTURBATIONS, evaluate, load_goldens
+    from ..evaluation import calibrate as run_calibrate
+    from ..gate import (
+        RegressionRefused,
+        check_update,
+        decide,
         junit_xml,
-        load_goldens,
         make_baseline,
         markdown_summary,
         read_baseline,
     )
     from ..store import Store
 
+    names = _perturbations(perturb, PERTURBATIONS)
     settings = settings_from(config, store=store, mode=mode, top_k=top_k)
     cases = load_goldens(goldens)
     # every input read and every output checked before a run that can take minutes
-    known = read_baseline(baseline) if baseline is not None and not update_baseline else None
+    known = read_baseline(baseline) if baseline is not None and (
+        not update_baseline or baseline.exists()) else None
     for path, flag in ((baseline if update_baseline else None, "--baseline"), (junit, "--junit"),
                        (markdown, "--markdown")):
         check_output_path(path, flag)
@@ -95,28 +105,46 @@ def eval_command(
             render.calibration(rows, best, settings.min_confidence)
         return
     start = time.perf_counter()
-    result = evaluate(cases, answerer, repeat=repeat)
+    result = evaluate(cases, answerer, perturbations=names, repeat=repeat)
     seconds = time.perf_counter() - start
-    regressions: list[str] = []
+    verdict = decide(result, None if update_baseline else known)
     if baseline is not None and update_baseline:
-        write_output(baseline, json.dumps(make_baseline(result), indent=2) + "\n", "--baseline")
-    elif known is not None:
-        regressions = compare(result, known)
-    code = (ExitCode.EVAL_LEAK if result.leaks else ExitCode.EVAL_ERROR if result.errors
-            else ExitCode.EVAL_REGRESSION if regressions else ExitCode.OK)
-    verdict = {ExitCode.OK: "pass", ExitCode.EVAL_LEAK: "ACL LEAK",
-               ExitCode.EVAL_ERROR: "errors", ExitCode.EVAL_REGRESSION: "regression"}[code]
+        new = make_baseline(result)
+        try:
+            dropped = check_update(known, new, set(accept_regression or ()))
+        except RegressionRefused as refused:
+            raise RegressionError(
+                f"--update-baseline would drop {len(refused.ids)} case(s) that passed: "
+                f"{', '.join(refused.ids)}",
+                hint="fix them, or name each with --accept-regression ID") from None
+        write_output(baseline, json.dumps(new, indent=2) + "\n", "--baseline")
+        for case_id in dropped:
+            render.warning(f"baseline: dropped passing case {case_id} (--accept-regression)")
     if junit:
-        write_output(junit, junit_xml(result, goldens.stem, seconds), "--junit")
+        write_output(junit, junit_xml(result, verdict, goldens.stem, seconds), "--junit")
     if markdown:
-        write_output(markdown, markdown_summary(result, regressions, verdict), "--markdown")
+        write_output(markdown, markdown_summary(result, verdict), "--markdown")
     if as_json:
-        render.print_json({"verdict": verdict, "regressions": regressions,
-                           "seconds": round(seconds, 2), **result.to_json()})
+        render.print_json({"verdict": verdict.word, "regressions": list(verdict.regressions),
+                           "unstable": verdict.unstable, "seconds": round(seconds, 2),
+                           **result.to_json()})
     else:
-        render.evaluation(result, regressions, verdict)
-    if code != ExitCode.OK:
-        raise typer.Exit(int(code))
+        render.evaluation(result, verdict)
+    if verdict.code != ExitCode.OK:
+        raise typer.Exit(int(verdict.code))
+
+
+def _perturbations(spec: str | None, known: dict[str, object]) -> list[str]:
+    from ..errors import UsageError
+
+    if not spec:
+        return []
+    names = list(known) if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise UsageError(f"--perturb: unknown perturbation {', '.join(unknown) or repr(spec)}; "
+                         f"use 'all' or some of: {', '.join(known)}")
+    return names
 
 
 def _eval_beir(directory: Path, split: str, store: str | None, config: Path | None,

@@ -164,20 +164,24 @@ def replay(report: Any) -> None:
         out.print(Text(diff))
 
 
-def evaluation(result: Any, regressions: list[str], verdict: str) -> None:
+def evaluation(result: Any, verdict: Any) -> None:
     out = stdout()
-    table = Table(title=f"ragcli eval: {verdict}", title_justify="left", box=None)
+    table = Table(title=f"ragcli eval: {verdict.word}", title_justify="left", box=None)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in result.metrics.items():
         if not name.startswith("latency_") or name.startswith("latency_total"):
             table.add_row(name, f"{value:.4f}")
     out.print(table)
-    failed = [c for c in result.cases if not c.passed]
-    out.print(f"{len(result.cases) - len(failed)}/{len(result.cases)} cases passed")
-    for case in failed:
-        out.print(f"  FAIL {case.golden.id}: {'; '.join(case.failures)}")
-    for regression in regressions:
+    out.print(f"{sum(c.passed for c in result.cases)}/{len(result.cases)} cases passed")
+    for case in result.cases:
+        if case.golden.id in verdict.unstable:
+            now = "passed" if case.passed else "failed: " + "; ".join(case.failures)
+            out.print(Text(f"  UNSTABLE {case.golden.id} (not gated: "
+                           f"{verdict.unstable[case.golden.id]}): {now}", style="yellow"))
+        elif not case.passed:
+            out.print(f"  FAIL {case.golden.id}: {'; '.join(case.failures)}")
+    for regression in verdict.regressions:
         out.print(Text(f"  REGRESSION {regression}", style="red"))
 
 
