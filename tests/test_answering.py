@@ -1,5 +1,6 @@
 """The answering pipeline with the real store and fast fakes for the embedder and the model."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -47,14 +48,19 @@ def test_low_confidence_refuses_without_calling_the_model(settings: Settings) ->
 
 
 def test_restricted_text_never_reaches_the_prompt(settings: Settings) -> None:
+    """The model is called (the bar is low enough) with public passages only; the same question
+    from the hr group does put the restricted text into the prompt (the control)."""
     generator = EchoGenerator()
     question = "What is the maximum salary of an L5 Staff Engineer in the salary bands?"
-    result = answerer(settings, generator).ask(question, user="ana", groups=[])
-    assert all(h.doc_id != "hr/salary-bands.md" for h in result.retrieved)
-    for prompt in generator.prompts:
-        assert "126,000" not in prompt and "salary-bands" not in prompt
-    allowed = answerer(settings, EchoGenerator()).ask(question, user="hana", groups=["hr"])
-    assert any(h.doc_id == "hr/salary-bands.md" for h in allowed.retrieved)
+    low_bar = Answerer(replace(settings, min_confidence=0.0), HashEmbedder(), lambda: generator)
+    result = low_bar.ask(question, user="ana", groups=[])
+    assert result.retrieved and all(h.doc_id != "hr/salary-bands.md" for h in result.retrieved)
+    assert len(generator.prompts) == 1
+    assert "126,000" not in generator.prompts[0] and "salary-bands" not in generator.prompts[0]
+    control = EchoGenerator()
+    Answerer(replace(settings, min_confidence=0.0), HashEmbedder(), lambda: control).ask(
+        question, user="hana", groups=["hr"])
+    assert len(control.prompts) == 1 and "126,000" in control.prompts[0]
 
 
 def test_model_that_declines_is_a_refusal(settings: Settings) -> None:

@@ -192,7 +192,7 @@ def test_every_golden_answer_cites_only_retrieved_readable_passages(
     answerer = Answerer(settings, get_embedder(settings.embedder),  # the one the store was made with
                         lambda: generator)
     schema = answer_schema()
-    answered = 0
+    answered = reached_model = 0
     for case in goldens:
         result = answerer.ask(case["question"], user=case["user"], groups=case["groups"])
         data = result.to_json()
@@ -208,8 +208,19 @@ def test_every_golden_answer_cites_only_retrieved_readable_passages(
         record = AuditLog(tmp_path / "audit.sqlite3").get(result.request_id)
         for doc in case["forbidden_docs"]:
             assert doc not in json.dumps(record.get("prompt", {})), case["id"]
-        answered += not result.refused
-    assert answered >= 30
+        # the property is checked on every answer the model gave: the model ran for every case
+        # past the confidence bar, and every answer it gave carries at least one citation
+        past_bar = bool(result.retrieved) and result.confidence >= settings.min_confidence
+        assert ("output" in record) == past_bar, case["id"]
+        if not result.refused:
+            assert result.citations and "output" in record, case["id"]
+            answered += 1
+        else:
+            assert record["refusal_reason"], case["id"]
+        reached_model += past_bar
+    # most cases past the bar are answered (the rest declined or unsupported, each with a reason)
+    assert reached_model >= len([c for c in goldens if not c["must_refuse"]]) - 5
+    assert answered >= reached_model // 2, (answered, reached_model)
 
 
 def test_real_ask_then_exact_replay_is_identical(store: Path, tmp_path: Path) -> None:

@@ -55,9 +55,19 @@ def test_missing_config_file(tmp_path: Path) -> None:
         load_settings({}, config=tmp_path / "nope.toml", environ={}, cwd=tmp_path)
 
 
-def test_fingerprint_changes_with_settings() -> None:
-    assert Settings().fingerprint() == Settings().fingerprint()
-    assert Settings(top_k=2).fingerprint() != Settings().fingerprint()
+def test_fingerprint_changes_with_settings(tmp_path: Path) -> None:
+    """Equal settings reached by different routes (a file, the environment, the round trip through
+    an audit record) share a fingerprint; any one changed field changes it."""
+    (tmp_path / "ragcli.toml").write_text("top_k = 4\n")
+    from_file = load_settings({}, environ={}, cwd=tmp_path)
+    from_env = load_settings({}, environ={"RAGCLI_TOP_K": "4"}, cwd=tmp_path / "elsewhere")
+    assert from_file.fingerprint() == from_env.fingerprint()
+    assert Settings.from_json(from_file.to_json()).fingerprint() == from_file.fingerprint()
+    assert len(from_file.fingerprint()) == 16
+    base = Settings(top_k=4)
+    changed = {Settings(top_k=2), Settings(top_k=4, seed=7), Settings(top_k=4, mode="extractive"),
+               Settings(top_k=4, min_confidence=0.5)}
+    assert len({s.fingerprint() for s in changed} | {base.fingerprint()}) == len(changed) + 1
 
 
 def test_relative_paths_in_toml_are_relative_to_the_file(tmp_path: Path) -> None:
