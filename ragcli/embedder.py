@@ -7,9 +7,11 @@ light (no torch), so chunking and prompt budgeting never pay for loading the net
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -140,13 +142,24 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
 
     def __init__(self, variant: str = "fp32", model_dir: Path | None = None,
                  batch_size: int = 1, cache_dir: Path | None = None) -> None:
-        if variant not in ("fp32", "int8"):
-            raise ModelError(f"unknown ONNX variant {variant!r} (fp32 or int8)")
+        if variant not in ONNX_VARIANTS:
+            raise ModelError(f"unknown ONNX variant {variant!r} ({', '.join(ONNX_VARIANTS)})")
         super().__init__(model_dir, batch_size)
         self.variant = variant
         self.id = self.id.replace("/st-fp32@", f"/onnx-{variant}@")
+        if ONNX_VARIANTS[variant].cpu_dependent:
+            # int8 kernels differ by instruction set (u8s8 saturates without VNNI): vectors made
+            # on one kind of CPU are never mixed with another's
+            self.id += f"+{int8_kernel_class()}"
         self.cache_dir = cache_dir or model_cache()
         self.threads = 0  # onnxruntime intra-op threads; 0 = its default (every core)
+
+    def with_threads(self, threads: int) -> OnnxMiniLMEmbedder:
+        """The same embedder on ``threads`` onnxruntime threads (``eval --perturb threads``)."""
+        other = copy.copy(self)
+        other.__dict__.pop("_session", None)  # a session of its own, with its own thread pool
+        other.threads = threads
+        return other
 
     @property
     def onnx_path(self) -> Path:
@@ -167,6 +180,8 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
             options.log_severity_level = 3
             if self.threads:
                 options.intra_op_num_threads = self.threads
+            for key, value in ONNX_VARIANTS[self.variant].session_config.items():
+                options.add_session_config_entry(key, value)
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except ImportError:
             raise ModelError("onnxruntime is not installed", hint="pip install onnxruntime") from None
@@ -198,6 +213,39 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
         return out
 
 
+@dataclass(frozen=True)
+class OnnxVariant:
+    """How one ONNX variant of MiniLM is made and run."""
+
+    quantization: dict[str, Any] = field(default_factory=dict)  # quantize_dynamic arguments
+    session_config: dict[str, str] = field(default_factory=dict)  # onnxruntime session entries
+    cpu_dependent: bool = False  # vectors depend on the CPU's instruction set (see int8_kernel_class)
+
+
+ONNX_VARIANTS: dict[str, OnnxVariant] = {
+    # the default: fp32 kernels differ between CPUs only in the order of float operations; every
+    # element within 1e-5 of the torch model's on AVX2 and on AVX-512 (scripts/bench_embedders)
+    "fp32": OnnxVariant(),
+    # dynamic int8 (u8 activations x s8 weights): on CPUs without VNNI onnxruntime's AVX2 kernel
+    # adds pairs of products in int16 with saturation, so vectors differ by CPU (up to 0.07 per
+    # element, cosine to torch 0.97); kept for stores made with it, never mixed across CPUs
+    "int8": OnnxVariant({"weight_type": "QInt8"}, cpu_dependent=True),
+}
+
+
+def int8_kernel_class() -> str:
+    """Which of onnxruntime's x86 int8 GEMM families this CPU runs: ``vnni`` (AVX-512 VNNI or
+    AVX-VNNI: exact int32 sums) or ``avx2`` (u8s8 pairs summed in int16, saturating)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return "unknown"
+    words = set(flags.split("flags", 2)[1].split("\n", 1)[0].split()) if "flags" in flags else set()
+    if words & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return "vnni"
+    return "avx2" if "avx2" in words else "sse"
+
+
 def export_onnx(model_dir: Path, path: Path, variant: str, max_length: int) -> None:
     """Export the sentence-transformers model at ``model_dir`` to ``path`` (pooling included).
 
@@ -213,15 +261,19 @@ def export_onnx(model_dir: Path, path: Path, variant: str, max_length: int) -> N
         fp32 = tmp.with_name(tmp.stem + ".fp32.onnx")
         try:
             _export_fp32(model_dir, fp32, max_length)
-            if variant == "int8":
+            quantization = ONNX_VARIANTS[variant].quantization
+            if quantization:
                 import logging
 
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+                types = {k: getattr(QuantType, v) for k, v in quantization.items()
+                         if k.endswith("_type")}
                 logging.disable(logging.WARNING)  # "consider pre-processing": not for this model
                 try:
-                    quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8,
-                                     per_channel=True, op_types_to_quantize=["MatMul"])
+                    quantize_dynamic(str(fp32), str(tmp), per_channel=True,
+                                     op_types_to_quantize=["MatMul"],
+                                     reduce_range=bool(quantization.get("reduce_range")), **types)
                 finally:
                     logging.disable(logging.NOTSET)
             else:

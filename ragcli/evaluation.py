@@ -171,7 +171,9 @@ class CaseResult:
         """Why this case's verdict cannot be trusted to hold on another machine, or None."""
         flips = [name for name, failures in self.perturbed.items() if (not failures) != self.passed]
         if flips:
-            return "verdict flips under " + ", ".join(flips)
+            there = self.perturbed[flips[0]]
+            return "verdict flips under " + ", ".join(flips) + \
+                (f" (there: {there[0]})" if there else " (passes there)")
         if self.threshold is not None and not self.error and \
                 abs(self.confidence - self.threshold) < CONFIDENCE_MARGIN:
             return (f"confidence {self.confidence:.4f} within {CONFIDENCE_MARGIN} of "

@@ -117,6 +117,16 @@ def check_model_file(path: Path) -> Path:
     return path
 
 
+def compiled_cpu_features() -> str:
+    """"AVX AVX2 F16C FMA ..." : what llama.cpp's CPU backend was built to use."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    cpu = info.split("CPU :", 1)[-1]
+    return " ".join(part.split("=")[0].strip() for part in cpu.split("|")
+                    if part.strip().endswith("= 1"))
+
+
 def usable_cores(limit: int) -> int:
     """The CPUs this process may run on (its affinity mask, not the machine's count), at most limit."""
     try:
@@ -189,9 +199,12 @@ class LlamaCppGenerator:
         return self._sha256
 
     def runtime(self) -> str:
+        """The runtime and the CPU features its llama.cpp was compiled with: every build with the
+        same features runs the same kernels on any CPU (scripts/_setup.sh builds AVX2/FMA/F16C,
+        no AVX-512, no run-time dispatch), so equal strings mean equal arithmetic."""
         from importlib.metadata import version
 
-        return f"llama-cpp-python {version('llama-cpp-python')}"
+        return f"llama-cpp-python {version('llama-cpp-python')} ({compiled_cpu_features()})"
 
     def render(self, messages: Sequence[tuple[str, str]]) -> str:
         response = self._formatter(messages=[{"role": r, "content": c} for r, c in messages])

