@@ -20,7 +20,7 @@ import pytest
 from conftest import HANDBOOK, ROOT
 from fakes import HashEmbedder
 from pdfs import make_pdf
-from ragcli.errors import EmbedderMismatchError, InputError, StoreMissingError
+from ragcli.errors import EmbedderMismatchError, InputError
 from ragcli.indexing import index_paths, ingest, reindex, staleness
 from ragcli.retrieval import retrieve_configured
 from ragcli.settings import Settings
