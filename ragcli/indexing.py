@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from .chunking import chunk_document, split_blocks
 from .embedder import Embedder
 from .errors import InputError
 from .ids import new_id
-from .models import Chunk, Document
+from .models import PUBLIC_GROUP, Chunk, Document
 from .sources import Loaded, Skipped, load_documents
 from .store import FORMAT, Store
 
@@ -35,6 +36,7 @@ ProgressCallback = Callable[[int, int], None]
 # doc_ids -> the intact stored vectors of those documents by (doc_id, chunk_hash)
 Reusable = Callable[[Sequence[str]], "dict[tuple[str, str], np.ndarray]"]
 COMMIT_DOCUMENTS = 256  # whole documents per commit
+_JSONL_ROW = re.compile(r"^(.*?\.jsonl)#", re.IGNORECASE)
 COMMIT_CHUNKS = 4096
 CHUNK_TOKENS = 200  # target ceiling of a chunk, in embedder tokens (MiniLM reads 254)
 
@@ -120,7 +122,8 @@ def _stored_vectors(store: Store, doc_ids: Sequence[str]) -> dict[tuple[str, str
 def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedder, *,
                 delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
                 progress: ProgressCallback | None = None,
-                retention: timedelta = timedelta(days=7), engine: Any = None) -> IndexReport:
+                retention: timedelta = timedelta(days=7), engine: Any = None,
+                default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> IndexReport:
     """Bring the store at ``store_path`` in line with the files under ``paths``.
 
     A corpus root in which nothing is found is an error (exit 4): for ``ingest`` always, for
@@ -129,12 +132,13 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
     ``rebuild`` drops every chunk first and embeds everything again: the repair for a store that
     ``status --verify`` found damaged (it also rewrites a damaged manifest).
     ``engine`` chunks and embeds (``LocalEngine`` by default; ``distributed.RayEngine``); what is
-    indexed, and how it is written, does not depend on it."""
+    indexed, and how it is written, does not depend on it. ``default_acl`` is what a document
+    that no acl.toml rule or front matter gives an ACL gets (sources.AclResolver)."""
     import numpy as np
 
     started = time.perf_counter()
     run_id = new_id()
-    loaded = load_documents(paths)
+    loaded = load_documents(paths, default_acl)
     skipped = tuple(loaded.skipped)
     if not delete_missing and not loaded.documents and not skipped:
         raise InputError(f"no supported files in {', '.join(map(str, paths))}"
@@ -217,60 +221,90 @@ def reindex(paths: Sequence[Path], store_path: Path, embedder: Embedder,
 
 
 @dataclass(frozen=True)
+class AclChange:
+    """A document whose ACL on disk (front matter, acl.toml, default_acl) differs from the store's."""
+
+    doc_id: str
+    stored: tuple[str, ...]
+    now: tuple[str, ...]
+    rule: str
+
+
+@dataclass(frozen=True)
 class Staleness:
     """Sources that changed since they were indexed: what a reindex would pick up."""
 
     changed: tuple[str, ...]
     deleted: tuple[str, ...]
     new: tuple[str, ...]
+    acl_changed: tuple[AclChange, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {"changed": len(self.changed), "deleted": len(self.deleted), "new": len(self.new),
-                "stale": bool(self.changed or self.deleted or self.new),
-                "examples": sorted([*self.changed, *self.deleted, *self.new])[:10]}
+                "acl_changed": len(self.acl_changed),
+                "stale": bool(self.changed or self.deleted or self.new or self.acl_changed),
+                "examples": sorted([*self.changed, *self.deleted, *self.new])[:10],
+                "acl_pending": [{"doc_id": c.doc_id, "stored": list(c.stored), "now": list(c.now),
+                                 "rule": c.rule} for c in self.acl_changed[:50]]}
 
 
-def staleness(store: Store) -> Staleness:
-    """Compare the store with its sources on disk (mtime first, then content hash)."""
-    from .sources import LOADERS, SkipFile, Source, walk
+def staleness(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> Staleness:
+    """Compare the store with its sources on disk: content (mtime first, then content hash) and
+    permissions (the acl.toml rules and ``default_acl`` as they are now; a document whose rules
+    disagree with the store is read, so that its front matter still wins)."""
+    from .sources import LOADERS, AclResolver, SkipFile, Source, walk
 
+    resolver = AclResolver(default_acl)
     docs = store.documents()
     by_file: dict[tuple[str, str], list[str]] = {}
     for doc_id, entry in docs.items():
-        jsonl = entry["source"].startswith(entry["root"] + "#")
-        file = entry["root"] if jsonl else entry["source"]
-        by_file.setdefault((file, entry["root"]), []).append(doc_id)
+        row = _JSONL_ROW.match(entry["source"])  # a JSONL row's source is "file.jsonl#_id"
+        by_file.setdefault((row.group(1) if row else entry["source"], entry["root"]), []).append(doc_id)
     changed: list[str] = []
     deleted: list[str] = []
+    acl_changed: list[AclChange] = []
     for (file, root), doc_ids in by_file.items():
         path = Path(file)
         if not path.is_file():
             deleted.extend(doc_ids)
             continue
-        mtime = path.stat().st_mtime
-        if all(docs[d]["mtime"] == mtime for d in doc_ids):
+        jsonl = path.suffix.lower() == ".jsonl"
+        try:
+            rules = {d: resolver.resolve(path, d if jsonl else None).groups for d in doc_ids}
+        except InputError:
+            rules = {}  # an unreadable acl.toml: a reindex will say so; read the files
+        if all(docs[d]["mtime"] == path.stat().st_mtime and docs[d]["acl"] == rules.get(d)
+               for d in doc_ids):
             continue
         loader = LOADERS.get(path.suffix.lower())
         try:
             relative = path.name if path == Path(root) else path.relative_to(root).as_posix()
-            fresh = {d.doc_id: d for d in loader(Source(path, Path(root), relative, True))} \
-                if loader else {}
-        except (SkipFile, ValueError):
+            decided = resolver.resolve(path)
+            source = Source(path, Path(root), relative, True, decided.groups, decided.rule,
+                            resolver if jsonl else None)
+            fresh = {d.doc_id: d for d in loader(source)} if loader else {}
+        except (SkipFile, ValueError, InputError):
             continue  # unreadable now: a reindex would skip it, not change it
         for doc_id in doc_ids:
             if doc_id not in fresh:
                 deleted.append(doc_id)
             elif fresh[doc_id].doc_hash != docs[doc_id]["doc_hash"]:
                 changed.append(doc_id)
+            elif fresh[doc_id].acl != docs[doc_id]["acl"]:
+                acl_changed.append(AclChange(doc_id, docs[doc_id]["acl"], fresh[doc_id].acl,
+                                             fresh[doc_id].acl_rule))
     known = set(docs)
+    known_files = {file for file, _ in by_file}
     new: list[str] = []
     for root in {e["root"] for e in docs.values()}:
         if Path(root).is_dir():
             for file in walk(Path(root)):
                 doc_id = file.relative_to(root).as_posix()
-                if file.suffix.lower() in LOADERS and doc_id not in known:
+                if file.suffix.lower() in LOADERS and doc_id not in known \
+                        and str(file) not in known_files:
                     new.append(doc_id)
-    return Staleness(tuple(changed), tuple(deleted), tuple(new))
+    return Staleness(tuple(changed), tuple(deleted), tuple(new),
+                     tuple(sorted(acl_changed, key=lambda c: c.doc_id)))
 
 
 def _refuse_empty_roots(loaded: Loaded, existing: dict[str, dict[str, object]]) -> None:

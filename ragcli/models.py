@@ -33,6 +33,7 @@ class Document:
     mtime: float = 0.0
     format: str = "markdown"
     root: str = ""  # the corpus root it was found under (a directory, or a JSONL file)
+    acl_rule: str = ""  # what gave ``acl``: front matter, an acl.toml rule or default, the setting
 
 
 @dataclass(frozen=True)

@@ -53,11 +53,12 @@ class Settings:
     batch_threads: int = 0  # prompt-processing (prefill) threads; 0 = the usable cores, up to 8
     max_answer_chars: int = 1500  # a longer answer is an output-check failure (a refusal)
     redact_audit: bool = False  # keep only hashes of question, prompt and answer in audit records
+    default_acl: tuple[str, ...] = ("public",)  # groups of a document no acl.toml rule matches
     audit: Path = dataclasses.field(default_factory=default_audit)  # the audit log (SQLite)
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v)
-                for f in fields(self)}
+        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path)
+                else list(v) if isinstance(v, tuple) else v for f in fields(self)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Settings:
@@ -77,13 +78,13 @@ _TYPES: dict[str, type] = {
     "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
     "seed": int, "threads": int, "batch_threads": int, "audit": Path, "retrieval": str,
     "fts_weight": float, "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int,
-    "redact_audit": bool,
+    "redact_audit": bool, "default_acl": tuple,
 }
 _CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("generative", "extractive")}
 _MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1,
             "batch_threads": 0, "rrf_k": 1, "max_answer_chars": 1}
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a non-empty string", Path: "a path",
-               bool: "true or false"}
+               bool: "true or false", tuple: "a list of group names (a, b, c)"}
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -107,6 +108,16 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
                 except ValueError as exc:
                     raise ConfigError(f"{origin}: store: {exc}") from None
             result = Path(os.path.expanduser(str(value)))
+        elif kind is tuple:  # groups: a TOML list, or "a,b" from the environment or a flag
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list | tuple):
+                raise ValueError
+            from .sources import SkipFile, parse_acl
+
+            try:
+                result = parse_acl([str(i).strip() for i in items], name)
+            except SkipFile:
+                raise ValueError from None
         elif kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError

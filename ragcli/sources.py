@@ -4,8 +4,10 @@ Formats: Markdown with YAML front matter, plain text, HTML (main content, via se
 (pypdf; pages separated by form feeds so chunks know their page numbers) and BEIR-style JSONL
 corpora (one ``{"_id", "title", "text"}`` document per line).
 
-ACLs: a document's front matter ``acl`` wins; otherwise the last matching glob of an ``acl.toml``
-at the corpus root; otherwise the document is public. A file that cannot be used (binary, not
+ACLs do not depend on how a path was given (a root, a subdirectory, one file, a JSONL file): a
+document's front matter ``acl`` (a JSONL row's ``acl``) wins; otherwise the ``acl.toml`` files
+found from the file's own directory upwards decide (see :class:`AclResolver`); otherwise the
+``default_acl`` setting (public by default). A file that cannot be used (binary, not
 UTF-8, empty, too large, unreadable, broken PDF, bad front matter) is *skipped with a reason*; the
 run goes on. A path that does not exist at all is an InputError.
 """
@@ -49,7 +51,9 @@ class Source:
     root: Path
     doc_id: str
     named: bool  # given directly on the command line rather than found in a directory
-    acl: tuple[str, ...] | None = None  # from acl.toml, if a glob matched
+    acl: tuple[str, ...] | None = None  # from acl.toml or default_acl (AclResolver)
+    acl_rule: str = ""  # which rule gave ``acl``
+    resolver: AclResolver | None = None  # per-row rules of a JSONL corpus
 
 
 Loader = Callable[[Source], Iterable[Document]]
@@ -110,7 +114,8 @@ def _document(source: Source, title: str, text: str, fmt: str,
         raise SkipFile("no text")
     return Document(source.doc_id, str(source.path), title, text,
                     acl or source.acl or (PUBLIC_GROUP,), content_hash(title, text),
-                    source.path.stat().st_mtime, fmt, str(source.root))
+                    source.path.stat().st_mtime, fmt, str(source.root),
+                    "front matter" if acl else source.acl_rule or "default_acl setting")
 
 
 def load_markdown(source: Source) -> Iterator[Document]:
@@ -249,10 +254,14 @@ def load_jsonl(source: Source) -> Iterator[Document]:
                     text = title  # a title-only document is still searchable by its title
                 if not text.strip():
                     continue
-                acl = parse_acl(row["acl"], f"line {number}") if row.get("acl") else None
+                acl, rule = (parse_acl(row["acl"], f"line {number}"), "row acl") if row.get("acl") \
+                    else (source.acl, source.acl_rule)
+                if source.resolver is not None and not row.get("acl"):
+                    decided = source.resolver.resolve(source.path, doc_id)
+                    acl, rule = decided.groups, decided.rule
                 yield Document(doc_id, f"{source.path}#{doc_id}", title or doc_id, text,
-                               acl or source.acl or (PUBLIC_GROUP,), content_hash(title, text),
-                               mtime, "jsonl", str(source.root))
+                               acl or (PUBLIC_GROUP,), content_hash(title, text),
+                               mtime, "jsonl", str(source.root), rule or "default_acl setting")
     except UnicodeDecodeError as exc:
         raise SkipFile(f"not valid UTF-8 (byte {exc.start})") from None
 
@@ -268,34 +277,103 @@ LOADERS: dict[str, Loader] = {
 }
 
 
-def read_acl_rules(root: Path) -> list[tuple[str, tuple[str, ...]]]:
-    """``acl.toml`` at a corpus root: ``"glob" = ["group", ...]``, the last match wins.
+@dataclass(frozen=True)
+class AclFile:
+    """One ``acl.toml``: glob rules relative to its directory, an optional default, and whether
+    the upward search stops here (``root = true``)."""
 
-    Globs match the path relative to the root, with fnmatch rules (``*`` also crosses ``/``).
-    """
-    path = root / ACL_FILE
-    if not path.is_file():
-        return []
+    path: Path
+    rules: tuple[tuple[str, tuple[str, ...]], ...]
+    default: tuple[str, ...] | None
+    root: bool
+
+
+@dataclass(frozen=True)
+class AclDecision:
+    groups: tuple[str, ...]
+    rule: str  # e.g. 'corpus/acl.toml: "legal/*"', 'corpus/acl.toml: default', 'default_acl setting'
+
+
+def read_acl_file(path: Path) -> AclFile:
+    """Parse an ``acl.toml``::
+
+        root = true                    # optional: do not look further up for acl.toml files
+        default = ["staff"]            # optional: what a file below here that no rule matches gets
+        "legal/*" = ["legal"]          # glob (relative to this file's directory) = groups
+        [acl]                          # rules may also sit in an [acl] table
+        "finance/*.md" = ["finance"]
+
+    Globs use fnmatch rules (``*`` also crosses ``/``); within one file the last match wins."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"{path} is not a readable TOML file: {exc}") from None
-    table = data.get("acl", data)
+    root = data.pop("root", False)
+    if not isinstance(root, bool):
+        raise InputError(f"{path}: root must be true or false")
+    default = None
+    if "default" in data:
+        try:
+            default = parse_acl(data.pop("default"), f"{path} [default]")
+        except SkipFile as exc:
+            raise InputError(str(exc)) from None
+    nested = data.pop("acl", {})
+    if not isinstance(nested, dict):
+        raise InputError(f"{path}: acl must be a table of glob = groups")
     rules = []
-    for pattern, groups in table.items():
+    for pattern, groups in [*data.items(), *nested.items()]:  # root, default and acl are reserved
         try:
             rules.append((str(pattern), parse_acl(groups, f"{path} [{pattern}]")))
         except SkipFile as exc:
             raise InputError(str(exc)) from None
-    return rules
+    return AclFile(path, tuple(rules), default, root)
 
 
-def _match_acl(rules: list[tuple[str, tuple[str, ...]]], doc_id: str) -> tuple[str, ...] | None:
-    found = None
-    for pattern, groups in rules:
-        if fnmatch.fnmatchcase(doc_id, pattern):
-            found = groups
-    return found
+class AclResolver:
+    """The ACL of a file, from the ``acl.toml`` files in its directory and every directory above
+    it, up to one that says ``root = true`` or the filesystem root.
+
+    Farther files apply first and nearer ones refine them: in each file, from the farthest to the
+    nearest, its ``default`` (for everything below it) and then its matching rules replace what
+    was decided so far, so the nearest matching rule wins. A file no rule matches gets
+    ``default_acl`` (public unless set otherwise). Front matter beats all of this (in the loaders).
+    The result is the same whether a corpus, a subdirectory or a single file was given."""
+
+    def __init__(self, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> None:
+        self.default_acl = default_acl
+        self._files: dict[Path, AclFile | None] = {}
+
+    def _acl_file(self, directory: Path) -> AclFile | None:
+        if directory not in self._files:
+            path = directory / ACL_FILE
+            self._files[directory] = read_acl_file(path) if path.is_file() else None
+        return self._files[directory]
+
+    def chain(self, directory: Path) -> list[AclFile]:
+        """The acl.toml files that govern ``directory``, farthest first."""
+        found = []
+        for candidate in (directory, *directory.parents):
+            acl_file = self._acl_file(candidate)
+            if acl_file is not None:
+                found.append(acl_file)
+                if acl_file.root:
+                    break
+        return found[::-1]
+
+    def resolve(self, path: Path, row_id: str | None = None) -> AclDecision:
+        """``path``'s ACL; with ``row_id``, a document of a JSONL corpus (globs then match
+        ``file.jsonl#row_id`` as well as ``file.jsonl``)."""
+        path = path.resolve()
+        decision = AclDecision(self.default_acl, "default_acl setting")
+        for acl_file in self.chain(path.parent):
+            relative = path.relative_to(acl_file.path.parent).as_posix()
+            names = (relative, f"{relative}#{row_id}") if row_id is not None else (relative,)
+            if acl_file.default is not None:
+                decision = AclDecision(acl_file.default, f"{acl_file.path}: default")
+            for pattern, groups in acl_file.rules:
+                if any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                    decision = AclDecision(groups, f'{acl_file.path}: "{pattern}"')
+        return decision
 
 
 def walk(root: Path) -> Iterator[Path]:
@@ -307,29 +385,34 @@ def walk(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def discover(paths: Iterable[Path]) -> Iterator[Source]:
-    """Yield a Source for every file under the given paths.
+def discover(paths: Iterable[Path], resolver: AclResolver | None = None) -> Iterator[Source]:
+    """Yield a Source for every file under the given paths, with its ACL from ``resolver``.
 
     A path that does not exist raises InputError before anything is yielded. A directory is a
     corpus root (doc_ids are relative to it); a JSONL file is a corpus root of its own; another
     file's root is its directory.
     """
+    resolver = resolver or AclResolver()
     paths = list(paths)
     for path in paths:
         if not path.exists():
             raise InputError(f"no such file or directory: {path}")
+
+    def source(file: Path, root: Path, doc_id: str, named: bool) -> Source:
+        decided = resolver.resolve(file)
+        jsonl = file.suffix.lower() == ".jsonl"
+        return Source(file, root, doc_id, named, decided.groups, decided.rule,
+                      resolver if jsonl else None)
+
     for path in paths:
         path = path.resolve()
         if path.is_dir():
-            rules = read_acl_rules(path)
             for file in walk(path):
-                doc_id = file.relative_to(path).as_posix()
-                yield Source(file, path, doc_id, False, _match_acl(rules, doc_id))
+                yield source(file, path, file.relative_to(path).as_posix(), False)
         elif path.suffix.lower() == ".jsonl":
-            yield Source(path, path, path.name, True)
+            yield source(path, path, path.name, True)
         else:
-            rules = read_acl_rules(path.parent)
-            yield Source(path, path.parent, path.name, True, _match_acl(rules, path.name))
+            yield source(path, path.parent, path.name, True)
 
 
 @dataclass
@@ -341,12 +424,12 @@ class Loaded:
     unreadable: set[tuple[str, str]] = field(default_factory=set)  # (root, doc_id): never delete
 
 
-def load_documents(paths: Iterable[Path]) -> Loaded:
+def load_documents(paths: Iterable[Path], default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> Loaded:
     """Load every supported file under ``paths``; say what was skipped and why."""
     paths = list(paths)
     loaded = Loaded()
     documents: dict[tuple[str, str], Document] = {}
-    for source in discover(paths):
+    for source in discover(paths, AclResolver(default_acl)):
         loader = LOADERS.get(source.path.suffix.lower())
         if loader is None:
             if source.named:
@@ -370,3 +453,12 @@ def load_documents(paths: Iterable[Path]) -> Loaded:
         if resolved.is_dir() or (resolved.suffix.lower() == ".jsonl" and str(resolved) not in broken):
             loaded.roots.add(str(resolved))  # a broken JSONL corpus file deletes nothing
     return loaded
+
+
+def explain_acls(paths: Iterable[Path], default_acl: tuple[str, ...] = (PUBLIC_GROUP,)
+                 ) -> tuple[list[Document], list[Skipped]]:
+    """The documents under ``paths`` as ingest would index them, each with its ``acl`` and the
+    ``acl_rule`` that gave it (``ragcli acl``); nothing is written."""
+    loaded = load_documents(paths, default_acl)
+    return sorted(loaded.documents, key=lambda d: (d.root, d.doc_id)), loaded.skipped
+

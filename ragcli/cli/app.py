@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import ask, evaluate, index, traces
+from . import acl, ask, evaluate, index, traces
 from .common import RagGroup
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.command()(index.ingest)
 app.command()(index.reindex)
 app.command()(ask.ask)
 app.command()(index.status)
+app.command()(acl.acl)
 app.add_typer(traces.traces_app, name="traces")
 app.command()(traces.replay)
 app.command("eval")(evaluate.eval_command)

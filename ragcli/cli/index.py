@@ -50,7 +50,7 @@ def _index(paths: list[Path], store: str | None, config: Path | None, as_json: b
     embedder = get_embedder(settings.embedder)
     report = index_paths(paths, settings.store, embedder, delete_missing=delete_missing,
                          rebuild=rebuild, allow_empty=allow_empty, progress=progress_bar(as_json),
-                         engine=runner)
+                         engine=runner, default_acl=settings.default_acl)
     if as_json:
         render.print_json(report.to_json())
     else:
@@ -102,7 +102,7 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
             "last_run": {k: last.get(k) for k in ("finished_at", "command", "added", "changed",
                                                   "deleted", "seconds")} if last else None,
             "disk_bytes": opened.disk_bytes(),
-            "staleness": staleness(opened).to_json()}
+            "staleness": staleness(opened, settings.default_acl).to_json()}
     if as_json:
         render.print_json(data)
     else:

@@ -101,13 +101,26 @@ def status(data: dict[str, Any]) -> None:
     table = Table(show_header=False, box=None)
     for key, value in data.items():
         if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items() if k != "examples")
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()
+                              if k not in ("examples", "acl_pending"))
         table.add_row(key, str(value))
     out.print(table)
-    examples = (data.get("staleness") or {}).get("examples") or []
-    if examples:
+    stale = data.get("staleness") or {}
+    if stale.get("examples"):
         out.print("stale sources (run 'ragcli reindex' on their corpus roots): "
-                  + ", ".join(examples))
+                  + ", ".join(stale["examples"]))
+    for change in stale.get("acl_pending") or []:
+        out.print(Text(f"pending ACL change: {change['doc_id']}: {', '.join(change['stored'])} -> "
+                       f"{', '.join(change['now'])} ({change['rule']})", style="yellow"))
+
+
+def acl_decisions(rows: list[dict[str, Any]]) -> None:
+    table = Table(box=None)
+    for column in ("document", "groups", "rule"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["doc_id"], ", ".join(row["groups"]), row["rule"])
+    stdout().print(table)
 
 
 def traces(rows: list[dict[str, Any]]) -> None:
