@@ -107,6 +107,7 @@ class Answerer:
             raise UsageError("the question is empty")
         if len(question) > MAX_QUESTION_CHARS:
             raise UsageError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
+        effective_groups(groups)  # a group name no ACL could hold fails before any work
         extractive = settings.mode == "extractive"
         # checks the model file now (the weights load on first use); extractive needs no model
         generator = None if extractive else self.generator()

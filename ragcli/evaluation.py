@@ -28,6 +28,7 @@ from .embedder import Embedder
 from .errors import InputError, RagError, UsageError
 from .generation import Generator
 from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k, unique
+from .models import GROUP_NAME
 from .retrieval import retrieve_configured
 from .store import Store
 from .trace import AuditLog
@@ -82,6 +83,9 @@ def load_goldens(path: Path) -> list[Golden]:
                 raise InputError(f"{where}: '{name}' must be a {kind.__name__}")
             if kind is list and any(not isinstance(v, str) for v in row.get(name, [])):
                 raise InputError(f"{where}: '{name}' must be a list of strings")
+        bad = [g for g in row.get("groups", []) if not GROUP_NAME.match(g)]
+        if bad:
+            raise InputError(f"{where}: invalid group name {bad[0]!r}")
         if row["id"] in seen:
             raise InputError(f"{where}: duplicate id {row['id']!r}")
         seen.add(row["id"])

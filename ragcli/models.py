@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 PUBLIC_GROUP = "public"
 """The ACL group of documents that carry no ``acl``: every user may read them."""
+
+GROUP_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+"""What a group name may be, in a document's ACL and in a request alike: no quotes, spaces or
+SQL syntax ever reach the search filter, whatever escaping would have done."""
 
 PAGE_BREAK = "\f"
 """Separates the pages of a paged document's text (PDF), so chunks know their page numbers."""

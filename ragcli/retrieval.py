@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .embedder import Embedder
-from .errors import ConfigError
-from .models import PUBLIC_GROUP, Hit
+from .errors import ConfigError, UsageError
+from .models import GROUP_NAME, PUBLIC_GROUP, Hit
 from .screening import visible
 from .store import Store, acl_filter
 from .text import content_terms, coverage
@@ -44,7 +44,14 @@ class Retrieval:
 
 
 def effective_groups(groups: Sequence[str]) -> tuple[str, ...]:
-    """The groups a request may read: its own plus the public group, sorted and unique."""
+    """The groups a request may read: its own plus the public group, sorted and unique.
+
+    A name that no document's ACL could hold (``models.GROUP_NAME``) is a UsageError: a request
+    from ``ask``, ``eval`` or a replayed record never gets as far as the search with it."""
+    for group in groups:
+        if group and not GROUP_NAME.match(group):
+            raise UsageError(f"invalid group name {group!r}: letters, digits and _ . @ - only, "
+                             "at most 64")
     return tuple(sorted({PUBLIC_GROUP, *(g for g in groups if g)}))
 
 

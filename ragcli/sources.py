@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError, first_line
-from .models import PAGE_BREAK, PUBLIC_GROUP, Document
+from .models import GROUP_NAME, PAGE_BREAK, PUBLIC_GROUP, Document
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_JSONL_BYTES = 2 * 1024 * 1024 * 1024  # a JSONL corpus is streamed, not read whole
 ACL_FILE = "acl.toml"
-_GROUP = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
 class SkipFile(Exception):
@@ -69,7 +68,7 @@ def parse_acl(value: object, where: str) -> tuple[str, ...]:
     if not isinstance(groups, list) or not groups:
         raise SkipFile(f"{where}: acl must be a group name or a non-empty list of group names")
     for group in groups:
-        if not isinstance(group, str) or not _GROUP.match(group):
+        if not isinstance(group, str) or not GROUP_NAME.match(group):
             raise SkipFile(f"{where}: invalid acl group {group!r}")
     return tuple(sorted(set(groups)))
 
