@@ -31,9 +31,9 @@ from typing import Any
 from .errors import EngineError, InputError, first_line
 from .models import Chunk, Document
 
-# Environment a worker needs to find the same model files as the driver (and the failpoint).
+# Environment a worker needs to find the same model files as the driver.
 _WORKER_ENV = ("RAGCLI_MODEL_CACHE", "XDG_CACHE_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-               "HF_HUB_DISABLE_TELEMETRY", "RAGCLI_RAY_FAILPOINT")
+               "HF_HUB_DISABLE_TELEMETRY")
 _ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt): ")
 DOCS_PER_TASK = 64  # documents per chunking task
 CHUNKS_PER_TASK = 512  # chunks per embedding call on an actor
@@ -76,9 +76,10 @@ def _chunk(batch: dict[str, Any], embedder_name: str) -> dict[str, list[Any]]:
 class _Embedder:
     """Ray Data stage 2, a stateful actor: loads the embedder once, embeds what the store lacks."""
 
-    embedder_name = ""  # these three are set by _stage()
+    embedder_name = ""  # these are set by _stage()
     threads = 1
     stored: frozenset[tuple[str, str]] = frozenset()
+    after_batch: Callable[[], None] | None = None  # RayEngine(after_batch=...): see there
 
     def __init__(self) -> None:
         from .embedder import get_embedder
@@ -96,7 +97,8 @@ class _Embedder:
                 if c is not None and (c.doc_id, c.chunk_hash) not in self.stored]
         if todo:
             vectors[todo] = self.embedder.embed([chunks[i].search_text for i in todo])  # type: ignore[union-attr]
-        _failpoint()
+        if self.after_batch is not None:
+            self.after_batch()
         return {"doc_id": batch["doc_id"], "n_chunks": batch["n_chunks"], "chunk": batch["chunk"],
                 "vector": vectors, "embedded": np.isin(np.arange(len(chunks)), todo)}
 
@@ -107,25 +109,16 @@ def _stage(base: type, **attributes: Any) -> type:
     return type(base.__name__, (base,), attributes)
 
 
-def _failpoint() -> None:
-    """Fault injection for the tests: the first worker to get here kills its own process.
-
-    ``RAGCLI_RAY_FAILPOINT`` names a marker file; whoever creates it first dies (once per file)."""
-    marker = os.environ.get("RAGCLI_RAY_FAILPOINT")
-    if not marker:
-        return
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        return
-    os._exit(17)  # like an OOM kill: no exception, no cleanup
-
-
 class RayEngine:
     """Runs the chunk and embed stages on a Ray cluster (a local one unless ``address``)."""
 
     def __init__(self, address: str | None = None, workers: int | None = None,
-                 batch_chunks: int = CHUNKS_PER_TASK) -> None:
+                 batch_chunks: int = CHUNKS_PER_TASK,
+                 after_batch: Callable[[], None] | None = None) -> None:
+        """``after_batch`` runs in the embedding actor after each batch it embeds: the seam the
+        tests inject faults through (a worker that kills its own process); nothing in the CLI or
+        the environment reaches it."""
+        self.after_batch = after_batch
         self.ray = import_ray()
         self.address = address
         self.workers = workers
@@ -198,7 +191,8 @@ class RayEngine:
                                       batch_size=DOCS_PER_TASK, num_cpus=0.5, batch_format="numpy",
                                       **remote)
         embedded = chunked.map_batches(
-            _stage(_Embedder, embedder_name=embedder_name, threads=1, stored=stored),
+            _stage(_Embedder, embedder_name=embedder_name, threads=1, stored=stored,
+                   after_batch=staticmethod(self.after_batch) if self.after_batch else None),
             batch_size=self.batch_chunks, compute=pool(min_size=1, max_size=workers), num_cpus=1,
             batch_format="numpy", **remote)
         by_id = {d.doc_id: d for d in documents}

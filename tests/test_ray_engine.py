@@ -6,9 +6,11 @@ Marked ``real``."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -104,15 +106,29 @@ def test_incremental_reindex_on_ray_matches_local(tmp_path: Path, ray_local) -> 
     assert_same_store(tmp_path / "local", tmp_path / "ray")
 
 
+def die_once(marker: str) -> Callable[[], None]:
+    """A fault for the embedding actor: the first worker to get here kills its own process, like
+    an OOM kill (no exception, no cleanup); later ones go on."""
+    def after_batch() -> None:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return
+        os._exit(17)
+
+    return after_batch
+
+
 def test_a_worker_killed_mid_run_is_retried_and_nothing_is_lost(
-        tmp_path: Path, ray_local, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     marker = tmp_path / "worker-killed"
-    monkeypatch.setenv("RAGCLI_RAY_FAILPOINT", str(marker))
     embedder = get_embedder(Settings().embedder)
     report = index_paths([HANDBOOK], tmp_path / "ray", embedder, delete_missing=False,
-                         engine=RayEngine(batch_chunks=16))
+                         engine=RayEngine(batch_chunks=16, after_batch=die_once(str(marker))))
     assert marker.exists()  # a worker process did die (os._exit) after embedding a batch
-    monkeypatch.delenv("RAGCLI_RAY_FAILPOINT")
     local = index_paths([HANDBOOK], tmp_path / "local", embedder, delete_missing=False)
     assert report.chunks_written == local.chunks_written == len(rows(tmp_path / "ray"))
     assert_same_store(tmp_path / "local", tmp_path / "ray")
