@@ -50,27 +50,30 @@ class Answerer:
 
     def ask(self, question: str, *, user: str, groups: Sequence[str],
             on_token: TokenCallback | None = None) -> Answer:
-        """Answer, and append the request's audit record whatever happens."""
+        """Answer, and leave the request's audit record whatever happens: written when the
+        request starts, updated with the exact prompt before generation, completed at the end
+        (a process killed in between leaves a record that reads as interrupted)."""
         request_id = new_id()
         started = time.perf_counter()
         record = self._base_record(request_id, question, user, groups)
         audit = AuditLog(self.settings.audit)
+
+        def kept(data: dict[str, Any]) -> dict[str, Any]:
+            return redact(data) if self.settings.redact_audit else data
+
+        audit.start(kept(record))
         try:
-            answer = self._answer(request_id, question, user, groups, record, on_token)
-        except RagError as exc:
-            record["error"] = {"type": type(exc).__name__, "message": str(exc),
-                               "exit_code": int(exc.exit_code)}
-            record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
-            audit.append(redact(record) if self.settings.redact_audit else record)
-            raise
+            answer = self._answer(request_id, question, user, groups, record, on_token,
+                                  checkpoint=lambda: audit.update(kept(record)))
         except Exception as exc:
-            record["error"] = {"type": type(exc).__name__, "message": str(exc), "exit_code": 1}
+            code = int(exc.exit_code) if isinstance(exc, RagError) else 1
+            record["error"] = {"type": type(exc).__name__, "message": str(exc), "exit_code": code}
             record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
-            audit.append(redact(record) if self.settings.redact_audit else record)
+            audit.complete(kept(record))
             raise
         answer.timings_ms["total"] = (time.perf_counter() - started) * 1000
         record["timings_ms"] = dict(answer.timings_ms)
-        audit.append(redact(record) if self.settings.redact_audit else record)
+        audit.complete(kept(record))
         return answer
 
     def rerun(self, question: str, *, user: str, groups: Sequence[str],
@@ -101,7 +104,8 @@ class Answerer:
 
     def _answer(self, request_id: str, question: str, user: str, groups: Sequence[str],
                 record: dict[str, Any], on_token: TokenCallback | None,
-                store: Store | None = None) -> Answer:
+                store: Store | None = None,
+                checkpoint: Callable[[], None] | None = None) -> Answer:
         settings = self.settings
         if not question.strip():
             raise UsageError("the question is empty")
@@ -166,6 +170,8 @@ class Answerer:
                            "runtime": generator.runtime()}
         if not prompt.passages:
             return refuse("context_budget: no passage fits the model's context window")
+        if checkpoint is not None:
+            checkpoint()  # the exact prompt is on disk before the model runs
         generation = generator.generate(prompt.text, max_tokens=settings.max_tokens,
                                         temperature=settings.temperature, seed=settings.seed,
                                         on_token=on_token)
@@ -232,6 +238,9 @@ def redact(record: dict[str, Any]) -> dict[str, Any]:
         out["prompt"] = prompt
     if isinstance(out.get("output"), dict):
         out["output"] = dict(out["output"], raw=redacted_text(out["output"].get("raw", "")))
+    if isinstance(out.get("screening"), dict):  # the sentences screening took out are passage text
+        out["screening"] = {chunk: dict(entry, redacted=[redacted_text(t) for t in entry.get("redacted", [])])
+                            for chunk, entry in out["screening"].items()}
     if isinstance(out.get("guardrails"), dict):
         out["guardrails"] = dict(out["guardrails"], unsupported_sentences=[
             redacted_text(t) for t in out["guardrails"].get("unsupported_sentences", [])])

@@ -18,11 +18,12 @@ from typing import Any
 
 from .answering import Answerer, redact, redacted_text
 from .embedder import Embedder
-from .errors import ModelChangedError, ModelError, UsageError
+from .errors import ModelChangedError, ModelError, TraceNotFoundError, UsageError
 from .generation import Generator
 from .retrieval import effective_groups
 from .settings import Settings
 from .store import Store
+from .trace import INTERRUPTED, STARTED
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,11 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
 
     A record written with ``redact_audit`` holds only hashes of the texts: the caller supplies the
     original ``question`` (checked against its hash), and the re-run is compared hash to hash."""
+    if record.get("status") in (STARTED, INTERRUPTED):
+        raise TraceNotFoundError(
+            f"request {record['request_id']} never completed ({record['status']}: its process "
+            "ended before it answered); there is no answer to replay",
+            hint=f"'ragcli traces show {record['request_id']}' shows what it had reached")
     redacted = bool(record.get("redacted"))
     if redacted:
         if question is None:

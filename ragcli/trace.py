@@ -1,15 +1,23 @@
-"""The audit log: one append-only record per request ID, in SQLite (WAL mode).
+"""The audit log: one record per request ID, in SQLite (WAL mode, ``synchronous=FULL``).
 
 Why SQLite and not a LanceDB table: the log must outlive a broken or missing store (a failed ask is
 recorded too), take concurrent appends from many ``ask`` processes without losing one, survive a
-killed process without a half-written record (each record is one transaction), and answer a lookup
+killed process without a half-written record (each write is one transaction), and answer a lookup
 by request ID in milliseconds (primary key). SQLite in WAL mode does all four and ships with Python.
+
+A request is written three times: when it starts (:meth:`AuditLog.start`: who asked what, with
+which settings, ``status = "started"``), just before generation (:meth:`AuditLog.update`: the
+retrieval and the exact prompt) and when it ends (:meth:`AuditLog.complete`). A process killed in
+between leaves its record at ``started``; readers report such a record as ``interrupted`` once the
+process that wrote it (``pid`` on ``host``) is gone. ``synchronous=FULL`` makes every one of these
+writes durable before ``ask`` goes on (the cost is measured in README "Audit log").
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -43,21 +51,40 @@ class AuditLog:
             if fresh:
                 os.chmod(self.path, 0o600)
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA synchronous=FULL")
             connection.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open audit log {self.path}: {exc}") from None
         return connection
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one record in one transaction; an existing request ID is never overwritten."""
+        """Write one finished record in one transaction; an existing request ID is never
+        overwritten."""
         with closing(self._connect()) as connection:
             connection.execute(
                 "INSERT INTO traces (request_id, created_at, user, status, refused, record) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (record["request_id"], record["created_at"], record.get("user"),
-                 record["status"], int(bool(record.get("refused"))),
-                 json.dumps(record, sort_keys=True, ensure_ascii=False)))
+                "VALUES (?, ?, ?, ?, ?, ?)", _row(record))
+
+    def start(self, record: dict[str, Any]) -> None:
+        """Write the record of a request that is starting (``status = "started"``)."""
+        self.append({**record, "status": STARTED, "pid": os.getpid(), "host": socket.gethostname()})
+
+    def update(self, record: dict[str, Any], *, final: bool = False) -> None:
+        """Replace a started record with what is known now; ``final`` completes it (its status is
+        the record's own). A completed record is never changed again."""
+        data = record if final else {**record, "status": STARTED}
+        data = {**data, "pid": os.getpid(), "host": socket.gethostname()}
+        request_id, created_at, user, status, refused, text = _row(data)
+        with closing(self._connect()) as connection:
+            changed = connection.execute(
+                "UPDATE traces SET status = ?, refused = ?, record = ? "
+                "WHERE request_id = ? AND status = ?",
+                (status, refused, text, request_id, STARTED)).rowcount
+        if not changed:
+            raise StoreError(f"audit record {request_id} is not open for writing")
+
+    def complete(self, record: dict[str, Any]) -> None:
+        self.update(record, final=True)
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         if not self.path.exists():
@@ -65,11 +92,12 @@ class AuditLog:
         with closing(self._connect()) as connection:
             row = connection.execute("SELECT record FROM traces WHERE request_id = ?",
                                      (request_id,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else _reading(json.loads(row[0]))
 
     def recent(self, limit: int | None = 20, *, user: str | None = None,
                since: str | None = None, status: str | None = None) -> Iterator[dict[str, Any]]:
-        """Newest first; ``since`` is an ISO-8601 time, ``status`` answered|refused|failed."""
+        """Newest first; ``since`` is an ISO-8601 time, ``status`` answered|refused|failed|started
+        (``started`` also finds interrupted ones)."""
         if not self.path.exists():
             return
         where, params = [], []
@@ -87,4 +115,33 @@ class AuditLog:
         with closing(self._connect()) as connection:
             rows = connection.execute(sql, params).fetchall()
         for (record,) in rows:
-            yield json.loads(record)
+            yield _reading(json.loads(record))
+
+
+STARTED = "started"
+INTERRUPTED = "interrupted"
+
+
+def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (record["request_id"], record["created_at"], record.get("user"), record["status"],
+            int(bool(record.get("refused"))), json.dumps(record, sort_keys=True, ensure_ascii=False))
+
+
+def _reading(record: dict[str, Any]) -> dict[str, Any]:
+    """A started record whose process is gone is reported as interrupted (nothing is written)."""
+    if record.get("status") == STARTED and record.get("host") == socket.gethostname() \
+            and not _alive(record.get("pid")):
+        return {**record, "status": INTERRUPTED}
+    return record
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

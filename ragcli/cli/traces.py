@@ -12,7 +12,8 @@ from ..errors import ExitCode
 from . import render
 from .common import AuditOpt, ConfigOpt, JsonOpt, RagGroup, gguf_generator, settings_from
 
-traces_app = typer.Typer(help="The audit log: one record per ask (answered, refused or failed).",
+traces_app = typer.Typer(help="The audit log: one record per ask (answered, refused, failed, "
+                         "or interrupted when its process ended first).",
                          cls=RagGroup, no_args_is_help=False, add_completion=False,
                          rich_markup_mode=None)
 @traces_app.callback(invoke_without_command=True)
@@ -23,6 +24,8 @@ def traces(
                      "ISO-8601 time (e.g. 2026-11-22 or 2026-11-22T10:00).")] = None,
     refused: Annotated[bool, typer.Option("--refused", help="Only refusals.")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="Only failures.")] = False,
+    interrupted: Annotated[bool, typer.Option("--interrupted", help="Only requests that never "
+                           "completed (started, or interrupted: the process ended).")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 20,
     audit: AuditOpt = None,
     config: ConfigOpt = None,
@@ -34,8 +37,8 @@ def traces(
     from ..errors import UsageError
     from ..trace import AuditLog
 
-    if refused and failed:
-        raise UsageError("--refused and --failed exclude each other")
+    if refused + failed + interrupted > 1:
+        raise UsageError("--refused, --failed and --interrupted exclude each other")
     if since is not None:
         from datetime import datetime
 
@@ -45,7 +48,7 @@ def traces(
             raise UsageError(f"--since must be an ISO-8601 time such as 2026-11-22 or "
                              f"2026-11-22T10:00, got {since!r}") from None
     settings = settings_from(config, audit=audit)
-    status = "refused" if refused else "failed" if failed else None
+    status = "refused" if refused else "failed" if failed else "started" if interrupted else None
     records = list(AuditLog(settings.audit).recent(limit, user=user, since=since, status=status))
     if as_json:
         render.print_json([_trace_summary(r) for r in records])

@@ -1,0 +1,57 @@
+"""What a durable audit record costs: three writes per request (start, prompt, completion) with
+SQLite's synchronous=FULL against NORMAL, interleaved in one run; median ms per request.
+Usage: python scripts/bench_audit.py [--requests 200] [--dir DIR (default: the audit log's)]"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from unittest import mock
+
+from ragcli.settings import default_audit
+from ragcli.trace import AuditLog
+
+
+def one_request(log: AuditLog, n: int, prompt: str) -> float:
+    record = {"request_id": f"r{n}", "created_at": f"2026-11-22T00:00:{n:06d}", "user": "bench",
+              "status": "answered", "refused": False, "question": "How many weeks of leave?"}
+    start = time.perf_counter()
+    log.start(record)
+    log.update({**record, "prompt": {"text": prompt}})
+    log.complete({**record, "prompt": {"text": prompt}, "answer": "16 weeks [1]"})
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--dir", type=Path, default=default_audit().parent)
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    prompt = "passage text " * 400  # about the size of a real prompt (5 KB)
+    times: dict[str, list[float]] = {"FULL": [], "NORMAL": []}
+    with tempfile.TemporaryDirectory(dir=args.dir) as work:
+        logs = {mode: AuditLog(Path(work) / f"{mode}.sqlite3") for mode in times}
+        real_connect = AuditLog._connect
+
+        def connect(self: AuditLog):  # type: ignore[no-untyped-def]
+            connection = real_connect(self)
+            connection.execute(f"PRAGMA synchronous={self.path.stem}")
+            return connection
+
+        with mock.patch.object(AuditLog, "_connect", connect):
+            for n in range(args.requests):
+                for mode in times:  # interleaved: the disk's mood hits both alike
+                    times[mode].append(one_request(logs[mode], n, prompt))
+    print(f"{args.requests} requests, 3 writes each, in {args.dir}")
+    for mode, values in times.items():
+        print(f"synchronous={mode:<6}  median {statistics.median(values):6.2f} ms/request   "
+              f"p95 {sorted(values)[int(0.95 * len(values))]:6.2f} ms")
+    print(f"FULL / NORMAL: {statistics.median(times['FULL']) / statistics.median(times['NORMAL']):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
