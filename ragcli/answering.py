@@ -98,6 +98,7 @@ class Answerer:
             "store": str(self.settings.store),
             "embedder": self.embedder.id,
             "mode": self.settings.mode,
+            "identity": self.settings.identity,  # caller: asserted by the caller; os: the OS account
             "status": "failed",
             "refused": False,
         }

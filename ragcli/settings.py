@@ -2,6 +2,9 @@
 
     command-line flag  >  RAGCLI_<NAME> environment variable  >  ragcli.toml  >  default
 
+except ``identity`` and ``users_file`` when ``/etc/ragcli/ragcli.toml`` sets them: a deployment's
+word on who is asking overrides everything (``SYSTEM_CONFIG``, ``LOCKED``).
+
 ``ragcli.toml`` is read from ``--config``, else ``$RAGCLI_CONFIG``, else ``./ragcli.toml`` if it
 exists. Keys are the field names below (``top_k = 8``); unknown keys and wrong types are errors;
 relative paths in it are relative to the file.
@@ -54,6 +57,8 @@ class Settings:
     max_answer_chars: int = 1500  # a longer answer is an output-check failure (a refusal)
     redact_audit: bool = False  # keep only hashes of question, prompt and answer in audit records
     default_acl: tuple[str, ...] = ("public",)  # groups of a document no acl.toml rule matches
+    identity: str = "caller"  # caller (trust --user/--groups) | os (the OS account; identity.py)
+    users_file: Path | None = None  # users.toml: user = [groups], added to OS groups (identity = os)
     audit: Path = dataclasses.field(default_factory=default_audit)  # the audit log (SQLite)
 
     def to_json(self) -> dict[str, Any]:
@@ -78,9 +83,14 @@ _TYPES: dict[str, type] = {
     "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
     "seed": int, "threads": int, "batch_threads": int, "audit": Path, "retrieval": str,
     "fts_weight": float, "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int,
-    "redact_audit": bool, "default_acl": tuple,
+    "redact_audit": bool, "default_acl": tuple, "identity": str, "users_file": Path,
 }
-_CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("generative", "extractive")}
+_CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("generative", "extractive"),
+            "identity": ("caller", "os")}
+SYSTEM_CONFIG = Path("/etc/ragcli/ragcli.toml")
+"""A deployment's settings that nothing else overrides: ``LOCKED`` keys read from here win over
+every flag, ``RAGCLI_*`` variable and project ragcli.toml (identity.py)."""
+LOCKED = ("identity", "users_file")
 _MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1,
             "batch_threads": 0, "rrf_k": 1, "max_answer_chars": 1}
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a non-empty string", Path: "a path",
@@ -188,4 +198,10 @@ def load_settings(
             values[name] = _coerce(name, value, f"--{name.replace('_', '-')}")
         except ConfigError as exc:  # a bad command-line value is a usage error (exit 2)
             raise UsageError(str(exc)) from None
+    if SYSTEM_CONFIG.is_file():  # the deployment's word on who is asking is final
+        for name, value in _read_toml(SYSTEM_CONFIG).items():
+            if name in LOCKED:
+                values[name] = _coerce(name, value, str(SYSTEM_CONFIG))
+                if isinstance(values[name], Path) and not values[name].is_absolute():
+                    values[name] = SYSTEM_CONFIG.parent / values[name]
     return Settings(**values)

