@@ -123,6 +123,7 @@ class Answerer:
         timings = {"retrieve": (time.perf_counter() - start) * 1000, **found.timings_ms}
         screened, hits, confidence = screen_retrieval(question, found)
         record.update(_retrieval_record(found, screened.flagged, confidence))
+        record["index_generation"] = store.manifest.generation  # see Store.reset
         if screened.flagged:
             record["screening"] = {c: {"flags": list(f), "redacted": list(screened.redacted.get(c, ()))}
                                    for c, f in screened.flagged.items()}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from .chunking import chunk_document, split_blocks
 from .embedder import Embedder
-from .errors import InputError
+from .errors import InputError, StoreError
 from .ids import new_id
 from .models import PUBLIC_GROUP, Chunk, Document
 from .sources import Loaded, Skipped, load_documents
@@ -155,7 +155,12 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
             if not delete_missing:
                 store.require_embedder(embedder.id)  # raise, with a hint
                 store.require_current()
-            store.reset(embedder.id, embedder.dim)
+            _refuse_to_drop_corpora(store, loaded)
+            reason = "--rebuild" if rebuild else \
+                f"embedder {store.manifest.embedder} -> {embedder.id}" \
+                if store.manifest.embedder != embedder.id else \
+                f"store format {store.manifest.format} -> {FORMAT}"
+            store.reset(embedder.id, embedder.dim, reason)
         existing = store.documents() if store.has_table() else {}
         if delete_missing and not allow_empty:
             _refuse_empty_roots(loaded, existing)
@@ -315,3 +320,21 @@ def _refuse_empty_roots(loaded: Loaded, existing: dict[str, dict[str, object]]) 
             raise InputError(f"no documents found in {root}, but the store holds {held} from it; "
                              "refusing to delete them all",
                              hint="is the corpus unmounted or moved? pass --allow-empty to delete them")
+
+
+def _refuse_to_drop_corpora(store: Store, loaded: Loaded) -> None:
+    """A rebuild embeds everything again from the paths given: a corpus the store holds that is not
+    among them would vanish. Refuse, naming each one (a store too damaged to list its corpora
+    cannot say; then the paths given are all there is)."""
+    try:
+        held = {e["root"] for e in store.documents().values()} if store.has_table() else set()
+    except (StoreError, OSError, RuntimeError, ValueError):  # damaged: the rebuild is its repair
+        return
+    given = loaded.roots | {d.root for d in loaded.documents} | {r for r, _ in loaded.unreadable}
+    missing = sorted(held - given)
+    if missing:
+        raise InputError(f"a rebuild embeds every corpus in the store again; not given: "
+                         f"{', '.join(missing)}",
+                         hint="give all of them: ragcli reindex --rebuild "
+                              + " ".join(sorted(held | given)))
+

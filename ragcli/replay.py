@@ -18,7 +18,7 @@ from typing import Any
 
 from .answering import Answerer, redact, redacted_text
 from .embedder import Embedder
-from .errors import ModelChangedError, ModelError, TraceNotFoundError, UsageError
+from .errors import ModelChangedError, ModelError, TraceNotFoundError, UsageError, VersionGoneError
 from .generation import Generator
 from .retrieval import effective_groups
 from .settings import Settings
@@ -88,6 +88,13 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
                                     f"{recorded_model['sha256'][:12]}...")
     current = Store.open(settings.store)
     recorded_version = record.get("index_version")
+    if against == "recorded" and recorded_version is not None:
+        rebuilt = current.rebuild_since(record.get("index_generation"), record.get("created_at", ""))
+        if rebuilt is not None:  # the same version number now means another table
+            raise VersionGoneError(
+                f"store {current.path} was rebuilt after this request ({rebuilt.get('reason')}, "
+                f"at {rebuilt.get('at')}): version {recorded_version} of the table it recorded "
+                "is gone", hint="'ragcli replay ID --against latest' re-runs it on today's store")
     store = current.at_version(recorded_version) \
         if against == "recorded" and recorded_version is not None else current
     answerer = Answerer(settings, embedder,

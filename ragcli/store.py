@@ -19,6 +19,7 @@ so a chunk a user may not read is never a candidate, never scored and never retu
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ from .errors import (
     VersionGoneError,
     first_line,
 )
+from .ids import new_id
 from .models import Chunk
 
 if TYPE_CHECKING:
@@ -87,6 +89,11 @@ class Manifest:
     dim: int
     created_at: str
     format: int = FORMAT
+    generation: str = ""  # id of the chunks table's lineage: new only when a rebuild must drop it
+    rebuilds: tuple[dict[str, Any], ...] = ()  # every rebuild: when, why, kind, versions
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "rebuilds": list(self.rebuilds)}
 
 
 def _schema(dim: int) -> Any:
@@ -142,7 +149,8 @@ class Store:
         try:
             data = json.loads(text)
             manifest = Manifest(data["embedder"], int(data["dim"]), data["created_at"],
-                                int(data["format"]))
+                                int(data["format"]), str(data.get("generation", "")),
+                                tuple(data.get("rebuilds", ())))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"store manifest {where} is damaged: {exc}",
                              hint="re-create the store with 'ragcli ingest'") from None
@@ -159,7 +167,8 @@ class Store:
         if cls.exists(path):
             return cls.open(path)
         if is_uri(path):
-            store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat()))
+            store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat(),
+                                       generation=new_id()))
             store._write_manifest()
             return store
         path = Path(path)
@@ -169,7 +178,8 @@ class Store:
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise StoreError(f"cannot create store at {path}: {exc.strerror or exc}") from None
-        store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat()))
+        store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat(),
+                                   generation=new_id()))
         store._write_manifest()
         return store
 
@@ -181,34 +191,55 @@ class Store:
         except StoreError:
             if not cls.exists(path):
                 raise
-        store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat()))
+        store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat(),
+                                   generation=new_id(),
+                                   rebuilds=({"at": datetime.now(UTC).isoformat(),
+                                              "reason": "the manifest was damaged",
+                                              "kind": "new-manifest"},)))
         store._write_manifest()
         return store
 
     def _write_manifest(self) -> None:
         if self.remote:
-            self._write_meta("manifest", json.dumps(self.manifest.__dict__))
+            self._write_meta("manifest", json.dumps(self.manifest.to_json()))
             return
         assert isinstance(self.path, Path)
         try:
             tmp = self.path / (MANIFEST + ".tmp")
-            tmp.write_text(json.dumps(self.manifest.__dict__, indent=2) + "\n", encoding="utf-8")
+            tmp.write_text(json.dumps(self.manifest.to_json(), indent=2) + "\n", encoding="utf-8")
             os.chmod(tmp, 0o600)
             os.replace(tmp, self.path / MANIFEST)
         except OSError as exc:
             raise StoreError(f"cannot write store manifest in {self.path}: {exc}") from None
 
-    def reset(self, embedder_id: str, dim: int) -> None:
-        """Drop the chunks table and adopt another embedder (a reindex re-embeds everything).
+    def reset(self, embedder_id: str, dim: int, reason: str) -> None:
+        """Empty the store for a rebuild that embeds everything again, keeping its history.
 
-        Crash-safe in this order: if killed after the drop, the manifest still names the old
-        embedder, so the next reindex resets again and converges.
+        With the same vector dimension the chunks table is kept and emptied (one new version):
+        every earlier version and its ``audit-v<N>`` tag stays, version numbers go on, and replay
+        of an older request checks out exactly the version it recorded. A new dimension cannot
+        share the table: it is dropped and the store starts a new *generation*; records of the old
+        one then replay to exit 13, naming this rebuild. Either way the rebuild is recorded in
+        the manifest. Crash-safe: if killed midway, the manifest still names the old embedder, so
+        the next reindex resets again and converges.
         """
         db = self._db()
-        if TABLE in db.list_tables().tables:
+        exists = TABLE in db.list_tables().tables
+        before = int(db.open_table(TABLE).version) if exists else None
+        in_place = exists and dim == self.manifest.dim and self.manifest.format == FORMAT
+        if in_place:
+            self.table().delete("true")
+        elif exists:
             db.drop_table(TABLE)
         self._table = None
-        self.manifest = Manifest(embedder_id, dim, datetime.now(UTC).isoformat())
+        entry = {"at": datetime.now(UTC).isoformat(), "reason": reason,
+                 "kind": "in-place" if in_place or not exists else "new-table",
+                 "embedder_before": self.manifest.embedder, "embedder_after": embedder_id,
+                 "generation_before": self.manifest.generation, "last_version_before": before}
+        self.manifest = Manifest(embedder_id, dim, self.manifest.created_at,
+                                 generation=self.manifest.generation if in_place or not exists
+                                 else new_id(),
+                                 rebuilds=(*self.manifest.rebuilds, entry))
         self._write_manifest()
 
     def has_table(self) -> bool:
@@ -287,15 +318,33 @@ class Store:
 
     def at_version(self, version: int) -> Store:
         """A read-only view of this store as it was at ``version``."""
-        pinned = Store(self.path, self.manifest)
         table = self._db().open_table(TABLE)
         try:
             table.checkout(version)
         except (ValueError, RuntimeError, OSError) as exc:
             raise VersionGoneError(f"store {self.path} no longer has version {version}: "
                                    f"{first_line(exc, 200)}") from None
+        # the embedder of that version's rows (an in-place rebuild may have changed it since)
+        rows = table.search().select(["embedder"]).limit(1).to_list() if table.count_rows() else []
+        embedder = rows[0]["embedder"] if rows else self.manifest.embedder
+        pinned = Store(self.path, dataclasses.replace(self.manifest, embedder=embedder))
         pinned._table = table
         return pinned
+
+    def rebuild_since(self, generation: str | None, created_at: str) -> dict[str, Any] | None:
+        """The rebuild that put a request (its table ``generation``, or for records older than
+        generations, its time) out of reach of this store's table, if there was one."""
+        for entry in self.manifest.rebuilds:
+            if entry.get("kind") == "in-place":
+                continue
+            if generation is not None and generation != self.manifest.generation \
+                    and entry.get("generation_before") == generation:
+                return entry
+            if generation is None and str(entry.get("at", "")) > created_at:
+                return entry
+        if generation is not None and generation != self.manifest.generation:
+            return {"at": "unknown", "reason": "the store's table was replaced", "kind": "new-table"}
+        return None
 
     def rows(self, chunk_ids: Sequence[str], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
         """chunk_id -> row for the given chunks, whoever may read them (for audit diffs only)."""
