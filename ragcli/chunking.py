@@ -249,9 +249,9 @@ def chunk_document(document: Document, count_tokens: CountTokens, max_tokens: in
         probe = Chunk("", document.doc_id, ordinal, document.source, title, heading_path,
                       text, "", document.doc_hash, document.acl)
         digest = hashlib.sha256(probe.search_text.encode("utf-8")).hexdigest()
-        return Chunk(f"{document.doc_id}#{ordinal}", document.doc_id, ordinal, document.source,
+        return Chunk(f"{document.doc_key}#{ordinal}", document.doc_id, ordinal, document.source,
                      title, heading_path, text, digest, document.doc_hash, document.acl,
-                     tuple(sorted(pages)) if paged else ())
+                     tuple(sorted(pages)) if paged else (), document.corpus)
 
     def budget_for(headings: tuple[str, ...]) -> int:
         probe = make("", headings)

@@ -67,7 +67,7 @@ def _chunk(batch: dict[str, Any], embedder_name: str) -> dict[str, list[Any]]:
         document: Document = pickle.loads(blob)
         chunks = chunk_documents([document], embedder)
         for chunk in chunks or [None]:  # a document without chunks still reports in
-            out["doc_id"].append(document.doc_id)
+            out["doc_id"].append(document.doc_key)  # what identifies it in the store
             out["n_chunks"].append(len(chunks))
             out["chunk"].append(pickle.dumps(chunk))
     return out
@@ -94,7 +94,7 @@ class _Embedder:
         chunks: list[Chunk | None] = [pickle.loads(b) for b in batch["chunk"]]
         vectors = np.full((len(chunks), self.embedder.dim), np.nan, dtype=np.float32)
         todo = [i for i, c in enumerate(chunks)
-                if c is not None and (c.doc_id, c.chunk_hash) not in self.stored]
+                if c is not None and (c.doc_key, c.chunk_hash) not in self.stored]
         if todo:
             vectors[todo] = self.embedder.embed([chunks[i].search_text for i in todo])  # type: ignore[union-attr]
         if self.after_batch is not None:
@@ -176,7 +176,7 @@ class RayEngine:
                              hint="use a registered embedder (the 'embedder' setting)")
         # the actors need to know which chunks the store already has (keys only, read in
         # commit-sized pieces); the vectors themselves are read again per commit, in _commit
-        ids = [d.doc_id for d in documents]
+        ids = [d.doc_key for d in documents]
         stored = frozenset(key for start in range(0, len(ids), batch_documents)
                            for key in reusable(ids[start:start + batch_documents]))
         ray = self.ray
@@ -195,7 +195,7 @@ class RayEngine:
                    after_batch=staticmethod(self.after_batch) if self.after_batch else None),
             batch_size=self.batch_chunks, compute=pool(min_size=1, max_size=workers), num_cpus=1,
             batch_format="numpy", **remote)
-        by_id = {d.doc_id: d for d in documents}
+        by_id = {d.doc_key: d for d in documents}
         pending: dict[str, dict[str, tuple[Chunk, Any, bool]]] = {}
         done: set[str] = set()
         ready: list[str] = []
@@ -251,7 +251,7 @@ class RayEngine:
             parts = pending.pop(doc_id)
             for chunk, vector, embedded in sorted(parts.values(), key=lambda p: p[0].ordinal):
                 chunks.append(chunk)
-                rows.append(vector if embedded else stored[(chunk.doc_id, chunk.chunk_hash)])
+                rows.append(vector if embedded else stored[(chunk.doc_key, chunk.chunk_hash)])
                 fresh += embedded
         vectors = np.asarray(rows, dtype=np.float32).reshape(len(chunks), dim)
         return [by_id[d] for d in doc_ids], chunks, vectors, fresh

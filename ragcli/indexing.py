@@ -26,14 +26,14 @@ from .embedder import Embedder
 from .errors import InputError, StoreError
 from .ids import new_id
 from .models import PUBLIC_GROUP, Chunk, Document
-from .sources import Loaded, Skipped, load_documents
+from .sources import Corpora, Loaded, Skipped, in_scope, load_documents
 from .store import FORMAT, Store
 
 if TYPE_CHECKING:
     import numpy as np
 
 ProgressCallback = Callable[[int, int], None]
-# doc_ids -> the intact stored vectors of those documents by (doc_id, chunk_hash)
+# doc_keys -> the intact stored vectors of those documents by (doc_key, chunk_hash)
 Reusable = Callable[[Sequence[str]], "dict[tuple[str, str], np.ndarray]"]
 COMMIT_DOCUMENTS = 256  # whole documents per commit
 _JSONL_ROW = re.compile(r"^(.*?\.jsonl)#", re.IGNORECASE)
@@ -89,12 +89,12 @@ class LocalEngine:
 
         for start in range(0, len(documents), batch_documents):
             batch = list(documents[start:start + batch_documents])
-            stored = reusable([d.doc_id for d in batch])  # per commit: memory stays bounded
+            stored = reusable([d.doc_key for d in batch])  # per commit: memory stays bounded
             chunks = chunk_documents(batch, embedder)
             vectors = np.zeros((len(chunks), embedder.dim), dtype=np.float32)
             missing: list[int] = []
             for i, c in enumerate(chunks):
-                kept = stored.get((c.doc_id, c.chunk_hash))
+                kept = stored.get((c.doc_key, c.chunk_hash))
                 if kept is None:
                     missing.append(i)
                 else:
@@ -105,14 +105,14 @@ class LocalEngine:
             yield batch, chunks, vectors, len(missing)
 
 
-def _stored_vectors(store: Store, doc_ids: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
-    """The intact stored vectors of these documents by (doc_id, chunk_hash): reused, not re-embedded
+def _stored_vectors(store: Store, doc_keys: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
+    """The intact stored vectors of these documents by (doc_key, chunk_hash): reused, not re-embedded
     (a damaged, non-finite one is left out, so it is embedded again)."""
     import numpy as np
 
     kept: dict[tuple[str, str], np.ndarray] = {}
-    for start in range(0, len(doc_ids), COMMIT_DOCUMENTS):
-        for key, value in store.vectors_for(list(doc_ids[start:start + COMMIT_DOCUMENTS])).items():
+    for start in range(0, len(doc_keys), COMMIT_DOCUMENTS):
+        for key, value in store.vectors_for(list(doc_keys[start:start + COMMIT_DOCUMENTS])).items():
             vector = np.asarray(value, dtype=np.float32)
             if np.isfinite(vector).all():
                 kept[key] = vector
@@ -123,7 +123,8 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
                 delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
                 progress: ProgressCallback | None = None,
                 retention: timedelta = timedelta(days=7), engine: Any = None,
-                default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> IndexReport:
+                default_acl: tuple[str, ...] = (PUBLIC_GROUP,),
+                corpus: str | None = None) -> IndexReport:
     """Bring the store at ``store_path`` in line with the files under ``paths``.
 
     A corpus root in which nothing is found is an error (exit 4): for ``ingest`` always, for
@@ -133,12 +134,18 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
     ``status --verify`` found damaged (it also rewrites a damaged manifest).
     ``engine`` chunks and embeds (``LocalEngine`` by default; ``distributed.RayEngine``); what is
     indexed, and how it is written, does not depend on it. ``default_acl`` is what a document
-    that no acl.toml rule or front matter gives an ACL gets (sources.AclResolver)."""
+    that no acl.toml rule or front matter gives an ACL gets (sources.AclResolver). ``corpus``
+    names the corpus of a new root (sources.Corpora; by default its basename).
+    A format-2 store is migrated in place first, embedding nothing (Store.migrate)."""
     import numpy as np
 
     started = time.perf_counter()
     run_id = new_id()
-    loaded = load_documents(paths, default_acl)
+    try:  # the corpora the store knows (a damaged manifest knows none: --rebuild repairs it)
+        known = Store.open(store_path).manifest.corpora if Store.exists(store_path) else ()
+    except StoreError:
+        known = ()
+    loaded = load_documents(paths, default_acl, Corpora(dict(known)), corpus)
     skipped = tuple(loaded.skipped)
     if not delete_missing and not loaded.documents and not skipped:
         raise InputError(f"no supported files in {', '.join(map(str, paths))}"
@@ -150,6 +157,10 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
     store = Store.open_for_rebuild(store_path, embedder.id, embedder.dim) if rebuild \
         else Store.open_or_create(store_path, embedder.id, embedder.dim)
     with store.writer_lock():
+        migrated = store.migrate()  # format 2 -> 3 in place, nothing embedded
+        if migrated:  # name the corpora as the migration did
+            loaded = load_documents(paths, default_acl, Corpora(dict(store.manifest.corpora)),
+                                    corpus)
         rebuilt = rebuild or store.manifest.embedder != embedder.id or store.manifest.format != FORMAT
         if rebuilt:
             if not delete_missing:
@@ -168,22 +179,23 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
         documents: dict[str, Document] = {}
         for document in loaded.documents:
             if next(split_blocks(document.text), None) is not None:
-                documents[document.doc_id] = document
+                documents[document.doc_key] = document
             else:  # only headings, say: nothing to embed, and never "added" on every run
                 skipped += (Skipped(document.source, "no indexable text"),)
-        added = [d for d in documents.values() if d.doc_id not in existing]
+        added = [d for d in documents.values() if d.doc_key not in existing]
         changed = [d for d in documents.values()
-                   if d.doc_id in existing and existing[d.doc_id]["doc_hash"] != d.doc_hash]
+                   if d.doc_key in existing and existing[d.doc_key]["doc_hash"] != d.doc_hash]
         acl_only = [d for d in documents.values()  # also a corpus that moved: rows rewritten
-                    if d.doc_id in existing and existing[d.doc_id]["doc_hash"] == d.doc_hash
-                    and (existing[d.doc_id]["acl"] != d.acl or existing[d.doc_id]["root"] != d.root)]
-        deleted = [doc_id for doc_id, e in existing.items()
-                   if e["root"] in loaded.roots and doc_id not in documents
-                   and (e["root"], doc_id) not in loaded.unreadable] if delete_missing else []
+                    if d.doc_key in existing and existing[d.doc_key]["doc_hash"] == d.doc_hash
+                    and (existing[d.doc_key]["acl"] != d.acl
+                         or existing[d.doc_key]["root"] != d.root)]
+        deleted = [key for key, e in existing.items()
+                   if in_scope(loaded.scopes, e["corpus"], e["doc_id"]) and key not in documents
+                   and key not in loaded.unreadable] if delete_missing else []
         todo = changed + acl_only + added
 
-        def reusable(doc_ids: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
-            return _stored_vectors(store, [d for d in doc_ids if d in existing])
+        def reusable(doc_keys: Sequence[str]) -> dict[tuple[str, str], np.ndarray]:
+            return _stored_vectors(store, [k for k in doc_keys if k in existing])
 
         written = embedded = done = 0
         with engine or LocalEngine() as running:
@@ -191,8 +203,8 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
                                                                  COMMIT_DOCUMENTS):
                 done += len(batch)
                 last = done >= len(todo)
-                roots = {d.doc_id: (d.root, d.mtime) for d in batch}
-                store.replace_documents([d.doc_id for d in batch] + (deleted if last else []),
+                roots = {d.doc_key: (d.root, d.mtime) for d in batch}
+                store.replace_documents([d.doc_key for d in batch] + (deleted if last else []),
                                         chunks, vectors, run_id=run_id, roots=roots)
                 written += len(chunks)
                 embedded += fresh
@@ -201,7 +213,10 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
         if deleted and not todo:  # nothing to write, only deletions: one commit
             store.replace_documents(deleted, [], np.zeros((0, embedder.dim), dtype=np.float32),
                                     run_id=run_id, roots={})
-        if store.has_table() and (todo or deleted or version_before is None):
+        # a corpus is remembered once it has documents (a run that indexed nothing changes nothing)
+        store.record_corpora({**dict(store.manifest.corpora),
+                              **{d.corpus: loaded.corpora.roots[d.corpus] for d in documents.values()}})
+        if store.has_table() and (todo or deleted or version_before is None or migrated):
             store.refresh_indices(retention)
         version = store.version if store.has_table() else None
         report = IndexReport(run_id, len(added), len(changed), len(acl_only), len(deleted),
@@ -214,22 +229,24 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
 
 
 def ingest(paths: Sequence[Path], store_path: Path, embedder: Embedder,
-           progress: ProgressCallback | None = None) -> IndexReport:
+           progress: ProgressCallback | None = None, corpus: str | None = None) -> IndexReport:
     """Add new and changed documents; never delete."""
-    return index_paths(paths, store_path, embedder, delete_missing=False, progress=progress)
+    return index_paths(paths, store_path, embedder, delete_missing=False, progress=progress,
+                       corpus=corpus)
 
 
 def reindex(paths: Sequence[Path], store_path: Path, embedder: Embedder,
-            progress: ProgressCallback | None = None) -> IndexReport:
+            progress: ProgressCallback | None = None, corpus: str | None = None) -> IndexReport:
     """Add, update and delete so that the store matches the corpus roots in ``paths``."""
-    return index_paths(paths, store_path, embedder, delete_missing=True, progress=progress)
+    return index_paths(paths, store_path, embedder, delete_missing=True, progress=progress,
+                       corpus=corpus)
 
 
 @dataclass(frozen=True)
 class AclChange:
     """A document whose ACL on disk (front matter, acl.toml, default_acl) differs from the store's."""
 
-    doc_id: str
+    doc_id: str  # its doc_key (corpus:doc_id)
     stored: tuple[str, ...]
     now: tuple[str, ...]
     rule: str
@@ -260,64 +277,73 @@ def staleness(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> S
     from .sources import LOADERS, AclResolver, SkipFile, Source, walk
 
     resolver = AclResolver(default_acl)
-    docs = store.documents()
-    by_file: dict[tuple[str, str], list[str]] = {}
-    for doc_id, entry in docs.items():
+    docs = store.documents()  # doc_key -> entry
+    corpora = Corpora(dict(store.manifest.corpora))
+    by_file: dict[tuple[str, str, str], list[str]] = {}
+    for key, entry in docs.items():
         row = _JSONL_ROW.match(entry["source"])  # a JSONL row's source is "file.jsonl#_id"
-        by_file.setdefault((row.group(1) if row else entry["source"], entry["root"]), []).append(doc_id)
+        file = row.group(1) if row else entry["source"]
+        by_file.setdefault((file, entry["root"], entry["corpus"]), []).append(key)
     changed: list[str] = []
     deleted: list[str] = []
     acl_changed: list[AclChange] = []
-    for (file, root), doc_ids in by_file.items():
+    for (file, root, corpus), keys in by_file.items():
         path = Path(file)
         if not path.is_file():
-            deleted.extend(doc_ids)
+            deleted.extend(keys)
             continue
         jsonl = path.suffix.lower() == ".jsonl"
         try:
-            rules = {d: resolver.resolve(path, d if jsonl else None).groups for d in doc_ids}
+            rules = {k: resolver.resolve(path, docs[k]["doc_id"] if jsonl else None).groups
+                     for k in keys}
         except InputError:
             rules = {}  # an unreadable acl.toml: a reindex will say so; read the files
-        if all(docs[d]["mtime"] == path.stat().st_mtime and docs[d]["acl"] == rules.get(d)
-               for d in doc_ids):
+        if all(docs[k]["mtime"] == path.stat().st_mtime and docs[k]["acl"] == rules.get(k)
+               for k in keys):
             continue
         loader = LOADERS.get(path.suffix.lower())
         try:
             relative = path.name if path == Path(root) else path.relative_to(root).as_posix()
             decided = resolver.resolve(path)
             source = Source(path, Path(root), relative, True, decided.groups, decided.rule,
-                            resolver if jsonl else None)
-            fresh = {d.doc_id: d for d in loader(source)} if loader else {}
+                            resolver if jsonl else None, corpus)
+            fresh = {d.doc_key: d for d in loader(source)} if loader else {}
         except (SkipFile, ValueError, InputError):
             continue  # unreadable now: a reindex would skip it, not change it
-        for doc_id in doc_ids:
-            if doc_id not in fresh:
-                deleted.append(doc_id)
-            elif fresh[doc_id].doc_hash != docs[doc_id]["doc_hash"]:
-                changed.append(doc_id)
-            elif fresh[doc_id].acl != docs[doc_id]["acl"]:
-                acl_changed.append(AclChange(doc_id, docs[doc_id]["acl"], fresh[doc_id].acl,
-                                             fresh[doc_id].acl_rule))
-    known = set(docs)
-    known_files = {file for file, _ in by_file}
+        for key in keys:
+            if key not in fresh:
+                deleted.append(key)
+            elif fresh[key].doc_hash != docs[key]["doc_hash"]:
+                changed.append(key)
+            elif fresh[key].acl != docs[key]["acl"]:
+                acl_changed.append(AclChange(key, docs[key]["acl"], fresh[key].acl,
+                                             fresh[key].acl_rule))
+    known_files = {file for file, _, _ in by_file}
     new: list[str] = []
-    for root in {e["root"] for e in docs.values()}:
+    for corpus, root in {(e["corpus"], e["root"]) for e in docs.values()}:
         if Path(root).is_dir():
+            others = corpora.nested(Path(root))
             for file in walk(Path(root)):
-                doc_id = file.relative_to(root).as_posix()
-                if file.suffix.lower() in LOADERS and doc_id not in known \
-                        and str(file) not in known_files:
-                    new.append(doc_id)
+                key = f"{corpus}:{file.relative_to(root).as_posix()}"
+                if file.suffix.lower() in LOADERS and key not in docs \
+                        and str(file) not in known_files \
+                        and not any(other in file.parents for other in others):
+                    new.append(key)
     return Staleness(tuple(changed), tuple(deleted), tuple(new),
                      tuple(sorted(acl_changed, key=lambda c: c.doc_id)))
 
 
-def _refuse_empty_roots(loaded: Loaded, existing: dict[str, dict[str, object]]) -> None:
-    found = {d.root for d in loaded.documents} | {root for root, _ in loaded.unreadable}
-    for root in sorted(loaded.roots - found):
-        held = sum(1 for e in existing.values() if e["root"] == root)
+def _refuse_empty_roots(loaded: Loaded, existing: dict[str, dict[str, Any]]) -> None:
+    found = {(d.corpus, d.doc_id) for d in loaded.documents}
+    for corpus, prefix in sorted(loaded.scopes):
+        if any(in_scope({(corpus, prefix)}, c, d) for c, d in found) or any(
+                k.startswith(f"{corpus}:") for k in loaded.unreadable):
+            continue
+        held = sum(1 for e in existing.values() if in_scope({(corpus, prefix)}, e["corpus"],
+                                                           e["doc_id"]))
         if held:
-            raise InputError(f"no documents found in {root}, but the store holds {held} from it; "
+            where = loaded.corpora.roots.get(corpus, corpus) + (f"/{prefix}" if prefix else "")
+            raise InputError(f"no documents found in {where}, but the store holds {held} from it; "
                              "refusing to delete them all",
                              hint="is the corpus unmounted or moved? pass --allow-empty to delete them")
 
@@ -330,11 +356,11 @@ def _refuse_to_drop_corpora(store: Store, loaded: Loaded) -> None:
         held = {e["root"] for e in store.documents().values()} if store.has_table() else set()
     except (StoreError, OSError, RuntimeError, ValueError):  # damaged: the rebuild is its repair
         return
-    given = loaded.roots | {d.root for d in loaded.documents} | {r for r, _ in loaded.unreadable}
+    given = loaded.roots | {loaded.corpora.roots.get(c, "") for c, _ in loaded.scopes}
     missing = sorted(held - given)
     if missing:
         raise InputError(f"a rebuild embeds every corpus in the store again; not given: "
                          f"{', '.join(missing)}",
                          hint="give all of them: ragcli reindex --rebuild "
-                              + " ".join(sorted(held | given)))
+                              + " ".join(sorted(held | given - {""})))
 

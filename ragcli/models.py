@@ -39,6 +39,16 @@ class Document:
     format: str = "markdown"
     root: str = ""  # the corpus root it was found under (a directory, or a JSONL file)
     acl_rule: str = ""  # what gave ``acl``: front matter, an acl.toml rule or default, the setting
+    corpus: str = ""  # the name of its corpus (sources.Corpora): doc_ids are unique within one
+
+    @property
+    def doc_key(self) -> str:
+        """What identifies the document in a store: ``corpus:doc_id``."""
+        return doc_key(self.corpus, self.doc_id)
+
+
+def doc_key(corpus: str, doc_id: str) -> str:
+    return f"{corpus}:{doc_id}" if corpus else doc_id
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,11 @@ class Chunk:
     doc_hash: str
     acl: tuple[str, ...]
     pages: tuple[int, ...] = ()  # PDF pages the chunk's text comes from (1-based); () otherwise
+    corpus: str = ""
+
+    @property
+    def doc_key(self) -> str:
+        return doc_key(self.corpus, self.doc_id)
 
     @property
     def search_text(self) -> str:
@@ -80,6 +95,7 @@ class Hit:
     vector_score: float | None = None  # cosine similarity to the question, if the vector leg found it
     fts_score: float | None = None  # BM25 score, if the full-text leg found it
     evidence: float = 0.0  # 0.5 * cosine + 0.5 * question-term coverage (retrieval.evidence)
+    corpus: str = ""  # the corpus the document belongs to (doc_id is unique within it)
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ def effective_groups(groups: Sequence[str]) -> tuple[str, ...]:
 def _hit(row: dict[str, Any], score: float, vector_score: float | None,
          fts_score: float | None) -> Hit:
     return Hit(row["chunk_id"], row["doc_id"], row["source"], row["title"], row["heading_path"],
-               row["text"], row["chunk_hash"], tuple(row["acl"]), score, vector_score, fts_score)
+               row["text"], row["chunk_hash"], tuple(row["acl"]), score, vector_score, fts_score,
+               corpus=row.get("corpus") or "")
 
 
 def evidence(question: str, hit: Hit) -> float:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError, first_line
-from .models import GROUP_NAME, PAGE_BREAK, PUBLIC_GROUP, Document
+from .errors import InputError, UsageError, first_line
+from .models import GROUP_NAME, PAGE_BREAK, PUBLIC_GROUP, Document, doc_key
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 MAX_JSONL_BYTES = 2 * 1024 * 1024 * 1024  # a JSONL corpus is streamed, not read whole
@@ -53,6 +53,7 @@ class Source:
     acl: tuple[str, ...] | None = None  # from acl.toml or default_acl (AclResolver)
     acl_rule: str = ""  # which rule gave ``acl``
     resolver: AclResolver | None = None  # per-row rules of a JSONL corpus
+    corpus: str = ""  # the name of the corpus ``root`` is
 
 
 Loader = Callable[[Source], Iterable[Document]]
@@ -114,7 +115,8 @@ def _document(source: Source, title: str, text: str, fmt: str,
     return Document(source.doc_id, str(source.path), title, text,
                     acl or source.acl or (PUBLIC_GROUP,), content_hash(title, text),
                     source.path.stat().st_mtime, fmt, str(source.root),
-                    "front matter" if acl else source.acl_rule or "default_acl setting")
+                    "front matter" if acl else source.acl_rule or "default_acl setting",
+                    source.corpus)
 
 
 def load_markdown(source: Source) -> Iterator[Document]:
@@ -260,7 +262,8 @@ def load_jsonl(source: Source) -> Iterator[Document]:
                     acl, rule = decided.groups, decided.rule
                 yield Document(doc_id, f"{source.path}#{doc_id}", title or doc_id, text,
                                acl or (PUBLIC_GROUP,), content_hash(title, text),
-                               mtime, "jsonl", str(source.root), rule or "default_acl setting")
+                               mtime, "jsonl", str(source.root), rule or "default_acl setting",
+                               source.corpus)
     except UnicodeDecodeError as exc:
         raise SkipFile(f"not valid UTF-8 (byte {exc.start})") from None
 
@@ -384,34 +387,89 @@ def walk(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def discover(paths: Iterable[Path], resolver: AclResolver | None = None) -> Iterator[Source]:
-    """Yield a Source for every file under the given paths, with its ACL from ``resolver``.
+CORPUS_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-    A path that does not exist raises InputError before anything is yielded. A directory is a
-    corpus root (doc_ids are relative to it); a JSONL file is a corpus root of its own; another
-    file's root is its directory.
+
+def corpus_name(root: Path) -> str:
+    """The name a corpus root gets unless ``--corpus`` names it: its basename (a JSONL file's stem),
+    with characters a name may not hold replaced by ``-``."""
+    base = root.stem if root.suffix.lower() == ".jsonl" else root.name
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", base)[:64].strip(".") or "corpus"
+
+
+@dataclass
+class Corpora:
+    """A store's corpora: name -> root (absolute path). Documents of different corpora never share
+    an identity (``corpus:doc_id``), and a path always lands in the same corpus, however it is given.
+
+    - A path inside a known root belongs to that corpus; its doc_ids are relative to that root.
+    - Any other path starts a corpus: a directory or JSONL file is its own root, another file's
+      root is its directory; the name is ``--corpus NAME`` or :func:`corpus_name`.
+    - A name is never silently reused: a new root whose name is taken by another root is an
+      error, unless ``--corpus`` names it explicitly, which says the corpus moved there.
+    """
+
+    roots: dict[str, str] = field(default_factory=dict)
+
+    def place(self, path: Path, name: str | None = None) -> tuple[str, Path]:
+        """(corpus name, corpus root) for ``path`` (resolved); registers a new corpus."""
+        if name is not None and not CORPUS_NAME.match(name):
+            raise UsageError(f"invalid corpus name {name!r}: letters, digits and _ . - only, "
+                             "at most 64")
+        inside = [(n, Path(r)) for n, r in self.roots.items()
+                  if path == Path(r) or Path(r) in path.parents]
+        if inside:
+            known, root = max(inside, key=lambda item: len(str(item[1])))
+            if name is None or name == known:
+                return known, root
+            raise UsageError(f"{path} belongs to corpus {known!r} ({root}); --corpus {name} "
+                             "cannot claim it")
+        root = path if path.is_dir() or path.suffix.lower() == ".jsonl" else path.parent
+        chosen = name or corpus_name(root)
+        if chosen in self.roots and Path(self.roots[chosen]) != root and name is None:
+            raise InputError(f"corpus name {chosen!r} is already used by {self.roots[chosen]}",
+                             hint=f"name the corpus at {root} with --corpus NAME (or --corpus "
+                                  f"{chosen} if the corpus moved there)")
+        self.roots[chosen] = str(root)
+        return chosen, root
+
+    def nested(self, root: Path) -> list[Path]:
+        """Known corpus roots strictly inside ``root``: their files belong to them, not to it."""
+        return [Path(r) for r in self.roots.values() if root in Path(r).parents]
+
+
+def discover(paths: Iterable[Path], resolver: AclResolver | None = None,
+             corpora: Corpora | None = None, name: str | None = None) -> Iterator[Source]:
+    """Yield a Source for every file under the given paths, with its corpus and ACL.
+
+    A path that does not exist raises InputError before anything is yielded. See
+    :class:`Corpora` for which corpus a path lands in; doc_ids are relative to that corpus's root
+    (a JSONL file's rows are its ``_id`` values).
     """
     resolver = resolver or AclResolver()
+    corpora = corpora if corpora is not None else Corpora()
     paths = list(paths)
     for path in paths:
         if not path.exists():
             raise InputError(f"no such file or directory: {path}")
 
-    def source(file: Path, root: Path, doc_id: str, named: bool) -> Source:
+    def source(file: Path, root: Path, corpus: str, named: bool) -> Source:
         decided = resolver.resolve(file)
         jsonl = file.suffix.lower() == ".jsonl"
+        doc_id = file.name if file == root else file.relative_to(root).as_posix()
         return Source(file, root, doc_id, named, decided.groups, decided.rule,
-                      resolver if jsonl else None)
+                      resolver if jsonl else None, corpus)
 
     for path in paths:
         path = path.resolve()
+        corpus, root = corpora.place(path, name)
         if path.is_dir():
+            others = corpora.nested(path)
             for file in walk(path):
-                yield source(file, path, file.relative_to(path).as_posix(), False)
-        elif path.suffix.lower() == ".jsonl":
-            yield source(path, path, path.name, True)
+                if not any(other in file.parents for other in others):
+                    yield source(file, root, corpus, False)
         else:
-            yield source(path, path.parent, path.name, True)
+            yield source(path, root, corpus, True)
 
 
 @dataclass
@@ -419,16 +477,25 @@ class Loaded:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)  # files that could not be used, and why
     ignored: int = 0  # files of unsupported types found while walking a directory
-    roots: set[str] = field(default_factory=set)  # corpus roots read whole (directories, JSONL)
-    unreadable: set[tuple[str, str]] = field(default_factory=set)  # (root, doc_id): never delete
+    # what was read whole: (corpus, doc_id prefix) of each directory or JSONL file given ("" for a
+    # corpus root); reindex deletes a stored document under a scope only if it was not found there
+    scopes: set[tuple[str, str]] = field(default_factory=set)
+    unreadable: set[str] = field(default_factory=set)  # doc_keys of files skipped: never delete
+    corpora: Corpora = field(default_factory=Corpora)  # the store's corpora, with any new ones
+
+    @property
+    def roots(self) -> set[str]:
+        """The corpus roots of everything read (directories, JSONL files and single files)."""
+        return {d.root for d in self.documents}
 
 
-def load_documents(paths: Iterable[Path], default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> Loaded:
-    """Load every supported file under ``paths``; say what was skipped and why."""
+def load_documents(paths: Iterable[Path], default_acl: tuple[str, ...] = (PUBLIC_GROUP,),
+                   corpora: Corpora | None = None, name: str | None = None) -> Loaded:
+    """Load every supported file under ``paths`` into its corpus; say what was skipped and why."""
     paths = list(paths)
-    loaded = Loaded()
-    documents: dict[tuple[str, str], Document] = {}
-    for source in discover(paths, AclResolver(default_acl)):
+    loaded = Loaded(corpora=corpora if corpora is not None else Corpora())
+    documents: dict[str, Document] = {}
+    for source in discover(paths, AclResolver(default_acl), loaded.corpora, name):
         loader = LOADERS.get(source.path.suffix.lower())
         if loader is None:
             if source.named:
@@ -441,17 +508,27 @@ def load_documents(paths: Iterable[Path], default_acl: tuple[str, ...] = (PUBLIC
             batch = list(loader(source))
         except SkipFile as exc:
             loaded.skipped.append(Skipped(str(source.path), str(exc)))
-            loaded.unreadable.add((str(source.root), source.doc_id))
+            loaded.unreadable.add(doc_key(source.corpus, source.doc_id))
+            if source.path.suffix.lower() == ".jsonl":  # a broken JSONL corpus deletes nothing
+                loaded.unreadable.add(f"{source.corpus}:*")
             continue
         for document in batch:
-            documents[(document.root, document.doc_id)] = document
+            documents[document.doc_key] = document
     loaded.documents = list(documents.values())
-    broken = {root for root, _ in loaded.unreadable}
     for path in paths:
         resolved = path.resolve()
-        if resolved.is_dir() or (resolved.suffix.lower() == ".jsonl" and str(resolved) not in broken):
-            loaded.roots.add(str(resolved))  # a broken JSONL corpus file deletes nothing
+        if resolved.is_dir() or resolved.suffix.lower() == ".jsonl":
+            corpus, root = loaded.corpora.place(resolved, name)
+            prefix = "" if resolved == root else resolved.relative_to(root).as_posix()
+            if f"{corpus}:*" not in loaded.unreadable or prefix:
+                loaded.scopes.add((corpus, prefix))
     return loaded
+
+
+def in_scope(scopes: set[tuple[str, str]], corpus: str, doc_id: str) -> bool:
+    """Whether ``corpus:doc_id`` lies under one of ``scopes`` (Loaded.scopes)."""
+    return any(c == corpus and (not prefix or doc_id.startswith(prefix + "/"))
+               for c, prefix in scopes)
 
 
 def explain_acls(paths: Iterable[Path], default_acl: tuple[str, ...] = (PUBLIC_GROUP,)

@@ -45,12 +45,13 @@ from .models import Chunk
 if TYPE_CHECKING:
     import numpy as np
 
-FORMAT = 2  # 2: root, pages and mtime columns
+FORMAT = 3  # 2: root, pages and mtime columns; 3: corpus and doc_key (Store.migrate)
 TABLE = "chunks"
 MANIFEST = "ragcli.json"
 LAST_RUN = "last_run.json"
 _COLUMNS = ["chunk_id", "doc_id", "ordinal", "source", "root", "title", "heading_path", "text",
-            "chunk_hash", "doc_hash", "acl", "pages", "mtime", "indexed_at", "run_id", "embedder"]
+            "chunk_hash", "doc_hash", "acl", "pages", "mtime", "indexed_at", "run_id", "embedder",
+            "corpus", "doc_key"]
 PIN_PREFIX = "audit-v"  # tag of a table version an audit record points at
 _NEVER = timedelta(days=365 * 100)  # optimize() without its own version cleanup
 META = "ragcli_meta"  # manifest and last run of a store in object storage
@@ -91,9 +92,10 @@ class Manifest:
     format: int = FORMAT
     generation: str = ""  # id of the chunks table's lineage: new only when a rebuild must drop it
     rebuilds: tuple[dict[str, Any], ...] = ()  # every rebuild: when, why, kind, versions
+    corpora: tuple[tuple[str, str], ...] = ()  # (name, root) of every corpus (sources.Corpora)
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.__dict__, "rebuilds": list(self.rebuilds)}
+        return {**self.__dict__, "rebuilds": list(self.rebuilds), "corpora": dict(self.corpora)}
 
 
 def _schema(dim: int) -> Any:
@@ -118,6 +120,8 @@ def _schema(dim: int) -> Any:
         ("run_id", pa.string()),
         ("embedder", pa.string()),
         ("vector", pa.list_(pa.float32(), dim)),
+        ("corpus", pa.string()),
+        ("doc_key", pa.string()),
     ])
 
 
@@ -150,7 +154,8 @@ class Store:
             data = json.loads(text)
             manifest = Manifest(data["embedder"], int(data["dim"]), data["created_at"],
                                 int(data["format"]), str(data.get("generation", "")),
-                                tuple(data.get("rebuilds", ())))
+                                tuple(data.get("rebuilds", ())),
+                                tuple(sorted(dict(data.get("corpora", {})).items())))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"store manifest {where} is damaged: {exc}",
                              hint="re-create the store with 'ragcli ingest'") from None
@@ -239,8 +244,52 @@ class Store:
         self.manifest = Manifest(embedder_id, dim, self.manifest.created_at,
                                  generation=self.manifest.generation if in_place or not exists
                                  else new_id(),
-                                 rebuilds=(*self.manifest.rebuilds, entry))
+                                 rebuilds=(*self.manifest.rebuilds, entry),
+                                 corpora=self.manifest.corpora)
         self._write_manifest()
+
+    def record_corpora(self, roots: dict[str, str]) -> None:
+        """Remember every corpus name and root (under the writer lock)."""
+        corpora = tuple(sorted(roots.items()))
+        if corpora != self.manifest.corpora:
+            self.manifest = dataclasses.replace(self.manifest, corpora=corpora)
+            self._write_manifest()
+
+    def migrate(self) -> bool:
+        """Bring a format-2 store to this format in place, without embedding anything: each
+        corpus root gets a name (its basename; -2, -3... for a repeat), rows get ``corpus`` and
+        ``doc_key`` columns and their chunk ids the ``corpus:`` prefix. Earlier versions stay in
+        the table (replay reads what a version has). Returns whether it migrated."""
+        if self.manifest.format != 2:
+            return False
+        from .sources import corpus_name
+
+        if TABLE in self._db().list_tables().tables:
+            table = self._db().open_table(TABLE)
+            self._table = table
+            roots = sorted({r["root"] for r in table.search().select(["root"])
+                            .limit(max(1, table.count_rows())).to_list()})
+            names: dict[str, str] = {}
+            for root in roots:
+                base = corpus_name(Path(root))
+                name, n = base, 2
+                while name in names.values():
+                    name, n = f"{base}-{n}", n + 1
+                names[root] = name
+            if "corpus" not in table.schema.names:
+                table.add_columns({"corpus": "CAST('' AS STRING)", "doc_key": "doc_id"})
+            for root, name in names.items():
+                literal = name.replace("'", "''")
+                table.update(where=f"root = '{root.replace(chr(39), chr(39) * 2)}'",
+                             values_sql={"corpus": f"'{literal}'",
+                                         "doc_key": f"concat('{literal}:', doc_id)",
+                                         "chunk_id": f"concat('{literal}:', chunk_id)"})
+            corpora = tuple(sorted((n, r) for r, n in names.items()))
+        else:
+            corpora = ()
+        self.manifest = dataclasses.replace(self.manifest, format=FORMAT, corpora=corpora)
+        self._write_manifest()
+        return True
 
     def has_table(self) -> bool:
         try:
@@ -254,7 +303,8 @@ class Store:
         if self.manifest.format != FORMAT:
             raise StoreError(f"store {self.path} has format {self.manifest.format}, this ragcli "
                              f"reads format {FORMAT}",
-                             hint="rebuild it with 'ragcli reindex PATH' on its sources")
+                             hint="'ragcli reindex PATH' on its sources migrates it (format 2: "
+                                  "without embedding anything)")
 
     def require_embedder(self, embedder_id: str) -> None:
         if embedder_id != self.manifest.embedder:
@@ -370,63 +420,69 @@ class Store:
         return table.search().select(list(columns)).limit(total).to_list()  # type: ignore[no-any-return]
 
     def documents(self) -> dict[str, dict[str, Any]]:
-        """doc_id -> {doc_hash, acl, source, root, mtime, chunks} for every indexed document."""
+        """doc_key -> {corpus, doc_id, doc_hash, acl, source, root, mtime, chunks} for every
+        indexed document."""
         docs: dict[str, dict[str, Any]] = {}
-        for row in self.scan(["doc_id", "doc_hash", "acl", "source", "root", "mtime"]):
-            entry = docs.setdefault(row["doc_id"], {"doc_hash": row["doc_hash"],
-                                                    "acl": tuple(row["acl"]),
-                                                    "source": row["source"], "root": row["root"],
-                                                    "mtime": row["mtime"], "chunks": 0})
+        for row in self.scan(["doc_key", "corpus", "doc_id", "doc_hash", "acl", "source", "root",
+                              "mtime"]):
+            entry = docs.setdefault(row["doc_key"], {"corpus": row["corpus"],
+                                                     "doc_id": row["doc_id"],
+                                                     "doc_hash": row["doc_hash"],
+                                                     "acl": tuple(row["acl"]),
+                                                     "source": row["source"], "root": row["root"],
+                                                     "mtime": row["mtime"], "chunks": 0})
             entry["chunks"] += 1
         return docs
 
-    def vectors_for(self, doc_ids: Sequence[str]) -> dict[tuple[str, str], Any]:
-        """(doc_id, chunk_hash) -> stored vector, to reuse instead of embedding again."""
-        if not doc_ids:
+    def vectors_for(self, doc_keys: Sequence[str]) -> dict[tuple[str, str], Any]:
+        """(doc_key, chunk_hash) -> stored vector, to reuse instead of embedding again."""
+        if not doc_keys:
             return {}
         table = self.table()
         found: dict[tuple[str, str], Any] = {}
-        for start in range(0, len(doc_ids), 500):
-            part = doc_ids[start:start + 500]
-            rows = (table.search().where(f"doc_id IN ({_sql_list(part)})")
-                    .select(["doc_id", "chunk_hash", "vector"]).limit(1_000_000).to_list())
+        for start in range(0, len(doc_keys), 500):
+            part = doc_keys[start:start + 500]
+            rows = (table.search().where(f"doc_key IN ({_sql_list(part)})")
+                    .select(["doc_key", "chunk_hash", "vector"]).limit(1_000_000).to_list())
             for row in rows:
-                found[(row["doc_id"], row["chunk_hash"])] = row["vector"]
+                found[(row["doc_key"], row["chunk_hash"])] = row["vector"]
         return found
 
     # ---- writing -------------------------------------------------------------------------
-    def replace_documents(self, doc_ids: Sequence[str], chunks: Sequence[Chunk],
+    def replace_documents(self, doc_keys: Sequence[str], chunks: Sequence[Chunk],
                           vectors: np.ndarray, *, run_id: str,
                           roots: dict[str, tuple[str, float]]) -> int:
-        """Atomically replace every chunk of ``doc_ids`` by ``chunks``; returns the new version.
+        """Atomically replace every chunk of the documents ``doc_keys`` by ``chunks``; returns the
+        new version.
 
-        ``roots`` maps each doc_id with chunks to its (corpus root, source mtime). A doc_id without
-        chunks is deleted. One commit: a concurrent reader sees each document all old or all new.
-        Must be called under :meth:`writer_lock`.
+        ``roots`` maps each doc_key with chunks to its (corpus root, source mtime). A doc_key
+        without chunks is deleted. One commit: a concurrent reader sees each document all old or
+        all new. Must be called under :meth:`writer_lock`.
         """
         import pyarrow as pa
 
         table = self.table(create=True)
-        if not doc_ids:
+        if not doc_keys:
             return int(table.version)
         now = datetime.now(UTC)
         data = pa.Table.from_pylist([
             {"chunk_id": c.chunk_id, "doc_id": c.doc_id, "ordinal": c.ordinal, "source": c.source,
-             "root": roots[c.doc_id][0], "title": c.title, "heading_path": c.heading_path,
+             "root": roots[c.doc_key][0], "title": c.title, "heading_path": c.heading_path,
              "text": c.text, "search_text": c.search_text, "chunk_hash": c.chunk_hash,
              "doc_hash": c.doc_hash, "acl": list(c.acl), "pages": list(c.pages),
-             "mtime": roots[c.doc_id][1], "indexed_at": now, "run_id": run_id,
-             "embedder": self.manifest.embedder, "vector": vectors[i].tolist()}
+             "mtime": roots[c.doc_key][1], "indexed_at": now, "run_id": run_id,
+             "embedder": self.manifest.embedder, "vector": vectors[i].tolist(),
+             "corpus": c.corpus, "doc_key": c.doc_key}
             for i, c in enumerate(chunks)
         ], schema=_schema(self.manifest.dim))
         if not chunks:  # deletions only
-            table.delete(f"doc_id IN ({_sql_list(doc_ids)})")
+            table.delete(f"doc_key IN ({_sql_list(doc_keys)})")
             return int(table.version)
-        ids = _sql_list(doc_ids)
+        keys = _sql_list(doc_keys)
         (table.merge_insert("chunk_id")
          .when_matched_update_all()
          .when_not_matched_insert_all()
-         .when_not_matched_by_source_delete(f"doc_id IN ({ids})")
+         .when_not_matched_by_source_delete(f"doc_key IN ({keys})")
          .execute(data))
         return int(table.version)
 
@@ -489,7 +545,7 @@ class Store:
             return self._intact(self.table().search(vector, vector_column_name="vector")
                                 .distance_type("cosine")
                                 .where(acl_filter(groups), prefilter=True)
-                                .select([*_COLUMNS, "vector", "_distance"])
+                                .select([*self._columns(), "vector", "_distance"])
                                 .limit(limit).to_list())
 
     def search_fts(self, text: str, groups: Sequence[str], limit: int) -> list[dict[str, Any]]:
@@ -500,8 +556,13 @@ class Store:
         with self._reading():
             return self._intact(self.table().search(MatchQuery(text, "search_text"), query_type="fts")
                                 .where(acl_filter(groups), prefilter=True)
-                                .select([*_COLUMNS, "vector", "_score"])
+                                .select([*self._columns(), "vector", "_score"])
                                 .limit(limit).to_list())
+
+    def _columns(self) -> list[str]:
+        """The row columns this table (or the version checked out, maybe an older format) has."""
+        names = set(self.table().schema.names)
+        return [c for c in _COLUMNS if c in names]
 
     def _intact(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """LanceDB has no checksums: a damaged data file can read back as NaN vectors without any

@@ -7,7 +7,7 @@ vectors without any error (measured while this was written). So the check is end
 - every row can be read, with its vector (a damaged file can also fail to decode);
 - every vector is finite and not all zeros;
 - every chunk's hash matches its text (``sha256(search_text)``), its ``search_text`` matches its
-  title, heading path and text, its id is ``doc_id#ordinal``, it has at least one ACL group;
+  title, heading path and text, its id is ``corpus:doc_id#ordinal``, it has at least one ACL group;
 - no chunk id appears twice, and each document's chunks are numbered 0..n-1 with one doc hash.
 
 What it cannot see: a change that keeps every row self-consistent (someone rewriting both a text
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RagError, first_line
-from .models import section_label
+from .models import doc_key, section_label
 from .store import TABLE, Store
 
 _EXAMPLES = 3  # chunk ids shown per kind of problem
@@ -101,7 +101,7 @@ def _check_rows(dataset: Any, result: Verification) -> None:
     docs: dict[str, dict[str, Any]] = {}
     roots: set[str] = set()
     columns = ["chunk_id", "doc_id", "ordinal", "title", "heading_path", "text", "search_text",
-               "chunk_hash", "doc_hash", "acl", "root", "vector"]
+               "chunk_hash", "doc_hash", "acl", "root", "vector", "corpus", "doc_key"]
     try:
         for batch in dataset.to_batches(columns=columns, batch_size=_BATCH):
             vectors = batch.column("vector")
@@ -120,7 +120,7 @@ def _check_rows(dataset: Any, result: Verification) -> None:
                 elif not nonzero[i]:
                     result.add("all-zero vectors", str(row["chunk_id"]))
                 _check_row(row, result, seen)
-                entry = docs.setdefault(row["doc_id"], {"ordinals": [], "hashes": set()})
+                entry = docs.setdefault(row["doc_key"], {"ordinals": [], "hashes": set()})
                 entry["ordinals"].append(row["ordinal"])
                 entry["hashes"].add(row["doc_hash"])
                 if row["root"]:
@@ -148,7 +148,8 @@ def _check_row(row: dict[str, Any], result: Verification, seen: set[str]) -> Non
     head = section_label(row["title"] or "", row["heading_path"] or "")
     if text != (f"{head}\n{row['text']}" if head else row["text"]):
         result.add("search text not matching chunk text", chunk_id)
-    if chunk_id != f"{row['doc_id']}#{row['ordinal']}":
-        result.add("chunk ids not matching doc_id#ordinal", chunk_id)
+    if row["doc_key"] != doc_key(row["corpus"] or "", row["doc_id"]) \
+            or chunk_id != f"{row['doc_key']}#{row['ordinal']}":
+        result.add("chunk ids not matching corpus:doc_id#ordinal", chunk_id)
     if not row["acl"]:
         result.add("chunks without ACL groups", chunk_id)

@@ -127,12 +127,13 @@ def test_status_reports_a_pending_acl_change(corpus: Path, tmp_path: Path,
     pending = {c["doc_id"]: c for c in stale["acl_pending"]}
     # the deep memo and the settlement get "exec"; the front-matter and nearer-default ones do not;
     # the JSONL row loses its rule
-    assert set(pending) == {"legal/settlement.md", "legal/deep/memo.md", "secret-1"}
-    assert pending["legal/settlement.md"]["stored"] == ["legal"]
-    assert pending["legal/settlement.md"]["now"] == ["exec", "legal"]
-    assert pending["secret-1"]["now"] == ["public"]
+    assert set(pending) == {"corpus:legal/settlement.md", "corpus:legal/deep/memo.md",
+                            "corpus:secret-1"}  # corpus:doc_id
+    assert pending["corpus:legal/settlement.md"]["stored"] == ["legal"]
+    assert pending["corpus:legal/settlement.md"]["now"] == ["exec", "legal"]
+    assert pending["corpus:secret-1"]["now"] == ["public"]
     text = runner.invoke(app, ["status"]).stdout
-    assert "pending ACL change: legal/settlement.md: legal -> exec, legal" in text
+    assert "pending ACL change: corpus:legal/settlement.md: legal -> exec, legal" in text
     assert runner.invoke(app, ["reindex", str(corpus)]).exit_code == 0
     after = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["staleness"]
     assert after["acl_changed"] == 0

@@ -100,24 +100,24 @@ def test_nan_vector_fails_a_search_that_meets_it(store: Path) -> None:
 
 def test_tampered_text_is_a_hash_mismatch(store: Path) -> None:
     table = Store.open(store).table()
-    row = Store.open(store).rows(["hr/parental-leave.md#1"], ["title", "heading_path", "text",
-                                                                "search_text"])["hr/parental-leave.md#1"]
-    table.update(where="chunk_id = 'hr/parental-leave.md#1'",
+    row = Store.open(store).rows(["corpus:hr/parental-leave.md#1"], ["title", "heading_path", "text",
+                                                                "search_text"])["corpus:hr/parental-leave.md#1"]
+    table.update(where="chunk_id = 'corpus:hr/parental-leave.md#1'",
                  values={"text": row["text"].replace("16", "61"),
                          "search_text": row["search_text"].replace("16", "61")})
     data = assert_damaged("chunk hash mismatches")
-    assert data["problems"]["chunk hash mismatches"]["examples"] == ["hr/parental-leave.md#1"]
+    assert data["problems"]["chunk hash mismatches"]["examples"] == ["corpus:hr/parental-leave.md#1"]
 
 
 def test_text_without_its_search_text_is_reported(store: Path) -> None:
-    Store.open(store).table().update(where="chunk_id = 'hr/parental-leave.md#1'",
+    Store.open(store).table().update(where="chunk_id = 'corpus:hr/parental-leave.md#1'",
                                      values={"text": "tampered"})
     assert_damaged("search text not matching chunk text")
 
 
 def test_duplicate_rows_are_reported(store: Path) -> None:
     table = Store.open(store).table()
-    rows = table.search().where("chunk_id = 'hr/benefits.md#0'").limit(1).to_arrow()
+    rows = table.search().where("chunk_id = 'corpus:hr/benefits.md#0'").limit(1).to_arrow()
     table.add(rows)  # what two concurrent merge_inserts leave behind
     data = assert_damaged("duplicate chunk ids")
     assert "documents with missing or repeated chunks" in data["problems"]

@@ -90,14 +90,14 @@ def test_beir_jsonl_is_one_document_per_line(tmp_path: Path, hash_embedder: Hash
     report = ingest([corpus], tmp_path / "s", hash_embedder)
     assert report.added == 3
     docs = Store.open(tmp_path / "s").documents()
-    assert set(docs) == {"d1", "d2", "d3"}
-    assert docs["d1"]["source"] == f"{corpus}#d1"
+    assert set(docs) == {"corpus:d1", "corpus:d2", "corpus:d3"}  # corpus:_id (the file's stem)
+    assert docs["corpus:d1"]["source"] == f"{corpus}#d1" and docs["corpus:d1"]["doc_id"] == "d1"
     corpus.write_text("\n".join(json.dumps(x) for x in lines[:2]) + "\n")
     assert reindex([corpus], tmp_path / "s", hash_embedder).deleted == 1
     corpus.write_text('{"_id": "d1", "text": "ok"}\nnot json\n')
     broken = reindex([corpus], tmp_path / "s", hash_embedder)
     assert "line 2" in broken.skipped[0].reason
-    assert broken.deleted == 0 and set(Store.open(tmp_path / "s").documents()) == {"d1", "d2"}
+    assert broken.deleted == 0 and set(Store.open(tmp_path / "s").documents()) == {"corpus:d1", "corpus:d2"}
 
 
 @pytest.mark.skipif(not SCIFACT.is_file(), reason="../shared/data/scifact not present")
@@ -170,7 +170,7 @@ def test_unreadable_file_is_skipped_not_deleted(corpus: Path, tmp_path: Path,
     (corpus / "hr" / "benefits.md").write_bytes(b"\xff\xfe\x00binary now")
     report = reindex([corpus], store_path, hash_embedder)
     assert report.deleted == 0 and len(report.skipped) == 1
-    assert "hr/benefits.md" in Store.open(store_path).documents()
+    assert "corpus:hr/benefits.md" in Store.open(store_path).documents()
 
 
 def test_changing_the_embedder_reembeds_on_reindex(corpus: Path, tmp_path: Path,
@@ -220,8 +220,8 @@ def test_status_reports_staleness(corpus: Path, tmp_path: Path,
     touched = corpus / "it" / "helpdesk.md"
     os.utime(touched, (time.time() + 5, time.time() + 5))  # newer mtime, same content
     stale = staleness(Store.open(store_path))
-    assert (stale.changed, stale.deleted, stale.new) == (("it/vpn.md",), ("it/hardware.md",),
-                                                          ("it/scanners.md",))
+    assert (stale.changed, stale.deleted, stale.new) == (
+        ("corpus:it/vpn.md",), ("corpus:it/hardware.md",), ("corpus:it/scanners.md",))
 
 
 # ---- one writer, crash safety ----------------------------------------------------------------

@@ -113,7 +113,7 @@ def test_poisoned_passage_is_flagged_in_the_audit_and_screened_from_the_prompt(
         settings: Settings) -> None:
     generator = EchoGenerator()
     answer, record = ask(settings, "When do lunch and learn sessions take place?", generator)
-    chunk = "onboarding/lunch-and-learn.md#0"
+    chunk = "handbook:onboarding/lunch-and-learn.md#0"
     assert chunk in record["screening"] and "override" in record["screening"][chunk]["flags"]
     assert any("PWNED" in s for s in record["screening"][chunk]["redacted"])
     assert [r["flags"] for r in record["retrieved"] if r["chunk_id"] == chunk] == [["override"]]
@@ -153,7 +153,8 @@ def test_a_model_that_prints_its_context_still_gets_nothing_restricted(settings:
     store = Store.open(settings.store)
     restricted = [r for r in store.scan(["chunk_id", "text", "acl"]) if "public" not in r["acl"]]
     assert {r["chunk_id"].split("#")[0] for r in restricted} >= {
-        "hr/salary-bands.md", "finance/bank-details.md", "finance/forecast-2027.md"}
+        "handbook:hr/salary-bands.md", "handbook:finance/bank-details.md",
+        "handbook:finance/forecast-2027.md"}
     lines = {ln.strip() for r in restricted for ln in r["text"].splitlines() if len(ln.strip()) > 20}
     for question in EXFILTRATION:
         generator = ContextDumper()

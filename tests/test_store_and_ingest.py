@@ -41,8 +41,8 @@ def test_changed_document_is_replaced_whole(tmp_path: Path, hash_embedder: HashE
     report = ingest([corpus], tmp_path / "s", hash_embedder)
     assert (report.added, report.changed, report.unchanged) == (0, 1, 1)
     rows = Store.open(tmp_path / "s").scan(["chunk_id", "text"])
-    assert sorted((r["chunk_id"], r["text"]) for r in rows) == [("a.md#0", "gamma only"),
-                                                                ("b.md#0", "beta")]
+    assert sorted((r["chunk_id"], r["text"]) for r in rows) == [("c:a.md#0", "gamma only"),
+                                                                ("c:b.md#0", "beta")]
     fts = Store.open(tmp_path / "s").search_fts("alpha", ["public"], 10)
     assert fts == []  # the old chunk is gone from the full-text index too
 

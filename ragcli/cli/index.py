@@ -20,6 +20,11 @@ EngineOpt = Annotated[str, typer.Option("--engine", help="Where chunking and emb
                                        "(this process) or 'ray' (Ray Data; pip install "
                                        "'ragcli[ray]'). The store has one writer either way.",
                                        show_default=True)]
+CorpusOpt = Annotated[str | None, typer.Option("--corpus", help="Name of the corpus PATH starts "
+                                               "[default: its directory name]. Documents of "
+                                               "different corpora never share an identity; "
+                                               "naming a known corpus at a new place moves it.",
+                                               show_default=False)]
 RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to use with "
                                                    "--engine ray (default: a local Ray on this "
                                                    "machine's cores).", show_default=False)]
@@ -41,16 +46,20 @@ def _engine(engine: str, ray_address: str | None) -> Any:
 
 def _index(paths: list[Path], store: str | None, config: Path | None, as_json: bool,
            *, delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
-           engine: str = "local", ray_address: str | None = None) -> None:
+           engine: str = "local", ray_address: str | None = None,
+           corpus: str | None = None) -> None:
     from ..embedder import get_embedder
+    from ..errors import UsageError
     from ..indexing import index_paths
 
+    if corpus is not None and len(paths) != 1:
+        raise UsageError("--corpus names one corpus: give exactly one PATH with it")
     settings = settings_from(config, store=store)
     runner = _engine(engine, ray_address)
     embedder = get_embedder(settings.embedder)
     report = index_paths(paths, settings.store, embedder, delete_missing=delete_missing,
                          rebuild=rebuild, allow_empty=allow_empty, progress=progress_bar(as_json),
-                         engine=runner, default_acl=settings.default_acl)
+                         engine=runner, default_acl=settings.default_acl, corpus=corpus)
     if as_json:
         render.print_json(report.to_json())
     else:
@@ -61,10 +70,10 @@ def _index(paths: list[Path], store: str | None, config: Path | None, as_json: b
 
 def ingest(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
            as_json: JsonOpt = False, engine: EngineOpt = "local",
-           ray_address: RayAddressOpt = None) -> None:
+           ray_address: RayAddressOpt = None, corpus: CorpusOpt = None) -> None:
     """Index Markdown, text, HTML, PDF and JSONL files (only new or changed ones are embedded)."""
     _index(paths, store, config, as_json, delete_missing=False, engine=engine,
-           ray_address=ray_address)
+           ray_address=ray_address, corpus=corpus)
 
 
 def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
@@ -74,10 +83,11 @@ def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
             = False,
             allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Delete the documents "
                                                       "of a corpus directory that is now empty.")]
-            = False, engine: EngineOpt = "local", ray_address: RayAddressOpt = None) -> None:
+            = False, engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
+            corpus: CorpusOpt = None) -> None:
     """Bring the store in line with its sources: add, update and delete; safe to run from cron."""
     _index(paths, store, config, as_json, delete_missing=True, rebuild=rebuild,
-           allow_empty=allow_empty, engine=engine, ray_address=ray_address)
+           allow_empty=allow_empty, engine=engine, ray_address=ray_address, corpus=corpus)
 
 
 def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False,
@@ -98,6 +108,7 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
     data = {"store": str(settings.store), "documents": len(documents),
             "chunks": sum(d["chunks"] for d in documents.values()),
             "version": opened.version, "embedder": opened.manifest.embedder,
+            "corpora": dict(opened.manifest.corpora),
             "created_at": opened.manifest.created_at,
             "last_run": {k: last.get(k) for k in ("finished_at", "command", "added", "changed",
                                                   "deleted", "seconds")} if last else None,
