@@ -166,7 +166,7 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
             if not delete_missing:
                 store.require_embedder(embedder.id)  # raise, with a hint
                 store.require_current()
-            _refuse_to_drop_corpora(store, loaded)
+            loaded = _with_other_corpora(store, loaded, paths, default_acl, corpus)
             reason = "--rebuild" if rebuild else \
                 f"embedder {store.manifest.embedder} -> {embedder.id}" \
                 if store.manifest.embedder != embedder.id else \
@@ -348,19 +348,26 @@ def _refuse_empty_roots(loaded: Loaded, existing: dict[str, dict[str, Any]]) -> 
                              hint="is the corpus unmounted or moved? pass --allow-empty to delete them")
 
 
-def _refuse_to_drop_corpora(store: Store, loaded: Loaded) -> None:
-    """A rebuild embeds everything again from the paths given: a corpus the store holds that is not
-    among them would vanish. Refuse, naming each one (a store too damaged to list its corpora
-    cannot say; then the paths given are all there is)."""
+def _with_other_corpora(store: Store, loaded: Loaded, paths: Sequence[Path],
+                        default_acl: tuple[str, ...], corpus: str | None) -> Loaded:
+    """A rebuild embeds everything again: the documents of corpora the paths given do not cover
+    are read again from the very files the store holds for them, so no corpus vanishes. A file
+    that is gone is an error naming it (a store too damaged to list its documents cannot say;
+    then the paths given are all there is)."""
     try:
-        held = {e["root"] for e in store.documents().values()} if store.has_table() else set()
+        held = store.documents() if store.has_table() else {}
     except (StoreError, OSError, RuntimeError, ValueError):  # damaged: the rebuild is its repair
-        return
-    given = loaded.roots | {loaded.corpora.roots.get(c, "") for c, _ in loaded.scopes}
-    missing = sorted(held - given)
-    if missing:
-        raise InputError(f"a rebuild embeds every corpus in the store again; not given: "
-                         f"{', '.join(missing)}",
-                         hint="give all of them: ragcli reindex --rebuild "
-                              + " ".join(sorted(held | given - {""})))
-
+        return loaded
+    found = {d.doc_key for d in loaded.documents} | loaded.unreadable
+    files = sorted({m.group(1) if (m := _JSONL_ROW.match(e["source"])) else e["source"]
+                    for key, e in held.items()
+                    if key not in found and not in_scope(loaded.scopes, e["corpus"], e["doc_id"])})
+    if not files:
+        return loaded
+    gone = [f for f in files if not Path(f).is_file()]
+    if gone:
+        raise InputError(f"a rebuild embeds every corpus in the store again, but {len(gone)} of "
+                         f"their files are gone: {', '.join(gone[:5])}",
+                         hint="reindex their corpus first (it deletes what is gone), then rebuild")
+    return load_documents([*paths, *map(Path, files)], default_acl,
+                          Corpora(dict(store.manifest.corpora)), corpus)

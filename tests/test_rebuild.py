@@ -65,18 +65,17 @@ def replay(request_id: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
 
 def test_replay_after_a_rebuild_is_identical_and_other_corpora_survive(
         corpora: tuple[Path, Path], tmp_path: Path) -> None:
-    handbook, notes = corpora
+    handbook, _ = corpora
     request_id = ask()
     before = Store.open(tmp_path / "store")
     version, documents = before.version, len(before.documents())
-    refused = runner.invoke(app, ["reindex", "--rebuild", str(handbook)])
-    assert refused.exit_code == ExitCode.INPUT
-    assert f"not given: {notes}" in refused.stderr  # the other corpus is named, nothing dropped
-    assert Store.open(tmp_path / "store").version == version
-    rebuilt = runner.invoke(app, ["reindex", "--rebuild", str(handbook), str(notes), "--json"])
+    rebuilt = runner.invoke(app, ["reindex", "--rebuild", str(handbook), "--json"])
     assert rebuilt.exit_code == 0, rebuilt.output
+    report = json.loads(rebuilt.stdout)
+    assert report["rebuilt"] and report["chunks_embedded"] == report["chunks_written"]
     after = Store.open(tmp_path / "store")
     assert after.version > version and len(after.documents()) == documents  # numbering goes on
+    assert "notes:lunch.md" in after.documents()  # the corpus not given was embedded again too
     assert after.manifest.rebuilds[-1]["reason"] == "--rebuild"
     assert after.manifest.rebuilds[-1]["kind"] == "in-place"
     code, report, _ = replay(request_id)
@@ -120,3 +119,14 @@ def test_records_from_before_generations_are_judged_by_time(
     assert runner.invoke(app, ["reindex", *map(str, corpora)]).exit_code == 0
     code, _, err = replay(request_id)
     assert code == ExitCode.VERSION_GONE and "was rebuilt after this request" in err
+
+
+def test_a_rebuild_that_would_lose_a_corpus_refuses(corpora: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    handbook, notes = corpora
+    (notes / "lunch.md").unlink()  # a corpus whose files are gone cannot be embedded again
+    version = Store.open(tmp_path / "store").version
+    refused = runner.invoke(app, ["reindex", "--rebuild", str(handbook)])
+    assert refused.exit_code == ExitCode.INPUT
+    assert f"their files are gone: {notes / 'lunch.md'}" in refused.stderr
+    assert Store.open(tmp_path / "store").version == version  # nothing dropped
