@@ -104,6 +104,6 @@ def test_manifest_is_rewritten_before_any_run_finished(s3: str) -> None:
     """A store created by a run that then died holds only its manifest; the next run with another
     embedder resets it (the manifest row is overwritten, not created twice)."""
     store = Store.open_or_create(s3, "embedder-a", 4)
-    store.reset("embedder-b", 4)
+    store.reset("embedder-b", 4, "a new embedder")
     assert Store.open(s3).manifest.embedder == "embedder-b"
     assert Store.open(s3).last_run() is None
