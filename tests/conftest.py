@@ -41,3 +41,30 @@ def hash_embedder() -> HashEmbedder:
 @pytest.fixture
 def echo_generator() -> EchoGenerator:
     return EchoGenerator()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The CLI on the test embedder, with a store and an audit log of this test's own and a low
+    refusal bar (0.1), as environment variables (also for subprocesses: ``{**os.environ, **env}``)."""
+    values = {"RAGCLI_EMBEDDER": "test-hash", "RAGCLI_STORE": str(tmp_path / "store"),
+              "RAGCLI_AUDIT": str(tmp_path / "audit.sqlite3"), "RAGCLI_MIN_CONFIDENCE": "0.1"}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values
+
+
+def ask_json(question: str, *groups: str) -> dict:  # type: ignore[type-arg]
+    """``ragcli ask --mode extractive --json`` in process; it must exit 0."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from ragcli.cli.app import app
+
+    args = ["ask", question, "--mode", "extractive", "--json"]
+    for group in groups:
+        args += ["--groups", group]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import ask_json
 from ragcli.cli.app import app
 from ragcli.sources import AclResolver, load_documents
 
@@ -83,21 +84,9 @@ def test_root_true_stops_the_search_and_default_acl_applies(tmp_path: Path, corp
     assert json.loads(result.stdout)["documents"][0]["groups"] == ["ops", "staff"]
 
 
-def ask(question: str, *groups: str) -> dict:  # type: ignore[type-arg]
-    args = ["ask", question, "--mode", "extractive", "--json"]
-    for group in groups:
-        args += ["--groups", group]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
-
-
 @pytest.mark.parametrize("how", ["root", "subdirectory", "file", "reindex-subdirectory"])
-def test_restricted_document_stays_restricted(corpus: Path, tmp_path: Path, how: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAGCLI_EMBEDDER", "test-hash")
-    monkeypatch.setenv("RAGCLI_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("RAGCLI_MIN_CONFIDENCE", "0.1")
+def test_restricted_document_stays_restricted(corpus: Path, how: str,
+                                              cli_env: dict[str, str]) -> None:
     target = {"root": corpus, "subdirectory": corpus / "legal",
               "file": corpus / "legal" / "settlement.md",
               "reindex-subdirectory": corpus / "legal"}[how]
@@ -107,17 +96,14 @@ def test_restricted_document_stays_restricted(corpus: Path, tmp_path: Path, how:
     result = runner.invoke(app, [command, str(target)])
     assert result.exit_code == 0, result.output
     question = "How much is the settlement with Northwind?"
-    denied = ask(question)
+    denied = ask_json(question)
     shown = json.dumps(denied)
     assert "settlement.md" not in shown and "4.2 million" not in shown
-    allowed = ask(question, "legal")
+    allowed = ask_json(question, "legal")
     assert any(h["doc_id"].endswith("settlement.md") for h in allowed["retrieved"])
 
 
-def test_status_reports_a_pending_acl_change(corpus: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAGCLI_EMBEDDER", "test-hash")
-    monkeypatch.setenv("RAGCLI_STORE", str(tmp_path / "store"))
+def test_status_reports_a_pending_acl_change(corpus: Path, cli_env: dict[str, str]) -> None:
     assert runner.invoke(app, ["ingest", str(corpus)]).exit_code == 0
     clean = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["staleness"]
     assert clean["acl_changed"] == 0 and not clean["stale"]

@@ -25,13 +25,9 @@ SALARY = "What is the maximum salary of an L5 Staff Engineer in the salary bands
 
 
 @pytest.fixture(autouse=True)
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("RAGCLI_EMBEDDER", "test-hash")
-    monkeypatch.setenv("RAGCLI_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("RAGCLI_AUDIT", str(tmp_path / "audit.sqlite3"))
-    monkeypatch.setenv("RAGCLI_MIN_CONFIDENCE", "0.1")
-    ingest([HANDBOOK], tmp_path / "store", HashEmbedder())
-    return tmp_path / "store"
+def store(cli_env: dict[str, str]) -> Path:
+    ingest([HANDBOOK], Path(cli_env["RAGCLI_STORE"]), HashEmbedder())
+    return Path(cli_env["RAGCLI_STORE"])
 
 
 @pytest.mark.parametrize("group", HOSTILE)

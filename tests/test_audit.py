@@ -27,13 +27,9 @@ RUNNER = Path(__file__).resolve().parent / "run_with_fakes.py"
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {"RAGCLI_EMBEDDER": "test-hash", "RAGCLI_STORE": str(tmp_path / "store"),
-              "RAGCLI_AUDIT": str(tmp_path / "audit.sqlite3"), "RAGCLI_MIN_CONFIDENCE": "0.1"}
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    ingest([HANDBOOK], tmp_path / "store", HashEmbedder())
-    return values
+def env(cli_env: dict[str, str]) -> dict[str, str]:
+    ingest([HANDBOOK], Path(cli_env["RAGCLI_STORE"]), HashEmbedder())
+    return cli_env
 
 
 def test_a_process_killed_during_generation_leaves_an_interrupted_record(

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from conftest import HANDBOOK
+from conftest import HANDBOOK, ask_json
 from fakes import HashEmbedder
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
@@ -22,12 +22,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("RAGCLI_EMBEDDER", "test-hash")
-    monkeypatch.setenv("RAGCLI_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("RAGCLI_AUDIT", str(tmp_path / "audit.sqlite3"))
-    monkeypatch.setenv("RAGCLI_MIN_CONFIDENCE", "0.1")
-    return tmp_path / "store"
+def store(cli_env: dict[str, str]) -> Path:
+    return Path(cli_env["RAGCLI_STORE"])
 
 
 def team(root: Path, day: str, acl: str = "") -> Path:
@@ -36,15 +32,6 @@ def team(root: Path, day: str, acl: str = "") -> Path:
     (root / "README.md").write_text(f"{front}# Team meeting\n\nThe team meets every {day} at "
                                     "ten in the large room.\n")
     return root
-
-
-def ask(question: str, *groups: str) -> dict:  # type: ignore[type-arg]
-    args = ["ask", question, "--mode", "extractive", "--json"]
-    for group in groups:
-        args += ["--groups", group]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
 def test_two_corpora_with_the_same_relative_paths_both_stay(tmp_path: Path, store: Path) -> None:
@@ -56,10 +43,10 @@ def test_two_corpora_with_the_same_relative_paths_both_stay(tmp_path: Path, stor
     opened = Store.open(store)
     assert set(opened.documents()) == {"team-a:README.md", "team-b:README.md"}
     assert dict(opened.manifest.corpora) == {"team-a": str(team_a), "team-b": str(team_b)}
-    both = ask("When does the team meet?")
+    both = ask_json("When does the team meet?")
     assert {h["chunk_id"] for h in both["retrieved"]} == {"team-a:README.md#0", "team-b:README.md#0"}
     for day, corpus in (("Monday", team_a), ("Thursday", team_b)):
-        answer = ask(f"Does the team meet on {day}?")
+        answer = ask_json(f"Does the team meet on {day}?")
         cited = answer["citations"][0]
         assert day in answer["answer"] and cited["source"] == str(corpus / "README.md")
 
@@ -73,8 +60,8 @@ def test_a_restricted_document_cannot_be_replaced_by_a_public_one(tmp_path: Path
     assert f"corpus name 'board' is already used by {secret}" in refused.stderr
     assert "--corpus NAME" in refused.stderr
     assert runner.invoke(app, ["ingest", str(public), "--corpus", "lobby"]).exit_code == 0
-    assert "Friday" not in json.dumps(ask("When does the team meet?"))
-    assert "Friday" in json.dumps(ask("When does the team meet?", "board"))
+    assert "Friday" not in json.dumps(ask_json("When does the team meet?"))
+    assert "Friday" in json.dumps(ask_json("When does the team meet?", "board"))
 
 
 def test_a_subdirectory_or_a_file_keeps_the_identity_of_its_corpus(tmp_path: Path,
@@ -143,4 +130,4 @@ def test_a_format_2_store_migrates_in_place_without_embedding(tmp_path: Path, st
             for r in migrated.scan(["chunk_id", "chunk_hash"])} == expected
     verified = runner.invoke(app, ["status", "--verify", "--json"])
     assert verified.exit_code == 0, verified.output
-    assert ask("How many weeks of paid parental leave do non-birthing parents get?")["citations"]
+    assert ask_json("How many weeks of paid parental leave do non-birthing parents get?")["citations"]
