@@ -483,11 +483,6 @@ class Loaded:
     unreadable: set[str] = field(default_factory=set)  # doc_keys of files skipped: never delete
     corpora: Corpora = field(default_factory=Corpora)  # the store's corpora, with any new ones
 
-    @property
-    def roots(self) -> set[str]:
-        """The corpus roots of everything read (directories, JSONL files and single files)."""
-        return {d.root for d in self.documents}
-
 
 def load_documents(paths: Iterable[Path], default_acl: tuple[str, ...] = (PUBLIC_GROUP,),
                    corpora: Corpora | None = None, name: str | None = None) -> Loaded:
