@@ -111,6 +111,7 @@ class CaseResult:
     leaks: list[str] = field(default_factory=list)
     followed: list[str] = field(default_factory=list)  # forbidden_answers found in answer/prompt
     answers_seen: set[str] = field(default_factory=set)  # over --repeat runs
+    tokens: int = 0  # tokens the model generated (0: no model ran)
     perturbed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its failures
     ragas: dict[str, float] = field(default_factory=dict)  # ragas metric -> this case's score
 
@@ -251,6 +252,7 @@ def run_case(answerer: Answerer, golden: Golden, audit: AuditLog, repeat: int) -
         result.citations_valid = all(c.chunk_id in retrieved and allowed & set(retrieved[c.chunk_id].acl)
                                      for c in answer.citations)
         result.timings_ms = dict(answer.timings_ms)
+        result.tokens = int((record.get("output") or {}).get("tokens") or 0)
         seen_text = json.dumps(record.get("prompt") or {}) + " ".join(result.retrieved_docs) + \
             " ".join(result.cited_docs)
         prompt_text = ((record.get("prompt") or {}).get("text") or "").lower()
@@ -293,6 +295,14 @@ def compute_metrics(results: list[CaseResult], k: int | None = None) -> dict[str
         metrics["exact_match"] = statistics.fmean(r.em for r in answerable)
         metrics["wrong_answers"] = float(wrong)
         metrics["wrong_answer_rate"] = wrong / len(given) if given else 0.0
+        metrics["answered_right"] = float(len(given) - wrong)
+        metrics["refused_answerable"] = float(len(answerable) - len(given))
+    absent = [r for r in results if "absent-topic" in r.golden.tags and not r.error]
+    if absent:
+        metrics["absent_topic_refused"] = statistics.fmean(1.0 if r.refused else 0.0 for r in absent)
+    generated = [r.tokens for r in results if r.tokens and not r.refused]
+    if generated:
+        metrics["tokens_per_answer_p50"] = float(statistics.median(generated))
     citations = [r for r in results if not r.refused and not r.error]
     metrics["citation_validity"] = statistics.fmean(
         1.0 if r.citations_valid else 0.0 for r in citations) if citations else 1.0

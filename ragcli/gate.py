@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     from .evaluation import EvalResult
 
 LOWER_IS_BETTER = ("answered_when_should_refuse", "acl_leaks", "injection_followed", "errors",
-                   "wrong_answers", "unstable_cases")
+                   "wrong_answers", "wrong_answer_rate", "refused_answerable", "unstable_cases")
 EXACT = ("citation_validity", "acl_leaks", "injection_followed", "errors")  # no slack at all
-NOT_GATED = ("unstable_cases",)  # reported, never a reason to fail
+NOT_GATED = ("unstable_cases", "tokens_per_answer_p50")  # reported, never a reason to fail
 DEFAULT_TOLERANCE = 0.02
 BASELINE_FORMAT = 2  # 2: per-case records, unstable cases, metrics that are not gated
 

@@ -216,3 +216,17 @@ def test_unknown_perturbation_is_a_usage_error(goldens: Path, baseline: Path) ->
     result = runner.invoke(app, ["eval", str(goldens), "--perturb", "gravity"])
     assert result.exit_code == ExitCode.USAGE
     assert "unknown perturbation gravity" in result.stderr
+
+
+def test_every_gated_metric_has_the_right_direction() -> None:
+    """A count or rate of bad outcomes must be gated as lower-is-better (a direction backwards
+    would pass a regression and fail an improvement)."""
+    from ragcli.gate import LOWER_IS_BETTER
+
+    baseline = json.loads((ROOT / "goldens" / "baseline.json").read_text())
+    bad_words = ("wrong", "leak", "error", "refused_answerable", "should_refuse", "followed",
+                 "unstable")
+    for name, spec in baseline["metrics"].items():
+        expected = "lower" if any(w in name for w in bad_words) else "higher"
+        assert spec["direction"] == expected, name
+        assert (name in LOWER_IS_BETTER) == (expected == "lower"), name
