@@ -1,0 +1,82 @@
+"""See scripts/bench_answers: answer quality per mode, the SQuAD way, on two golden sets.
+
+Each set gets a store of its own under .ragcli/bench (the handbook; squad-a's 868 paragraphs), each
+mode answers every golden case through the same ``evaluate()`` the eval gate runs, and one row per
+(set, mode) reports exact match and token F1 over the answerable cases (refusals count as 0), how
+many answers were right, wrong and refused, the wrong-answer rate (wrong of the answers given),
+absent-topic refusals, citation validity, latency and tokens per answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ragcli.answering import Answerer
+from ragcli.embedder import get_embedder
+from ragcli.evaluation import evaluate, load_goldens
+from ragcli.generation import LlamaCppGenerator
+from ragcli.indexing import reindex
+from ragcli.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SQUAD = ROOT.parent / "shared" / "data" / "squad-a"
+COLUMNS = ("set", "mode", "cases", "EM", "F1", "right", "wrong", "refused", "wrong rate",
+           "absent refused", "cites ok", "p50 ms", "tokens")
+
+
+def sets(squad: Path) -> dict[str, tuple[Path, Path]]:
+    """name -> (corpus to index, golden set)."""
+    out = {"handbook": (ROOT / "corpora" / "handbook", ROOT / "goldens" / "handbook.jsonl")}
+    if (squad / "corpus.jsonl").is_file():
+        out["squad-a"] = (squad / "corpus.jsonl", squad / "goldens.jsonl")
+    return out
+
+
+def row(name: str, mode: str, cases: int, m: dict[str, float]) -> list[str]:
+    def pct(key: str) -> str:
+        return f"{m[key]:.3f}" if key in m else "-"
+
+    return [name, mode, str(cases), pct("exact_match"), pct("token_f1"),
+            f"{m.get('answered_right', 0):.0f}", f"{m.get('wrong_answers', 0):.0f}",
+            f"{m.get('refused_answerable', 0):.0f}", pct("wrong_answer_rate"),
+            pct("absent_topic_refused"), pct("citation_validity"),
+            f"{m.get('latency_total_p50_ms', 0):.0f}", f"{m.get('tokens_per_answer_p50', 0):.0f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", default="extractive,generative")
+    parser.add_argument("--sets", default="handbook,squad-a")
+    parser.add_argument("--limit", type=int, default=0, help="the first N cases of each set")
+    parser.add_argument("--squad", type=Path, default=SQUAD, help="the squad-a directory")
+    args = parser.parse_args()
+    base = Settings()
+    embedder = get_embedder(base.embedder)
+    bench = ROOT / ".ragcli" / "bench"
+    rows = []
+    for name, (corpus, goldens) in sets(args.squad).items():
+        if name not in args.sets.split(","):
+            continue
+        store = bench / f"answers-{name}-{base.embedder}"
+        reindex([corpus], store, embedder)
+        cases = load_goldens(goldens)[:args.limit or None]
+        for mode in args.modes.split(","):
+            settings = Settings(store=store, mode=mode, audit=bench / "answers-audit.sqlite3")
+            answerer = Answerer(settings, embedder,
+                                lambda s=settings: LlamaCppGenerator.from_settings(s))
+            start = time.perf_counter()
+            result = evaluate(cases, answerer)
+            print(f"{name} {mode}: {len(cases)} cases in {time.perf_counter() - start:.0f} s",
+                  flush=True)
+            rows.append(row(name, mode, len(cases), result.metrics))
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
+    print()
+    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
