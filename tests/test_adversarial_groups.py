@@ -82,3 +82,15 @@ def test_a_tampered_record_is_not_replayed_with_its_groups(tmp_path: Path) -> No
     assert result.exit_code == ExitCode.USAGE
     assert result.stderr.strip().startswith("ragcli: error: invalid group name")
     assert "126,000" not in result.stdout
+
+
+@pytest.mark.parametrize("user", HOSTILE)
+def test_a_hostile_user_through_eval_and_replay(user: str, tmp_path: Path) -> None:
+    goldens = tmp_path / "g.jsonl"
+    goldens.write_text(json.dumps({"id": "a", "question": SALARY, "user": user,
+                                   "forbidden_docs": ["hr/salary-bands.md"]}) + "\n")
+    evaluated = runner.invoke(app, ["eval", str(goldens), "--mode", "extractive", "--json"])
+    assert evaluated.exit_code == 0, evaluated.output  # no leak, no error
+    asked = runner.invoke(app, ["ask", SALARY, "--mode", "extractive", "--user", user, "--json"])
+    replayed = runner.invoke(app, ["replay", json.loads(asked.stdout)["request_id"], "--json"])
+    assert replayed.exit_code == 0 and json.loads(replayed.stdout)["identical"]
