@@ -67,7 +67,9 @@ class Verification:
 
 
 def verify(store: Store) -> Verification:
-    """Check every file and row of the store's current version; never raises for damage."""
+    """Check every file and row of the store's current version; never raises for damage (an
+    older format is not damage: that raises the StoreError saying that reindex migrates it)."""
+    store.require_current()
     result = Verification()
     try:
         dataset = store.table().to_lance()

@@ -121,6 +121,9 @@ def test_a_format_2_store_migrates_in_place_without_embedding(tmp_path: Path, st
     (store / "ragcli.json").write_text(json.dumps(manifest))
     refused = runner.invoke(app, ["ask", "How many weeks of parental leave?", "--mode", "extractive"])
     assert refused.exit_code == ExitCode.STORE and "migrates it" in refused.stderr
+    unverified = runner.invoke(app, ["status", "--verify"])
+    assert unverified.exit_code == ExitCode.STORE and "migrates it" in unverified.stderr
+    assert "damaged" not in unverified.stderr
     report = reindex([corpus], store, HashEmbedder())
     assert (report.added, report.changed, report.chunks_embedded) == (0, 0, 0)
     migrated = Store.open(store)
