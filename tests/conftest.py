@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from fakes import EchoGenerator, HashEmbedder
+from ragcli import settings as settings_module
 from ragcli.embedder import EMBEDDERS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(settings_module, "SYSTEM_CONFIG", tmp_path / "etc" / "ragcli.toml")
     EMBEDDERS["test-hash"] = HashEmbedder
     return tmp_path
 

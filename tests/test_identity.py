@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from conftest import HANDBOOK
 from fakes import HashEmbedder
-from ragcli import settings as settings_module
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
 from ragcli.identity import os_account
@@ -27,7 +26,6 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGCLI_EMBEDDER", "test-hash")
     monkeypatch.setenv("RAGCLI_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("RAGCLI_MIN_CONFIDENCE", "0.1")
-    monkeypatch.setattr(settings_module, "SYSTEM_CONFIG", tmp_path / "etc" / "ragcli.toml")
     ingest([HANDBOOK], tmp_path / "store", HashEmbedder())
 
 
