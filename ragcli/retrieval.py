@@ -1,7 +1,8 @@
 """Question -> ranked Hits, with permissions applied inside both search legs.
 
 Hybrid retrieval: a vector leg (cosine over MiniLM embeddings) and a full-text leg (LanceDB native
-BM25), each prefiltered by the user's groups, fused by reciprocal rank fusion (RRF, k=60).
+BM25), each prefiltered by the user's groups, fused by weighted reciprocal rank fusion
+(``Settings.rrf_k`` 10 and ``fts_weight`` 0.75 by default, tuned on SciFact train).
 
 Confidence, the measure behind refusal, is the best *evidence* among the top-k passages the user may
 read (0 when nothing is readable). The evidence of a passage is
