@@ -130,8 +130,9 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
     A corpus root in which nothing is found is an error (exit 4): for ``ingest`` always, for
     ``reindex`` when the store holds documents from that root, unless ``allow_empty`` (an
     unmounted or mistyped corpus directory must not delete a whole corpus from cron).
-    ``rebuild`` drops every chunk first and embeds everything again: the repair for a store that
-    ``status --verify`` found damaged (it also rewrites a damaged manifest).
+    ``rebuild`` embeds everything again, every corpus the store holds included (Store.reset keeps
+    the table's history where it can): the repair for a store that ``status --verify`` found
+    damaged (it also rewrites a damaged manifest).
     ``engine`` chunks and embeds (``LocalEngine`` by default; ``distributed.RayEngine``); what is
     indexed, and how it is written, does not depend on it. ``default_acl`` is what a document
     that no acl.toml rule or front matter gives an ACL gets (sources.AclResolver). ``corpus``
@@ -172,6 +173,7 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
                 if store.manifest.embedder != embedder.id else \
                 f"store format {store.manifest.format} -> {FORMAT}"
             store.reset(embedder.id, embedder.dim, reason)
+        skipped = tuple(loaded.skipped)  # of the last load (a migration or a rebuild reloads)
         existing = store.documents() if store.has_table() else {}
         if delete_missing and not allow_empty:
             _refuse_empty_roots(loaded, existing)
