@@ -448,12 +448,22 @@ PERTURBATIONS: dict[str, Callable[[Answerer], Answerer]] = {
 }
 
 
+def parse_perturbations(spec: str | None) -> list[str]:
+    """``--perturb``: 'all' or a comma list of ``PERTURBATIONS`` names (None or '': none)."""
+    if not spec:
+        return []
+    names = list(PERTURBATIONS) if spec.strip() == "all" else \
+        [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PERTURBATIONS]
+    if unknown or not names:
+        raise UsageError(f"--perturb: unknown perturbation {', '.join(unknown) or repr(spec)}; "
+                         f"use 'all' or some of: {', '.join(PERTURBATIONS)}")
+    return names
+
+
 def perturb(answerer: Answerer, name: str) -> Answerer:
-    try:
-        return PERTURBATIONS[name](answerer)
-    except KeyError:
-        raise UsageError(f"unknown perturbation {name!r}; choose from "
-                         f"{', '.join(PERTURBATIONS)}") from None
+    """``answerer`` under the perturbation ``name`` (one of ``PERTURBATIONS``)."""
+    return PERTURBATIONS[name](answerer)
 
 
 def calibrate(goldens: Sequence[Golden], store: Store, answerer: Answerer) -> list[dict[str, float]]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExitCode, InputError
+from .errors import ExitCode, InputError, RegressionError
 
 if TYPE_CHECKING:
     from .evaluation import EvalResult
@@ -153,20 +153,14 @@ def dropped_cases(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
 
 def check_update(old: dict[str, Any] | None, new: dict[str, Any], accepted: set[str]) -> list[str]:
     """``--update-baseline`` may drop a passing case only when its id is named with
-    ``--accept-regression``; returns the dropped ids (all accepted) or raises a RegressionRefused."""
+    ``--accept-regression``; returns the dropped ids (all accepted), else RegressionError."""
     dropped = dropped_cases(old, new)
     refused = [d for d in dropped if d not in accepted]
     if refused:
-        raise RegressionRefused(refused)
+        raise RegressionError(f"--update-baseline would drop {len(refused)} case(s) that passed: "
+                              f"{', '.join(refused)}",
+                              hint="fix them, or name each with --accept-regression ID")
     return dropped
-
-
-class RegressionRefused(Exception):
-    """--update-baseline would drop passing cases that were not accepted by name."""
-
-    def __init__(self, ids: list[str]) -> None:
-        super().__init__(", ".join(ids))
-        self.ids = ids
 
 
 def junit_xml(result: EvalResult, verdict: Verdict, name: str, seconds: float) -> str:
