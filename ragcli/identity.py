@@ -31,7 +31,6 @@ from .models import GROUP_NAME
 class Identity:
     user: str
     groups: tuple[str, ...]
-    mode: str
 
 
 def os_account() -> tuple[str, tuple[str, ...]]:
@@ -72,7 +71,7 @@ def resolve_identity(mode: str, users_file: Path | None, user: str | None,
     """The identity a request runs as, from the flags given (``user`` None: not given)."""
     groups = [g for g in groups if g]
     if mode == "caller":
-        return Identity(user or os.environ.get("USER") or "unknown", tuple(groups), mode)
+        return Identity(user or os.environ.get("USER") or "unknown", tuple(groups))
     account, allowed = os_account()
     if users_file is not None:
         allowed = tuple(sorted({*allowed, *read_users_file(users_file).get(account, ())}))
@@ -83,4 +82,4 @@ def resolve_identity(mode: str, users_file: Path | None, user: str | None,
     if outside:
         raise UsageError(f"identity = os: {', '.join(outside)} is not among the groups of "
                          f"{account!r} ({', '.join(allowed) or 'none'}); --groups may only narrow them")
-    return Identity(account, tuple(groups) if groups else allowed, mode)
+    return Identity(account, tuple(groups) if groups else allowed)
