@@ -9,6 +9,7 @@ refusal. Every request, answered, refused or failed, leaves exactly one audit re
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -16,18 +17,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
+from .claims import failed_claims
 from .embedder import Embedder
 from .errors import RagError, UsageError
 from .extractive import extract_answer
-from .generation import Generator, TokenCallback
-from .guardrails import REFUSAL, check_answer, looks_like_refusal
+from .generation import Generator, PromptTooLong, TokenCallback
+from .guardrails import REFUSAL, check_answer, looks_like_refusal, split_sentences
 from .ids import new_id
-from .models import Answer, Citation, Hit
+from .models import Answer, Citation, Hit, Quote, Verification
 from .prompting import build_prompt
+from .reading import Choice, choose_span, make_quote, quote_for, span_messages
 from .retrieval import Retrieval, effective_groups, evidence, retrieve_configured
 from .schema import schema_problems
 from .screening import Screened, screen
 from .settings import Settings
+from .spans import rule_spans
 from .store import Store
 from .trace import AuditLog
 
@@ -113,9 +117,8 @@ class Answerer:
         if len(question) > MAX_QUESTION_CHARS:
             raise UsageError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
         effective_groups(groups)  # a group name no ACL could hold fails before any work
-        extractive = settings.mode == "extractive"
         # checks the model file now (the weights load on first use); extractive needs no model
-        generator = None if extractive else self.generator()
+        generator = None if settings.mode == "extractive" else self.generator()
         store = store or Store.open(settings.store)
         store.require_embedder(self.embedder.id)
         start = time.perf_counter()
@@ -135,29 +138,53 @@ class Answerer:
                           reason, confidence, timings_ms=timings, flagged=screened.flagged)
 
         def answered(text: str, citations: Sequence[Citation], passages: Sequence[Hit],
-                     invalid: Sequence[int] = (), unsupported: Sequence[str] = ()) -> Answer:
+                     invalid: Sequence[int] = (), unsupported: Sequence[str] = (), *,
+                     short: str, quote: Quote, check: Verification) -> Answer:
             answer = Answer(request_id, question, text, False, settings.mode, tuple(citations),
                             hits, None, confidence, tuple(invalid), tuple(unsupported),
-                            timings, screened.flagged)
+                            timings, screened.flagged, short, quote, check)
             problems = output_problems(answer, passages, groups, settings.max_answer_chars)
             if problems:
                 record["output_checks"] = problems
                 return refuse("output_check: " + "; ".join(problems))
-            record.update(status="answered", answer=text, citations=[c.__dict__ for c in citations])
+            record.update(status="answered", answer=text, short_answer=short,
+                          quote=quote.__dict__, verification=_check_record(check),
+                          citations=[c.__dict__ for c in citations])
             return answer
+
+        def extracted(failed: Sequence[str] = ()) -> Answer:
+            """The extract (the best-covering sentence) and a span of it as the short answer:
+            the model's choice in mode auto, the rules' otherwise. ``failed``: the generated
+            answer this repairs failed those checks."""
+            start = time.perf_counter()
+            extract = extract_answer(question, hits)
+            timings["extract"] = (time.perf_counter() - start) * 1000
+            if extract is None:
+                if failed:
+                    record["verification"] = {"outcome": "refused", "source": "model",
+                                              "failed": list(failed)}
+                    return refuse("unverified_claim: " + "; ".join(failed[:3]))
+                return refuse("unsupported_answer: no sentence of the passages covers the question")
+            quote = make_quote(extract.n, hits[extract.n - 1], extract.sentence)
+            choice = self._choose_span(question, extract.sentence, record, timings,
+                                       use_model=settings.mode == "auto")
+            short = choice.span.text if choice else extract.sentence
+            source = "model-span" if choice and choice.method == "model" else "extract"
+            bad = failed_claims(short, quote.text) + failed_claims(extract.sentence, quote.text)
+            if bad:  # a span or sentence of the quote itself: never expected, still never shown
+                record["verification"] = {"outcome": "refused", "source": source, "failed": bad}
+                return refuse("unverified_claim: " + "; ".join(bad[:3]))
+            check = Verification("repaired" if failed else "verified", source, tuple(failed))
+            return answered(extract.text, extract.citations, hits, short=short, quote=quote,
+                            check=check)
 
         if not found.hits:
             return refuse("no_readable_evidence: nothing in the store is readable by these groups")
         if confidence < settings.min_confidence:
             return refuse(f"low_confidence: best evidence {confidence:.3f} is below "
                           f"min_confidence {settings.min_confidence:.3f}")
-        if generator is None:
-            start = time.perf_counter()
-            extract = extract_answer(question, hits)
-            timings["extract"] = (time.perf_counter() - start) * 1000
-            if extract is None:
-                return refuse("unsupported_answer: no sentence of the passages covers the question")
-            return answered(extract.text, extract.citations, hits)
+        if settings.mode != "generative":
+            return extracted()
         start = time.perf_counter()
         prompt = build_prompt(question, hits, render=generator.render,
                               count_tokens=generator.count_tokens,
@@ -190,8 +217,70 @@ class Answerer:
         if checked.supported_sentences == 0:
             return refuse("unsupported_answer: no sentence of the model's answer is supported "
                           "by a passage")
+        verified = verify_generated(question, checked.text, prompt.passages)
+        if isinstance(verified, list):  # a claim not in its quote: never shown as an answer
+            return extracted(failed=verified)
+        short, quote = verified
         return answered(checked.text, checked.citations, prompt.passages,
-                        checked.invalid_markers, checked.unsupported)
+                        checked.invalid_markers, checked.unsupported, short=short, quote=quote,
+                        check=Verification("verified", "model"))
+
+    def _choose_span(self, question: str, sentence: str, record: dict[str, Any],
+                     timings: dict[str, float], *, use_model: bool) -> Choice | None:
+        """The short answer in ``sentence``; with ``use_model``, the span the model scores best
+        (recorded with its prompt and the top candidates), else (or when the prompt is too long
+        to score) the rules' best."""
+        start = time.perf_counter()
+        scorer = None
+        if use_model:
+            generator = self.generator()
+            messages = span_messages(question, sentence)
+
+            def scorer(spans: Sequence[str]) -> list[float]:
+                prompt, scores = generator.score_continuations(messages, spans)
+                record["prompt"] = {"text": prompt, "messages": [list(m) for m in messages],
+                                    "purpose": "span choice"}
+                record["model"] = {"path": str(generator.model_path),
+                                   "sha256": generator.model_sha256(),
+                                   "runtime": generator.runtime()}
+                return scores
+        try:
+            choice = choose_span(question, sentence, scorer)
+        except PromptTooLong:
+            choice = choose_span(question, sentence)
+        timings["span"] = (time.perf_counter() - start) * 1000
+        if choice is not None:
+            record["span_choice"] = {"method": choice.method, "chosen": choice.span.text,
+                                     "candidates": [list(c) for c in choice.scored]}
+        return choice
+
+
+def verify_generated(question: str, text: str, passages: Sequence[Hit]) -> list[str] | tuple[str, Quote]:
+    """Check every sentence of a generated (already citation-checked) answer against the quote it
+    cites: the failures, or the short answer and the first sentence's quote."""
+    failures: list[str] = []
+    first: tuple[str, Quote] | None = None
+    for sentence in split_sentences(text):
+        marked = [int(m) for m in re.findall(r"\[(\d{1,3})\]", sentence)]
+        bare = re.sub(r"\s?\[\d{1,3}\]", "", sentence).strip()
+        quotes = [q for n in marked
+                  if (q := quote_for(bare, n, passages[n - 1], question)) is not None]
+        if not quotes:
+            failures.append(f"no quote found for: {bare[:80]}")
+            continue
+        problems = [failed_claims(bare, q.text) for q in quotes]
+        best = min(range(len(quotes)), key=lambda i: len(problems[i]))
+        failures.extend(problems[best])
+        if first is None and not problems[best]:
+            spans = [s.text for s in rule_spans(question, quotes[best].text) if s.text in bare]
+            first = (spans[0] if spans else bare, quotes[best])
+    if failures or first is None:
+        return failures or ["no sentence could be checked"]
+    return first
+
+
+def _check_record(check: Verification) -> dict[str, Any]:
+    return {"outcome": check.outcome, "source": check.source, "failed": list(check.failed)}
 
 
 def screen_retrieval(question: str, found: Retrieval) -> tuple[Screened, tuple[Hit, ...], float]:
@@ -231,9 +320,19 @@ def redact(record: dict[str, Any]) -> dict[str, Any]:
     """The record with the question, prompt, model output and answer replaced by their hashes
     (``redact_audit``): equal texts still compare equal, e.g. in ``replay``; nothing is readable."""
     out = dict(record, redacted=True)
-    for name in ("question", "answer"):
+    for name in ("question", "answer", "short_answer"):
         if isinstance(out.get(name), str):
             out[name] = redacted_text(out[name])
+    if isinstance(out.get("quote"), dict):
+        out["quote"] = dict(out["quote"], text=redacted_text(out["quote"].get("text", "")))
+    if isinstance(out.get("span_choice"), dict):  # spans of passage text
+        choice = out["span_choice"]
+        out["span_choice"] = dict(choice, chosen=redacted_text(choice.get("chosen", "")),
+                                  candidates=[[redacted_text(c[0]), *c[1:]]
+                                              for c in choice.get("candidates", [])])
+    if isinstance(out.get("verification"), dict):  # failures quote the answer's words
+        check = out["verification"]
+        out["verification"] = dict(check, failed=[redacted_text(f) for f in check.get("failed", [])])
     if isinstance(out.get("prompt"), dict):
         prompt = dict(out["prompt"], text=redacted_text(out["prompt"].get("text", "")))
         prompt["messages"] = [[role, redacted_text(text)] for role, text in prompt.get("messages", [])]

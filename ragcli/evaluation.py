@@ -100,6 +100,7 @@ class CaseResult:
     golden: Golden
     refused: bool = False
     answer: str = ""
+    short_answer: str = ""  # the span shown first (Answer.short_answer); "" when there is none
     retrieved_docs: list[str] = field(default_factory=list)
     prompt_docs: list[str] = field(default_factory=list)
     cited_docs: list[str] = field(default_factory=list)
@@ -127,14 +128,23 @@ class CaseResult:
         return contains_answer(self.answer, self.golden.expected_answers)
 
     @property
+    def short_correct(self) -> bool | None:
+        """Whether an expected answer is in the *short* answer: what the right / wrong counts and
+        the wrong-answer rate are measured on (None: nothing to check, or refused)."""
+        if not self.answerable or self.refused or self.error:
+            return None
+        return contains_answer(self.short_answer or self.answer, self.golden.expected_answers)
+
+    @property
     def f1(self) -> float:
+        """SQuAD token F1 of the short answer (of the answer when there is none)."""
         return 0.0 if self.refused or not self.answerable else \
-            best_f1(self.answer, self.golden.expected_answers)
+            best_f1(self.short_answer or self.answer, self.golden.expected_answers)
 
     @property
     def em(self) -> float:
         return 0.0 if self.refused or not self.answerable else \
-            exact_match(self.answer, self.golden.expected_answers)
+            exact_match(self.short_answer or self.answer, self.golden.expected_answers)
 
     @property
     def passed(self) -> bool:
@@ -188,7 +198,7 @@ class CaseResult:
     def summary(self) -> dict[str, Any]:
         """What the baseline keeps of a case."""
         return {"passed": self.passed, "refused": self.refused, "correct": self.answer_correct,
-                "f1": round(self.f1, 4), "exact_match": self.em,
+                "short_correct": self.short_correct, "f1": round(self.f1, 4), "exact_match": self.em,
                 "confidence": round(self.confidence, 6)}
 
 
@@ -220,7 +230,8 @@ class EvalResult:
                 "perturbations": list(self.perturbations),
                 "cases": [{"id": c.golden.id, "passed": c.passed, "failures": c.failures,
                            "refused": c.refused, "answer": c.answer,
-                           "answer_correct": c.answer_correct, "f1": round(c.f1, 4),
+                           "short_answer": c.short_answer, "answer_correct": c.answer_correct,
+                           "short_correct": c.short_correct, "f1": round(c.f1, 4),
                            "exact_match": c.em, "unstable": c.unstable,
                            "perturbed": {k: list(v) for k, v in c.perturbed.items()},
                            "retrieved_docs": c.retrieved_docs, "cited_docs": c.cited_docs,
@@ -241,6 +252,7 @@ def run_case(answerer: Answerer, golden: Golden, audit: AuditLog, repeat: int) -
         retrieved = {h.chunk_id: h for h in answer.retrieved}
         result.refused = answer.refused
         result.answer = answer.answer
+        result.short_answer = answer.short_answer or ""
         result.answers_seen.add(f"{answer.refused}|{answer.answer}")
         result.confidence = answer.confidence
         if not answer.retrieved:  # nothing readable: refused before any threshold
@@ -287,8 +299,9 @@ def compute_metrics(results: list[CaseResult], k: int | None = None) -> dict[str
     answerable = [r for r in results if r.answerable and not r.error]
     if answerable:
         given = [r for r in answerable if not r.refused]
-        wrong = sum(1 for r in given if r.answer_correct is False)
-        # string_presence: an expected answer occurs in the answer as whole tokens (answer_metrics)
+        wrong = sum(1 for r in given if r.short_correct is False)
+        # string_presence: an expected answer occurs in the answer as whole tokens (answer_metrics);
+        # exact match, token F1 and right / wrong are the short answer's (the SQuAD way)
         metrics["string_presence"] = statistics.fmean(1.0 if r.answer_correct else 0.0
                                                       for r in answerable)
         metrics["token_f1"] = statistics.fmean(r.f1 for r in answerable)
@@ -484,6 +497,26 @@ def calibrate(goldens: Sequence[Golden], store: Store, answerer: Answerer) -> li
                      "wrong_answers": float(wrong_answers),
                      "errors": float(wrong_refusals + wrong_answers)})
     return rows
+
+
+def calibrate_sets(sets: Sequence[tuple[str, Sequence[Golden], Store]], answerer: Answerer,
+                   current: float) -> dict[str, Any]:
+    """``calibrate`` on each (name, golden set, its store), and one threshold for all of them:
+    the one with the lowest mean of the sets' error rates (wrong refusals plus wrong answers, of
+    that set's cases), so a set with many cases does not outvote the others; ties go to the
+    value closest to ``current``. Returns {"current", "best", "sets": {name: best row there},
+    "sweep": [{"threshold", "error_rate", name: row, ...}]}."""
+    swept = {name: calibrate(goldens, store, answerer) for name, goldens, store in sets}
+    sizes = {name: len(goldens) for name, goldens, _ in sets}
+    rows = []
+    for i, first in enumerate(next(iter(swept.values()))):
+        row: dict[str, Any] = {"threshold": first["threshold"]}
+        for name, sweep in swept.items():
+            row[name] = dict(sweep[i], error_rate=sweep[i]["errors"] / sizes[name])
+        row["error_rate"] = statistics.fmean(row[name]["error_rate"] for name in swept)
+        rows.append(row)
+    best = min(rows, key=lambda r: (round(r["error_rate"], 9), abs(r["threshold"] - current)))
+    return {"current": current, "best": best, "sets": list(swept), "sweep": rows}
 
 
 RETRIEVAL_K = 3  # hit@3 and recall@3: a fixed depth, so a smaller top_k shows as a regression

@@ -28,6 +28,8 @@ class Extract:
     text: str
     citations: tuple[Citation, ...]
     score: float
+    sentence: str = ""  # the best-scoring sentence (where a short answer is looked for)
+    n: int = 0  # the passage it is from (1-based)
 
 
 def _table_rows(table: str) -> list[str]:
@@ -84,4 +86,4 @@ def extract_answer(question: str, passages: Sequence[Hit]) -> Extract | None:
         parts.append(f"{sentence} [{rank + 1}]")
         citations.setdefault(rank + 1, Citation(rank + 1, hit.chunk_id, hit.doc_id, hit.source,
                                                 hit.title, "extract"))
-    return Extract(" ".join(parts), tuple(citations.values()), best[0])
+    return Extract(" ".join(parts), tuple(citations.values()), best[0], best[3], best[4] + 1)

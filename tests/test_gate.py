@@ -121,8 +121,10 @@ class Replies(EchoGenerator):
 
 RIGHT = {"How many weeks of paid parental leave do non-birthing parents get?":
          "Non-birthing parents get 16 weeks of paid parental leave. [1]"}
+# wrong, yet every claim is in a sentence of the cited passage (the birthing parents' one), so the
+# claim checks pass it: what is left for the gate to catch (a made-up number is repaired instead)
 WRONG = {"How many weeks of paid parental leave do non-birthing parents get?":
-         "Non-birthing parents get 6 weeks of paid parental leave. [1]"}
+         "Parents receive 20 weeks of fully paid leave. [1]"}
 
 
 def test_wrong_number_with_a_valid_citation_fails_in_every_report(
@@ -141,7 +143,7 @@ def test_wrong_number_with_a_valid_citation_fails_in_every_report(
     result = runner.invoke(app, [*args, "--json", "--junit", str(junit), "--markdown", str(markdown)])
     assert result.exit_code == ExitCode.EVAL_REGRESSION, result.output
     case = json.loads(result.stdout)["cases"][0]
-    assert case["answer"].startswith("Non-birthing parents get 6 weeks")  # answered, cited, wrong
+    assert case["answer"].startswith("Parents receive 20 weeks")  # answered, cited, wrong
     assert case["cited_docs"] == ["hr/parental-leave.md"]
     assert case["answer_correct"] is False
     assert case["failures"] == ["wrong answer: none of the expected answers is in it"]

@@ -38,7 +38,7 @@ def corpus(tmp_path: Path) -> Path:
 def settings(tmp_path: Path, corpus: Path, hash_embedder: HashEmbedder) -> Settings:
     reindex([corpus], tmp_path / "store", hash_embedder)
     return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3",
-                    min_confidence=0.3, embedder="test-hash")
+                    min_confidence=0.3, embedder="test-hash", mode="generative")
 
 
 def ask(settings: Settings, question: str = QUESTION, groups: tuple[str, ...] = ()) -> dict:  # type: ignore[type-arg]
@@ -60,7 +60,22 @@ def test_exact_replay_is_identical(settings: Settings) -> None:
     report = run_replay(record)
     assert report.identical, report.to_json()
     assert report.checks == {"retrieval": True, "prompt": True, "output": True, "answer": True,
-                             "refused": True}
+                             "short_answer": True, "refused": True}
+
+
+def test_auto_mode_replays_the_span_choice(settings: Settings) -> None:
+    """Mode auto records the span prompt and the chosen span; replay scores the spans again and
+    reports a different choice (here: a model that now prefers another span) as a difference."""
+    auto = replace(settings, mode="auto")
+    answer = Answerer(auto, HashEmbedder(), EchoGenerator).ask(QUESTION, user="ana", groups=[])
+    record = AuditLog(settings.audit).get(answer.request_id)
+    assert record["span_choice"]["method"] == "model" and record["short_answer"]
+    report = run_replay(record)
+    assert report.identical and report.checks["short_answer"], report.to_json()
+    changed = replay(record, against="recorded", embedder=HashEmbedder(),
+                     generator_factory=lambda path, s: EchoGenerator(span="fully paid leave"))
+    assert not changed.identical and not changed.checks["short_answer"]
+    assert changed.answers["replayed_short"] == "fully paid leave"
 
 
 def test_changed_source_exact_still_identical_drift_reports(settings: Settings, corpus: Path,

@@ -35,7 +35,8 @@ POISONED = {"it/printers.md", "engineering/staging.md", "onboarding/lunch-and-le
 @pytest.fixture
 def settings(tmp_path: Path, hash_embedder: HashEmbedder) -> Settings:
     ingest([HANDBOOK], tmp_path / "store", hash_embedder)
-    return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3", min_confidence=0.3)
+    return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3", min_confidence=0.3,
+                    mode="generative")
 
 
 class ContextDumper(EchoGenerator):

@@ -39,6 +39,10 @@ def eval_command(
                       "report flaky ones.")] = 1,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Sweep the refusal threshold "
                          "and report the trade-off.")] = False,
+    calibrate_set: Annotated[list[str] | None, typer.Option(
+        "--calibrate-set", metavar="GOLDENS=CORPUS", show_default=False,
+        help="With --calibrate: another golden set and the corpus it asks about (indexed into a "
+        "store of its own); every set is reported separately and weighs the same.")] = None,
     beir: Annotated[Path | None, typer.Option("--beir", help="A BEIR directory: retrieval "
                     "metrics only.", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="BEIR qrels split.")] = "test",
@@ -70,10 +74,12 @@ def eval_command(
         raise UsageError("--update-baseline needs --baseline FILE to write")
     if accept_regression and not update_baseline:
         raise UsageError("--accept-regression goes with --update-baseline")
+    if calibrate_set and not calibrate:
+        raise UsageError("--calibrate-set goes with --calibrate")
+    extra_sets = [_calibration_pair(spec) for spec in calibrate_set or ()]
     from ..answering import Answerer
     from ..embedder import get_embedder
-    from ..evaluation import calibrate as run_calibrate
-    from ..evaluation import evaluate, load_goldens, parse_perturbations
+    from ..evaluation import calibrate_sets, evaluate, load_goldens, parse_perturbations
     from ..gate import (
         check_update,
         decide,
@@ -96,12 +102,15 @@ def eval_command(
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
     if calibrate:
-        rows = run_calibrate(cases, Store.open(settings.store), answerer)
-        best = min(rows, key=lambda r: (r["errors"], abs(r["threshold"] - settings.min_confidence)))
+        sets = [(goldens.stem, cases, Store.open(settings.store))]
+        for path, corpus in extra_sets:
+            sets.append((f"{path.stem}@{corpus.stem or corpus.name}", load_goldens(path),
+                         _corpus_store(corpus, settings.store, answerer.embedder, as_json)))
+        report = calibrate_sets(sets, answerer, settings.min_confidence)
         if as_json:
-            render.print_json({"current": settings.min_confidence, "best": best, "sweep": rows})
+            render.print_json(report)
         else:
-            render.calibration(rows, best, settings.min_confidence)
+            render.calibration(report)
         return
     start = time.perf_counter()
     result = evaluate(cases, answerer, perturbations=names, repeat=repeat)
@@ -125,6 +134,30 @@ def eval_command(
         render.evaluation(result, verdict)
     if verdict.code != ExitCode.OK:
         raise typer.Exit(int(verdict.code))
+
+
+def _calibration_pair(spec: str) -> tuple[Path, Path]:
+    from ..errors import UsageError
+
+    goldens, sep, corpus = spec.partition("=")
+    if not sep or not goldens or not corpus:
+        raise UsageError(f"--calibrate-set {spec!r}: write GOLDENS=CORPUS (a golden set and the "
+                         "directory or JSONL file it asks about)")
+    for path in (Path(goldens), Path(corpus)):
+        if not path.exists():
+            raise UsageError(f"--calibrate-set: {path} does not exist")
+    return Path(goldens), Path(corpus)
+
+
+def _corpus_store(corpus: Path, beside: Path, embedder: object, quiet: bool) -> object:
+    """A store of its own for a calibration corpus, next to the configured store (made or
+    updated: a second run only checks the files)."""
+    from ..indexing import reindex as run_reindex
+    from ..store import Store
+
+    path = Path(beside).parent / "calibrate" / (corpus.resolve().stem or "corpus")
+    run_reindex([corpus], path, embedder, progress=progress_bar(quiet))  # type: ignore[arg-type]
+    return Store.open(path)
 
 
 def _eval_beir(directory: Path, split: str, store: str | None, config: Path | None,

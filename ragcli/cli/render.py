@@ -83,7 +83,16 @@ def answer(result: Any) -> None:
     else:
         if result.mode == "generative" and sys.stderr.isatty():
             stderr().print()  # end the streamed raw output
-        out.print(result.answer)
+        if result.short_answer:
+            out.print(Text(result.short_answer, style="bold"))
+        if result.quote is not None:
+            out.print(Text(f'  "{" ".join(result.quote.text.split())}" [{result.quote.n}]', style="dim"))
+        check = result.verification
+        if check is not None and check.outcome == "repaired":
+            out.print(Text("  (the model's answer failed the claim checks and was replaced by this "
+                           "extract: " + "; ".join(check.failed[:2]) + ")", style="yellow"))
+        if result.answer != result.short_answer:
+            out.print(result.answer)
         for sentence in result.unsupported_sentences:
             out.print(Text(f"  (left out, not supported by the sources: {sentence})", style="dim"))
         if result.citations:
@@ -198,15 +207,28 @@ def evaluation(result: Any, verdict: Any) -> None:
         out.print(Text(f"  REGRESSION {regression}", style="red"))
 
 
-def calibration(rows: list[dict[str, float]], best: dict[str, float], current: float) -> None:
+def calibration(report: dict[str, Any]) -> None:
+    """Per threshold: each set's wrong refusals / wrong answers, and the mean error rate."""
     out = stdout()
-    out.print("threshold  wrong refusals  wrong answers")
-    for row in rows:
-        mark = " <- best" if row is best else " (current)" if abs(row["threshold"] - current) < 1e-9 else ""
-        out.print(f"{row['threshold']:>9.2f}  {row['wrong_refusals']:>14.0f}  "
-                  f"{row['wrong_answers']:>13.0f}{mark}")
-    out.print(f"best min_confidence: {best['threshold']:.2f} "
-              f"({best['wrong_refusals']:.0f} wrong refusals, {best['wrong_answers']:.0f} wrong answers)")
+    names = report["sets"]
+    table = Table(title="refusal threshold sweep (wrong refusals / wrong answers per set)",
+                  title_justify="left", box=None)
+    table.add_column("threshold", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("mean error rate", justify="right")
+    for row in report["sweep"]:
+        mark = " <- best" if row is report["best"] else \
+            " (current)" if abs(row["threshold"] - report["current"]) < 1e-9 else ""
+        table.add_row(f"{row['threshold']:.2f}",
+                      *(f"{row[n]['wrong_refusals']:.0f} / {row[n]['wrong_answers']:.0f}" for n in names),
+                      f"{row['error_rate']:.3f}{mark}")
+    out.print(table)
+    best = report["best"]
+    out.print(f"best min_confidence: {best['threshold']:.2f} (mean error rate "
+              f"{best['error_rate']:.3f}; " + ", ".join(
+                  f"{n}: {best[n]['wrong_refusals']:.0f} wrong refusals, "
+                  f"{best[n]['wrong_answers']:.0f} wrong answers" for n in names) + ")")
 
 
 def verified(path: Any, rows: int, documents: int) -> None:
