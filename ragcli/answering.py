@@ -157,7 +157,7 @@ class Answerer:
             the model's choice in mode auto, the rules' otherwise. ``failed``: the generated
             answer this repairs failed those checks."""
             start = time.perf_counter()
-            extract = extract_answer(question, hits)
+            extract = extract_answer(question, hits, self.similarity)
             timings["extract"] = (time.perf_counter() - start) * 1000
             if extract is None:
                 if failed:
@@ -224,6 +224,13 @@ class Answerer:
         return answered(checked.text, checked.citations, prompt.passages,
                         checked.invalid_markers, checked.unsupported, short=short, quote=quote,
                         check=Verification("verified", "model"))
+
+    def similarity(self, question: str, sentences: Sequence[str]) -> list[float]:
+        """Cosine of each sentence to the question (the store's embedder; unit vectors)."""
+        import numpy as np
+
+        vectors = np.asarray(self.embedder.embed([question, *sentences]), dtype=np.float64)
+        return [float(v @ vectors[0]) for v in vectors[1:]]
 
     def _choose_span(self, question: str, sentence: str, record: dict[str, Any],
                      timings: dict[str, float], *, use_model: bool) -> Choice | None:

@@ -217,8 +217,15 @@ class LlamaCppGenerator:
         if len(prefix) + longest > SCORE_CONTEXT_TOKENS:
             raise PromptTooLong(f"span prompt of {len(prefix) + longest} tokens is over "
                                 f"{SCORE_CONTEXT_TOKENS}")
-        llama.reset()
-        llama.eval(prefix)
+        # keep the cached keys and values of the part of the prompt the last call shared (the
+        # instruction and worked examples): only the rest is evaluated; at least one token is,
+        # for its logits
+        cached = llama.input_ids[:llama.n_tokens].tolist()
+        common = 0
+        while common < min(len(cached), len(prefix) - 1) and cached[common] == prefix[common]:
+            common += 1
+        llama.n_tokens = common
+        llama.eval(prefix[common:])
         base = llama.n_tokens
         out = []
         for tokens in encoded:

@@ -23,11 +23,21 @@ from .text import content_terms, coverage
 
 SPAN_SYSTEM = "Answer with a few words copied from the text."
 """The instruction the model scores candidate spans under (mode ``auto``)."""
-RULE_WEIGHT = 0.5
+SPAN_EXAMPLES = (
+    ("The library opens at 9 a.m. and closes at 6 p.m. on weekdays.",
+     "When does the library close on weekdays?", "6 p.m."),
+    ("The bridge, designed by Maria Lopez, was completed in 1932 after four years of work.",
+     "Who designed the bridge?", "Maria Lopez"),
+    ("Most of the island's electricity comes from wind turbines on the northern coast.",
+     "Where are the wind turbines?", "the northern coast"),
+)
+"""Three made-up worked examples shown before the question (written for ragcli, from no data
+set): on 200 squad-a questions outside its golden set they raised the chosen spans' token F1
+from 0.380 to 0.395 (EM 0.265 -> 0.285), for about 0.3 s more prefill."""
+RULE_WEIGHT = 1.0
 LENGTH_WEIGHT = 0.3
 """span score = log P(span, end of turn | prompt) + RULE_WEIGHT * rule score + LENGTH_WEIGHT *
-words: fitted on 200 squad-a questions outside its golden set (token F1 0.381 there, against
-0.376 for the likelihood alone and 0.31-0.36 for the rules alone)."""
+words: fitted on those 200 questions (the likelihood alone: F1 0.378; the rules alone 0.31-0.36)."""
 MAX_SPAN_PROMPT_TOKENS = 768
 _WORDS = re.compile(r"[^\W_]+", re.U)
 
@@ -82,7 +92,10 @@ SpanScorer = Callable[[Sequence[str]], list[float]]
 
 def span_messages(question: str, quote: str) -> tuple[tuple[str, str], ...]:
     """The chat the model scores candidate spans under (mode ``auto``)."""
-    return (("system", SPAN_SYSTEM), ("user", f"Text: {quote}\n\nQuestion: {question}"))
+    messages = [("system", SPAN_SYSTEM)]
+    for text, asked, answer in SPAN_EXAMPLES:
+        messages += [("user", f"Text: {text}\n\nQuestion: {asked}"), ("assistant", answer)]
+    return (*messages, ("user", f"Text: {quote}\n\nQuestion: {question}"))
 
 
 def choose_span(question: str, quote: str, scorer: SpanScorer | None = None) -> Choice | None:

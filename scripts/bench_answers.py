@@ -23,7 +23,7 @@ from ragcli.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "data" / "squad-a"
 COLUMNS = ("set", "mode", "cases", "EM", "F1", "right", "wrong", "refused", "wrong rate",
-           "absent refused", "cites ok", "p50 ms", "tokens")
+           "absent refused", "presence", "cites ok", "p50 ms", "tokens")
 
 
 def sets(squad: Path) -> dict[str, tuple[Path, Path]]:
@@ -41,13 +41,13 @@ def row(name: str, mode: str, cases: int, m: dict[str, float]) -> list[str]:
     return [name, mode, str(cases), pct("exact_match"), pct("token_f1"),
             f"{m.get('answered_right', 0):.0f}", f"{m.get('wrong_answers', 0):.0f}",
             f"{m.get('refused_answerable', 0):.0f}", pct("wrong_answer_rate"),
-            pct("absent_topic_refused"), pct("citation_validity"),
+            pct("absent_topic_refused"), pct("string_presence"), pct("citation_validity"),
             f"{m.get('latency_total_p50_ms', 0):.0f}", f"{m.get('tokens_per_answer_p50', 0):.0f}"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--modes", default="extractive,generative")
+    parser.add_argument("--modes", default="auto,extractive,generative")
     parser.add_argument("--sets", default="handbook,squad-a")
     parser.add_argument("--limit", type=int, default=0, help="the first N cases of each set")
     parser.add_argument("--squad", type=Path, default=SQUAD, help="the squad-a directory")

@@ -121,13 +121,13 @@ def test_calibrate_reports_each_set_and_one_threshold_for_all(tmp_path: Path, st
                                  f"{zoo}={corpus}", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["sets"] == ["handbook", "zoo@zoo"]
+    assert data["sets"] == ["handbook", "zoo"]
     assert len(data["sweep"]) == 51
     for row in data["sweep"]:
-        assert set(row) == {"threshold", "error_rate", "handbook", "zoo@zoo"}
+        assert set(row) == {"threshold", "error_rate", "handbook", "zoo"}
         assert row["error_rate"] == pytest.approx(
-            (row["handbook"]["error_rate"] + row["zoo@zoo"]["error_rate"]) / 2)
-        assert row["zoo@zoo"]["error_rate"] == row["zoo@zoo"]["errors"] / 3
+            (row["handbook"]["error_rate"] + row["zoo"]["error_rate"]) / 2)
+        assert row["zoo"]["error_rate"] == row["zoo"]["errors"] / 3
     assert data["best"]["error_rate"] == min(r["error_rate"] for r in data["sweep"])
     assert (store.parent / "calibrate" / "zoo").is_dir()  # a store of its own
     shown = runner.invoke(app, ["eval", str(GOLDENS), "--calibrate", "--calibrate-set",

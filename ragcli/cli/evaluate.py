@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -102,10 +103,14 @@ def eval_command(
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
     if calibrate:
-        sets = [(goldens.stem, cases, Store.open(settings.store))]
+        sets = [(_set_name(goldens), cases, Store.open(settings.store))]
         for path, corpus in extra_sets:
-            sets.append((f"{path.stem}@{corpus.stem or corpus.name}", load_goldens(path),
-                         _corpus_store(corpus, settings.store, answerer.embedder, as_json)))
+            name = _set_name(path)
+            if name in {n for n, _, _ in sets}:
+                raise UsageError(f"--calibrate-set {path}: two golden sets named {name!r}")
+            sets.append((name, load_goldens(path),
+                         _corpus_store(corpus, settings.store / ".." / "calibrate" / name,
+                                       answerer.embedder, as_json)))
         report = calibrate_sets(sets, answerer, settings.min_confidence)
         if as_json:
             render.print_json(report)
@@ -149,13 +154,17 @@ def _calibration_pair(spec: str) -> tuple[Path, Path]:
     return Path(goldens), Path(corpus)
 
 
-def _corpus_store(corpus: Path, beside: Path, embedder: object, quiet: bool) -> object:
-    """A store of its own for a calibration corpus, next to the configured store (made or
-    updated: a second run only checks the files)."""
+def _set_name(goldens: Path) -> str:
+    """A golden set's name: its file's stem, or its directory's name for a goldens.jsonl."""
+    return goldens.resolve().parent.name if goldens.stem == "goldens" else goldens.stem
+
+
+def _corpus_store(corpus: Path, path: Path, embedder: object, quiet: bool) -> object:
+    """The store of a calibration corpus (made or updated: a second run only checks the files)."""
     from ..indexing import reindex as run_reindex
     from ..store import Store
 
-    path = Path(beside).parent / "calibrate" / (corpus.resolve().stem or "corpus")
+    path = Path(os.path.normpath(path))
     run_reindex([corpus], path, embedder, progress=progress_bar(quiet))  # type: ignore[arg-type]
     return Store.open(path)
 
