@@ -167,7 +167,7 @@ class Answerer:
                 return refuse("unsupported_answer: no sentence of the passages covers the question")
             quote = make_quote(extract.n, hits[extract.n - 1], extract.sentence)
             choice = self._choose_span(question, extract.sentence, record, timings,
-                                       use_model=settings.mode == "auto")
+                                       use_model=settings.mode == "auto", checkpoint=checkpoint)
             short = choice.span.text if choice else extract.sentence
             source = "model-span" if choice and choice.method == "model" else "extract"
             bad = failed_claims(short, quote.text) + failed_claims(extract.sentence, quote.text)
@@ -233,7 +233,8 @@ class Answerer:
         return [float(v @ vectors[0]) for v in vectors[1:]]
 
     def _choose_span(self, question: str, sentence: str, record: dict[str, Any],
-                     timings: dict[str, float], *, use_model: bool) -> Choice | None:
+                     timings: dict[str, float], *, use_model: bool,
+                     checkpoint: Callable[[], None] | None = None) -> Choice | None:
         """The short answer in ``sentence``; with ``use_model``, the span the model scores best
         (recorded with its prompt and the top candidates), else (or when the prompt is too long
         to score) the rules' best."""
@@ -243,14 +244,17 @@ class Answerer:
             generator = self.generator()
             messages = span_messages(question, sentence)
 
-            def scorer(spans: Sequence[str]) -> list[float]:
-                prompt, scores = generator.score_continuations(messages, spans)
+            def on_prompt(prompt: str) -> None:
                 record["prompt"] = {"text": prompt, "messages": [list(m) for m in messages],
                                     "purpose": "span choice"}
                 record["model"] = {"path": str(generator.model_path),
                                    "sha256": generator.model_sha256(),
                                    "runtime": generator.runtime()}
-                return scores
+                if checkpoint is not None:
+                    checkpoint()  # the exact prompt is on disk before the model runs
+
+            def scorer(spans: Sequence[str]) -> list[float]:
+                return generator.score_continuations(messages, spans, on_prompt)[1]
         try:
             choice = choose_span(question, sentence, scorer)
         except PromptTooLong:

@@ -58,7 +58,8 @@ class Generator(Protocol):
                  on_token: TokenCallback | None = None) -> Generation: ...
 
     def score_continuations(self, messages: Sequence[tuple[str, str]],
-                            continuations: Sequence[str]) -> tuple[str, list[float]]: ...
+                            continuations: Sequence[str],
+                            on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]: ...
 
 
 def default_model_path() -> Path:
@@ -201,10 +202,12 @@ class LlamaCppGenerator:
             raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
 
     def score_continuations(self, messages: Sequence[tuple[str, str]],
-                            continuations: Sequence[str]) -> tuple[str, list[float]]:
+                            continuations: Sequence[str],
+                            on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]:
         """The rendered prompt, and log P(continuation, then end of turn | prompt) for each
         continuation, summed over its tokens. The prompt is evaluated once; each continuation
-        re-uses its cached keys and values. Raises PromptTooLong past ``SCORE_CONTEXT_TOKENS``."""
+        re-uses its cached keys and values. ``on_prompt`` gets the rendered prompt before the
+        model runs. Raises PromptTooLong past ``SCORE_CONTEXT_TOKENS``."""
         import numpy as np
 
         llama = self._scorer
@@ -224,6 +227,8 @@ class LlamaCppGenerator:
         common = 0
         while common < min(len(cached), len(prefix) - 1) and cached[common] == prefix[common]:
             common += 1
+        if on_prompt is not None:
+            on_prompt(prompt)
         llama.n_tokens = common
         llama.eval(prefix[common:])
         base = llama.n_tokens

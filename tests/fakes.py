@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -78,7 +78,10 @@ class EchoGenerator:
                           "seed": seed, "max_tokens": max_tokens}, {"generate": 1.0})
 
     def score_continuations(self, messages: Sequence[tuple[str, str]],
-                            continuations: Sequence[str]) -> tuple[str, list[float]]:
+                            continuations: Sequence[str],
+                            on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]:
         prompt = self.render(messages)
+        if on_prompt is not None:
+            on_prompt(prompt)
         self.prompts.append(prompt)
         return prompt, [100.0 if c == self.span else -10.0 * len(c.split()) for c in continuations]

@@ -1,7 +1,7 @@
 """Run the real ragcli CLI in a subprocess with the test embedder registered (``test-hash``).
 
-``FAKE_GENERATOR=hang`` makes ``ask``'s generator block in ``generate`` (to kill a process
-mid-generation); the product knows nothing of it."""
+``FAKE_GENERATOR=hang`` makes ``ask``'s generator block in ``generate`` and in
+``score_continuations`` (to kill a process while the model runs); the product knows nothing of it."""
 
 import os
 import sys
@@ -21,6 +21,11 @@ if os.environ.get("FAKE_GENERATOR") == "hang":
 
     class Hang(EchoGenerator):
         def generate(self, prompt, **kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(3600)
+
+        def score_continuations(self, messages, continuations, on_prompt=None):  # type: ignore[no-untyped-def]
+            if on_prompt is not None:
+                on_prompt(self.render(messages))
             time.sleep(3600)
 
     ask.gguf_generator = lambda settings: Hang()  # type: ignore[assignment]

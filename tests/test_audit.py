@@ -33,11 +33,12 @@ def env(cli_env: dict[str, str]) -> dict[str, str]:
     return cli_env
 
 
+@pytest.mark.parametrize("mode", ["generative", "auto"])
 def test_a_process_killed_during_generation_leaves_an_interrupted_record(
-        env: dict[str, str], tmp_path: Path) -> None:
+        env: dict[str, str], tmp_path: Path, mode: str) -> None:
     proc = subprocess.Popen([sys.executable, str(RUNNER), "ask", "How many weeks of paid "
                              "parental leave do non-birthing parents get?", "--json",
-                             "--mode", "generative"],
+                             "--mode", mode],
                             env={**os.environ, **env, "FAKE_GENERATOR": "hang"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     audit = tmp_path / "audit.sqlite3"
