@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 
 from .guardrails import SUPPORT_THRESHOLD, split_sentences, support
-from .text import STOP_WORDS
+from .text import STOP_WORDS, content_terms
 
 _MARKER = re.compile(r"\s?\[\d{1,3}\]")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -81,6 +81,6 @@ def failed_claims(answer: str, quote: str) -> list[str]:
     for negation in sorted((_words(answer) & _NEGATIONS) - quote_words):
         failures.append(f"'{negation}' is not in the quote")
     for sentence in split_sentences(_MARKER.sub("", answer)):
-        if support(sentence, quote) < SUPPORT_THRESHOLD:
+        if content_terms(sentence) and support(sentence, quote) < SUPPORT_THRESHOLD:
             failures.append(f"sentence not supported by the quote: {sentence[:80]}")
     return failures

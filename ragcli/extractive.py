@@ -69,6 +69,36 @@ RESCORED = 8
 held a gold answer for 78.0 % of them, against 74.8 % by coverage alone."""
 
 
+_NUMBER = r"(\d[\d,]*(?:\.\d+)?)"
+_RANGES = (  # (pattern, low group or None, high group or None)
+    (re.compile(_NUMBER + r"\s*(?:to|-|–|and)\s*" + _NUMBER), 1, 2),
+    (re.compile(r"\b(?:up to|below|under|less than|at most)\s+" + _NUMBER, re.I), None, 1),
+    (re.compile(r"\b(?:above|over|more than|at least|from)\s+" + _NUMBER, re.I), 1, None),
+)
+RANGE_BONUS = 0.5
+"""Added to a sentence's score when a number in the question falls in a range it states ("a
+purchase of 20,000" and the row "10,000 to 50,000; Approval needed: CFO"): limits and tiers are
+tables of ranges, and no word of the question names the right row."""
+
+
+def _value(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def in_range(question: str, sentence: str) -> bool:
+    """Whether a number of ``question`` lies within a range ``sentence`` states."""
+    numbers = [_value(n) for n in re.findall(_NUMBER, question)]
+    if not numbers:
+        return False
+    for pattern, low, high in _RANGES:
+        for match in pattern.finditer(sentence):
+            lo = _value(match.group(low)) if low else float("-inf")
+            hi = _value(match.group(high)) if high else float("inf")
+            if any(lo <= n <= hi and (lo, hi) != (n, n) for n in numbers):
+                return True
+    return False
+
+
 def extract_answer(question: str, passages: Sequence[Hit],
                    similarity: Similarity | None = None) -> Extract | None:
     terms = content_terms(question)
@@ -76,6 +106,8 @@ def extract_answer(question: str, passages: Sequence[Hit],
     for rank, hit in enumerate(passages):
         for order, (sentence, block) in enumerate(candidates(hit)):
             score = coverage(terms, f"{hit.heading_path} {sentence}")
+            if score > 0 and in_range(question, sentence):
+                score += RANGE_BONUS
             scored.append((score, -rank, -order, sentence, rank, block))
     if not scored:
         return None

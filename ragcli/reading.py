@@ -102,6 +102,14 @@ def choose_span(question: str, quote: str, scorer: SpanScorer | None = None) -> 
     """The short answer in ``quote``: the rules' best span, or with ``scorer`` the span the model
     finds likeliest (plus the rule score and a length term); None when the quote has no
     candidate at all."""
+    if quote.startswith("```"):  # a code block: the line that covers the question best
+        lines = [ln for ln in quote.splitlines()[1:] if ln.strip() and not ln.startswith("```")]
+        if not lines:
+            return None
+        asked = content_terms(question)
+        best = max(lines, key=lambda ln: (coverage(asked, ln), -lines.index(ln)))
+        start = quote.index(best)
+        return Choice(Span(best.strip(), start, start + len(best)), "rules")
     ruled = rule_spans(question, quote)
     if scorer is None:
         return Choice(ruled[0], "rules", tuple((s.text, round(s.score, 4)) for s in ruled[:5])) \

@@ -174,3 +174,24 @@ def test_ask_json_carries_short_answer_quote_and_verification(
     shown = CliRunner().invoke(app, ["ask", QUESTION, "--mode", "extractive"])
     assert shown.exit_code == 0
     assert shown.stdout.lstrip().startswith("16 weeks")  # the short answer first
+
+
+@pytest.mark.parametrize(("question", "sentence", "inside"), [
+    ("Who must approve a purchase of 20,000 EUR?", "Amount: 10,000 to 50,000; Approval: CFO", True),
+    ("Who must approve a purchase of 20,000 EUR?", "Amount: 1,000 to 10,000; Approval: Head", False),
+    ("Who approves 500 EUR?", "Amount: Up to 1,000; Approval: Team lead", True),
+    ("Who approves 60,000 EUR?", "Amount: Above 50,000; Approval: CFO and CEO", True),
+    ("Who approves 60,000 EUR?", "Amount: Up to 1,000; Approval: Team lead", False),
+    ("Who approves a purchase?", "Amount: 10,000 to 50,000; Approval: CFO", False)])
+def test_a_number_in_the_question_picks_the_range_that_holds_it(question: str, sentence: str,
+                                                               inside: bool) -> None:
+    from ragcli.extractive import in_range
+
+    assert in_range(question, sentence) is inside
+
+
+def test_a_code_answer_is_its_best_line_and_passes_the_checks() -> None:
+    code = "```bash\nvault login -method=oidc role=engineer\nvault kv get -field=password x\n```"
+    choice = choose_span("Which command logs in to Vault with OIDC?", code)
+    assert choice is not None and choice.span.text == "vault login -method=oidc role=engineer"
+    assert failed_claims(code, code) == [] and failed_claims(choice.span.text, code) == []
