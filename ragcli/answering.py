@@ -1,9 +1,14 @@
-"""retrieval -> prompting -> generation -> guardrails; returns an Answer and writes its audit record.
+"""retrieval -> refusal gate -> (span choice | generation) -> claim checks; returns an Answer and
+writes its audit record.
 
 Refusal is decided here, by the system, before any model runs: no readable evidence, or evidence
-below ``Settings.min_confidence``, means "I don't know" and the closest sources searched. After
-generation, an answer that declines, or of which no sentence is supported by a passage, is also a
-refusal. Every request, answered, refused or failed, leaves exactly one audit record.
+below ``Settings.min_confidence``, means "I don't know" and the closest sources searched. Then, by
+mode: ``auto`` takes the best sentence of the passages as the quote and lets the model choose the
+short answer among its spans (reading.py); ``extractive`` lets rules choose (no model);
+``generative`` has the model write, and checks every claim of it against the one sentence it
+cites (claims.py): a failure is repaired with the verified extract, or refused, never shown. An
+answer that declines, or of which no sentence is supported, is a refusal too. Every request,
+answered, refused or failed, leaves exactly one audit record.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 The parent builds real prompts (the handbook store, the golden questions, the default settings),
 generates natively, then runs the same generations in a child under ``qemu-x86_64 -cpu Haswell``
 (AVX2, FMA, F16C; no AVX-512, no VNNI) and with one prefill thread, and compares the outputs byte
-for byte; it also embeds the golden questions in the child and compares the vectors.
+for byte; it also scores mode auto's candidate spans (the model's likelihood of each) and compares
+the choices and the scores, and embeds the golden questions in the child and compares the vectors.
 """
 
 from __future__ import annotations
@@ -32,22 +33,34 @@ def generate(prompts: list[str], settings: Settings, batch_threads: int) -> list
                                seed=settings.seed).text for p in prompts]
 
 
+def score_spans(jobs: list[dict], settings: Settings, batch_threads: int) -> list[list[float]]:
+    """Mode auto's span scores: log-likelihood of each candidate span (the model's choice)."""
+    generator = LlamaCppGenerator.from_settings(replace(settings, batch_threads=batch_threads))
+    return [generator.score_continuations([tuple(m) for m in job["messages"]], job["spans"])[1]
+            for job in jobs]
+
+
 def child(job: Path) -> None:
     data = json.loads(job.read_text())
     settings = Settings()
     start = time.perf_counter()
     outputs = generate(data["prompts"], settings, settings.batch_threads)
+    scores = score_spans(data["spans"], settings, settings.batch_threads)
     vectors = get_embedder(settings.embedder).embed(data["questions"])
     np.save(job.with_suffix(".npy"), vectors)
     job.with_suffix(".out.json").write_text(json.dumps(
-        {"outputs": outputs, "seconds": time.perf_counter() - start}))
+        {"outputs": outputs, "scores": scores, "seconds": time.perf_counter() - start}))
 
 
-def prompts_for(questions: list[str], settings: Settings) -> list[str]:
+def prompts_for(questions: list[str], settings: Settings) -> tuple[list[str], list[dict]]:
+    """The generation prompts, and mode auto's span-scoring jobs, for ``questions``."""
     from ragcli.answering import screen_retrieval
+    from ragcli.extractive import extract_answer
     from ragcli.indexing import reindex
     from ragcli.prompting import build_prompt
+    from ragcli.reading import span_messages
     from ragcli.retrieval import retrieve_configured
+    from ragcli.spans import all_spans
     from ragcli.store import Store
 
     embedder = get_embedder(settings.embedder)
@@ -55,7 +68,7 @@ def prompts_for(questions: list[str], settings: Settings) -> list[str]:
     reindex([ROOT / "corpora" / "handbook"], store_path, embedder)
     store = Store.open(store_path)
     generator = LlamaCppGenerator.from_settings(settings)
-    out = []
+    out, spans = [], []
     for question in questions:
         _, hits, _ = screen_retrieval(question, retrieve_configured(store, embedder, question, [],
                                                                     settings))
@@ -63,7 +76,12 @@ def prompts_for(questions: list[str], settings: Settings) -> list[str]:
                                 count_tokens=generator.count_tokens,
                                 context_tokens=generator.context_tokens,
                                 answer_tokens=settings.max_tokens).text)
-    return out
+        extract = extract_answer(question, hits)
+        if extract is not None:
+            spans.append({"messages": span_messages(question, extract.sentence),
+                          "spans": [s.text for s in all_spans(question, extract.sentence)] or
+                          [extract.sentence]})
+    return out, spans
 
 
 def main() -> None:
@@ -77,13 +95,15 @@ def main() -> None:
     settings = Settings()
     goldens = [json.loads(x) for x in (ROOT / "goldens" / "handbook.jsonl").read_text().splitlines()]
     questions = [g["question"] for g in goldens if g["expected_answers"]][:args.questions]
-    prompts = prompts_for(questions, settings)
+    prompts, span_jobs = prompts_for(questions, settings)
     native = generate(prompts, settings, settings.batch_threads)
     one_thread = generate(prompts, settings, 1)
+    native_scores = score_spans(span_jobs, settings, settings.batch_threads)
+    one_thread_scores = score_spans(span_jobs, settings, 1)
     native_vectors = get_embedder(settings.embedder).embed(questions)
     with tempfile.TemporaryDirectory() as work:
         job = Path(work) / "job.json"
-        job.write_text(json.dumps({"prompts": prompts, "questions": questions}))
+        job.write_text(json.dumps({"prompts": prompts, "questions": questions, "spans": span_jobs}))
         subprocess.run(["qemu-x86_64", "-cpu", "Haswell", sys.executable, __file__, "--child",
                         str(job)], check=True, stderr=subprocess.DEVNULL)
         emulated = json.loads(job.with_suffix(".out.json").read_text())
@@ -100,7 +120,19 @@ def main() -> None:
           f"AVX2 emulated): {same}/{len(prompts)}")
     print(f"question vectors, native vs AVX2 emulated: max |diff| "
           f"{float(np.abs(vectors - native_vectors).max()):.2e}")
-    sys.exit(0 if same == len(prompts) else 1)
+    chosen_same = 0
+    worst = 0.0
+    for job, a, b, c in zip(span_jobs, native_scores, emulated["scores"], one_thread_scores,
+                            strict=True):
+        picks = {job["spans"][int(np.argmax(x))] for x in (a, b, c)}
+        chosen_same += len(picks) == 1
+        worst = max(worst, float(np.abs(np.array(a) - np.array(b)).max()),
+                    float(np.abs(np.array(a) - np.array(c)).max()))
+        print(f"- span {'same' if len(picks) == 1 else 'DIFFERENT'}: {sorted(picks)} "
+              f"({len(job['spans'])} candidates)")
+    print(f"mode auto span choices identical (native, 1 thread, AVX2 emulated): "
+          f"{chosen_same}/{len(span_jobs)}; max |score diff| {worst:.2e}")
+    sys.exit(0 if same == len(prompts) and chosen_same == len(span_jobs) else 1)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ def ask(
     min_confidence: Annotated[float | None, typer.Option("--min-confidence",
                               help="Refuse below this evidence score.",
                               show_default=False)] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="generative (the model) or "
-                    "extractive (cited sentences of the passages; no model).",
-                    show_default=False)] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="auto (the model picks the short "
+                    "answer among spans of the best sentence), generative (the model writes; "
+                    "claims checked) or extractive (no model).", show_default=False)] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

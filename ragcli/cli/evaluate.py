@@ -48,7 +48,7 @@ def eval_command(
                     "metrics only.", show_default=False)] = None,
     split: Annotated[str, typer.Option("--split", help="BEIR qrels split.")] = "test",
     store: StoreOpt = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="generative or extractive.",
+    mode: Annotated[str | None, typer.Option("--mode", help="auto, generative or extractive.",
                     show_default=False)] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", show_default=False,
                      help="Passages per question.")] = None,
