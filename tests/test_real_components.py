@@ -256,3 +256,40 @@ def test_real_ask_then_exact_replay_is_identical(store: Path, tmp_path: Path) ->
     report = json.loads(result.stdout)
     assert report["identical"] is True
     assert report["checks"]["prompt"] and report["checks"]["output"]
+
+
+def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
+        generator: LlamaCppGenerator) -> None:
+    """Mode auto's choice is an argmax over these scores: they must not move between runs,
+    thread counts, or a warm and a cold cache (the worked examples stay cached between calls)."""
+    from ragcli.reading import span_messages
+    from ragcli.spans import all_spans
+
+    sentence = "Non-birthing parents receive 16 weeks of fully paid leave."
+    question = "How many weeks of paid parental leave do non-birthing parents get?"
+    spans = [s.text for s in all_spans(question, sentence)]
+    messages = span_messages(question, sentence)
+    other = span_messages("Who approves 450 EUR?", "Requests up to 500 EUR need the team lead.")
+    one = LlamaCppGenerator(None, threads=1, batch_threads=1)
+    _, cold = one.score_continuations(messages, spans)
+    one.score_continuations(other, ["team lead"])  # the cache now holds another question
+    _, warm = one.score_continuations(messages, spans)
+    prompt, two = LlamaCppGenerator(None, threads=1, batch_threads=2).score_continuations(
+        messages, spans)
+    assert cold == warm == two
+    assert prompt.endswith("<|im_start|>assistant\n") and sentence in prompt
+    assert spans[int(np.argmax(cold))] in sentence
+
+
+def test_auto_mode_shows_a_span_of_its_quote_found_at_its_offsets(store: Path, tmp_path: Path) -> None:
+    from ragcli.store import Store
+
+    data = ask(store, tmp_path / "audit.sqlite3",
+               "How many weeks of paid parental leave do non-birthing parents get?")
+    assert data["mode"] == "auto" and not data["refused"]
+    assert data["verification"] == {"outcome": "verified", "source": "model-span", "failed": []}
+    quote = data["quote"]
+    text = Store.open(store).rows([quote["chunk_id"]], ["text"])[quote["chunk_id"]]["text"]
+    assert text[quote["start"]:quote["end"]] == quote["text"]
+    assert data["short_answer"] in quote["text"].replace("**", "")
+    assert quote["chunk_id"] in {c["chunk_id"] for c in data["citations"]}
