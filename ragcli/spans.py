@@ -125,6 +125,15 @@ def _typed_pieces(words: list[tuple[str, int, int]], a: int, b: int) -> set[tupl
     return pieces
 
 
+_HEADER = re.compile(r"(?:^|; )([^:;]{1,80}): ")
+
+
+def _in_header(sentence: str, start: int, end: int) -> bool:
+    """Whether [start, end) lies inside a column name of a table row read as "header: value; ..."
+    (extractive.candidates): a header names the question's subject, never its answer."""
+    return any(m.start(1) <= start and end <= m.end(1) for m in _HEADER.finditer(sentence))
+
+
 def rule_spans(question: str, sentence: str, max_words: int = 8) -> list[Span]:
     """Candidate spans of ``sentence`` for ``question``, best first (see the module docstring)."""
     kind = question_type(question)
@@ -149,7 +158,8 @@ def rule_spans(question: str, sentence: str, max_words: int = 8) -> list[Span]:
                 score += 0.1
             found[(x, y)] = max(score, found.get((x, y), score))
     spans = [Span(sentence[words[x][1]:words[y][2]], words[x][1], words[y][2], score)
-             for (x, y), score in found.items()]
+             for (x, y), score in found.items()
+             if not _in_header(sentence, words[x][1], words[y][2])]
     spans.sort(key=lambda s: (-s.score, s.start, s.end))
     return spans
 
@@ -171,7 +181,7 @@ def all_spans(question: str, sentence: str, max_words: int = 6) -> list[Span]:
             if all(stem(w.lower()) in asked or not w[0].isalnum() for w in run):
                 continue
             text = sentence[words[i][1]:words[j][2]]
-            if text not in seen:
+            if text not in seen and not _in_header(sentence, words[i][1], words[j][2]):
                 seen.add(text)
                 out.append(Span(text, words[i][1], words[j][2]))
     return out

@@ -195,3 +195,12 @@ def test_a_code_answer_is_its_best_line_and_passes_the_checks() -> None:
     choice = choose_span("Which command logs in to Vault with OIDC?", code)
     assert choice is not None and choice.span.text == "vault login -method=oidc role=engineer"
     assert failed_claims(code, code) == [] and failed_claims(choice.span.text, code) == []
+
+
+def test_a_table_rows_column_names_are_never_the_short_answer() -> None:
+    row = "Amount (EUR, excluding VAT): 10,000 to 50,000; Approval needed: CFO"
+    question = "Who must approve a purchase of 20,000 EUR?"
+    assert rule_spans(question, row)[0].text == "CFO"
+    from ragcli.spans import all_spans
+
+    assert {"Amount", "Approval needed", "EUR"}.isdisjoint(s.text for s in all_spans(question, row))
