@@ -2,8 +2,8 @@
 
 - :func:`locate` finds a sentence (as the extractor cleaned it: markup gone, white space folded)
   in the passage text as stored, so a quote carries offsets into the chunk's text.
-- :func:`quote_for` picks the sentence(s) of a passage that best support an answer sentence: the
-  quote a generated sentence is checked against (claims.py).
+- :func:`quote_for` picks the one sentence of a passage that best supports an answer sentence:
+  the quote a generated sentence is checked against (claims.py).
 - :func:`choose_span` picks the short answer inside a quote: by the rules alone (spans.rule_spans),
   or by the model's likelihood of each candidate span as the answer (mode ``auto``), plus the rule
   score and a length term. Either way the short answer is a substring of the quote.
@@ -38,7 +38,6 @@ RULE_WEIGHT = 1.0
 LENGTH_WEIGHT = 0.3
 """span score = log P(span, end of turn | prompt) + RULE_WEIGHT * rule score + LENGTH_WEIGHT *
 words: fitted on those 200 questions (the likelihood alone: F1 0.378; the rules alone 0.31-0.36)."""
-MAX_SPAN_PROMPT_TOKENS = 768
 _WORDS = re.compile(r"[^\W_]+", re.U)
 
 
