@@ -191,13 +191,16 @@ class LlamaCppGenerator:
     @cached_property
     def _scorer(self) -> Any:
         """A second context of the same weights that keeps the logits of every position (what
-        scoring needs; the generating one keeps only the last). Small: span prompts are short."""
+        scoring needs; the generating one keeps only the last). Small: span prompts are short.
+        One thread: scoring evaluates dozens of batches of a few tokens, and on a busy machine
+        (measured here beside another CPU-bound process) two threads syncing after every layer
+        made each question take 19 s instead of about 1 s; the scores do not depend on it."""
         try:
             from llama_cpp import Llama
 
             return Llama(model_path=str(self.model_path), n_ctx=SCORE_CONTEXT_TOKENS,
-                         n_threads=self.threads, n_threads_batch=self.batch_threads,
-                         seed=self.seed, logits_all=True, verbose=False)
+                         n_threads=1, n_threads_batch=1, seed=self.seed, logits_all=True,
+                         verbose=False)
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
 

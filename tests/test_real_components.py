@@ -260,8 +260,9 @@ def test_real_ask_then_exact_replay_is_identical(store: Path, tmp_path: Path) ->
 
 def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
         generator: LlamaCppGenerator) -> None:
-    """Mode auto's choice is an argmax over these scores: they must not move between runs,
-    thread counts, or a warm and a cold cache (the worked examples stay cached between calls)."""
+    """Mode auto's choice is an argmax over these scores: they must not move between runs, a warm
+    and a cold cache (the worked examples stay cached between calls), or the prefill thread
+    setting (scoring always runs on one thread)."""
     from ragcli.reading import span_messages
     from ragcli.spans import all_spans
 
