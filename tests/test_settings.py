@@ -66,7 +66,7 @@ def test_fingerprint_changes_with_settings(tmp_path: Path) -> None:
     assert len(from_file.fingerprint()) == 16
     base = Settings(top_k=4)
     changed = {Settings(top_k=2), Settings(top_k=4, seed=7), Settings(top_k=4, mode="extractive"),
-               Settings(top_k=4, min_confidence=0.5)}
+               Settings(top_k=4, min_confidence=0.6)}
     assert len({s.fingerprint() for s in changed} | {base.fingerprint()}) == len(changed) + 1
 
 
