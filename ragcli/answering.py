@@ -14,7 +14,6 @@ answered, refused or failed, leaves exactly one audit record.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,7 +26,7 @@ from .embedder import Embedder
 from .errors import RagError, UsageError
 from .extractive import extract_answer
 from .generation import Generator, PromptTooLong, TokenCallback
-from .guardrails import REFUSAL, check_answer, looks_like_refusal, split_sentences
+from .guardrails import MARKER, REFUSAL, check_answer, looks_like_refusal, split_sentences
 from .ids import new_id
 from .models import Answer, Citation, Hit, Quote, Verification
 from .prompting import build_prompt
@@ -277,8 +276,8 @@ def verify_generated(question: str, text: str, passages: Sequence[Hit]) -> list[
     failures: list[str] = []
     first: tuple[str, Quote] | None = None
     for sentence in split_sentences(text):
-        marked = [int(m) for m in re.findall(r"\[(\d{1,3})\]", sentence)]
-        bare = re.sub(r"\s?\[\d{1,3}\]", "", sentence).strip()
+        marked = [int(m) for m in MARKER.findall(sentence)]
+        bare = MARKER.sub("", sentence).strip()
         quotes = [q for n in marked
                   if (q := quote_for(bare, n, passages[n - 1], question)) is not None]
         if not quotes:

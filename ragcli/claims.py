@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import re
 
-from .guardrails import SUPPORT_THRESHOLD, split_sentences, support
+from .guardrails import MARKER, SUPPORT_THRESHOLD, split_sentences, support
 from .text import STOP_WORDS, content_terms
 
-_MARKER = re.compile(r"\s?\[\d{1,3}\]")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _AMOUNT = re.compile(r"([$€£¥])?\s?(\d+(?:\.\d+)?)(?:\s?-\s?|\s)?(%|[A-Za-z]+)?")
 _WORD = re.compile(r"[^\W\d_][\w'’\-]*")
@@ -31,7 +30,7 @@ _NOT_UNITS = STOP_WORDS | frozenset({"and", "or", "to", "per", "th", "st", "nd",
 
 
 def _plain(text: str) -> str:
-    return _THOUSANDS.sub("", _MARKER.sub(" ", text)).replace("’", "'")
+    return _THOUSANDS.sub("", MARKER.sub(" ", text)).replace("’", "'")
 
 
 def amounts(text: str) -> list[tuple[str, str, str]]:
@@ -80,7 +79,7 @@ def failed_claims(answer: str, quote: str) -> list[str]:
         failures.append(f"name '{name}' is not in the quote")
     for negation in sorted((_words(answer) & _NEGATIONS) - quote_words):
         failures.append(f"'{negation}' is not in the quote")
-    for sentence in split_sentences(_MARKER.sub("", answer)):
+    for sentence in split_sentences(MARKER.sub("", answer)):
         if content_terms(sentence) and support(sentence, quote) < SUPPORT_THRESHOLD:
             failures.append(f"sentence not supported by the quote: {sentence[:80]}")
     return failures

@@ -21,7 +21,8 @@ from .screening import REDACTED, visible
 from .text import content_terms, coverage
 
 SUPPORT_THRESHOLD = 0.5
-_MARKER = re.compile(r"\s?\[(\d{1,3})\]")
+MARKER = re.compile(r"\s?\[(\d{1,3})\]")
+"""A citation marker ``[n]`` with the space before it; group 1 is n."""
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
 _LEADING_MARKERS = re.compile(r"^((?:\[\d{1,3}\]\s*)+)")
 REFUSAL = "I don't know."
@@ -46,7 +47,7 @@ def split_sentences(text: str) -> list[str]:
 
 def support(sentence: str, passage: str) -> float:
     """Fraction of the sentence's content terms that occur in the passage."""
-    return coverage(content_terms(_MARKER.sub("", sentence)), passage)
+    return coverage(content_terms(MARKER.sub("", sentence)), passage)
 
 
 def looks_like_refusal(text: str) -> bool:
@@ -83,13 +84,13 @@ def check_answer(raw: str, passages: Sequence[Hit]) -> CheckedAnswer:
         invalid.append(n)
         return ""
 
-    text = _MARKER.sub(keep, raw.strip()).replace(REDACTED, " ")  # echoed markers are no answer
+    text = MARKER.sub(keep, raw.strip()).replace(REDACTED, " ")  # echoed markers are no answer
     cited: dict[int, Citation] = {}
     unsupported: list[str] = []
     out: list[str] = []
     for sentence in split_sentences(text):
-        bare = _MARKER.sub("", sentence).strip()
-        marked = [int(m) for m in _MARKER.findall(sentence)]
+        bare = MARKER.sub("", sentence).strip()
+        marked = [int(m) for m in MARKER.findall(sentence)]
         backed = [n for n in marked if support(bare, _passage_text(passages[n - 1]))
                   >= SUPPORT_THRESHOLD]
         if backed:
