@@ -25,7 +25,7 @@ from .claims import failed_claims
 from .embedder import Embedder
 from .errors import RagError, UsageError
 from .extractive import extract_answer
-from .generation import Generator, PromptTooLong, TokenCallback
+from .generation import Generator, PromptTooLong, TokenCallback, model_record
 from .guardrails import MARKER, REFUSAL, check_answer, looks_like_refusal, split_sentences
 from .ids import new_id
 from .models import Answer, Citation, Hit, Quote, Verification
@@ -199,8 +199,7 @@ class Answerer:
                             "messages": [list(m) for m in prompt.messages],
                             "passages": [h.chunk_id for h in prompt.passages],
                             "dropped": list(prompt.dropped)}
-        record["model"] = {"path": str(generator.model_path), "sha256": generator.model_sha256(),
-                           "runtime": generator.runtime()}
+        record["model"] = model_record(generator)
         if not prompt.passages:
             return refuse("context_budget: no passage fits the model's context window")
         if checkpoint is not None:
@@ -251,9 +250,7 @@ class Answerer:
             def on_prompt(prompt: str) -> None:
                 record["prompt"] = {"text": prompt, "messages": [list(m) for m in messages],
                                     "purpose": "span choice"}
-                record["model"] = {"path": str(generator.model_path),
-                                   "sha256": generator.model_sha256(),
-                                   "runtime": generator.runtime()}
+                record["model"] = model_record(generator)
                 if checkpoint is not None:
                     checkpoint()  # the exact prompt is on disk before the model runs
 

@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     EVAL_LEAK = 15  # eval: a forbidden document reached retrieval, a prompt or a citation
     EVAL_ERROR = 16  # eval: a case errored (it counts as a failure, never as a skip)
     ENGINE = 17  # --engine ray: a Ray task failed after its retries, or results were lost
+    TUNE_NOT_BETTER = 18  # tune: the adapter did not beat the base model on every --eval set
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

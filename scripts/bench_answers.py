@@ -22,7 +22,7 @@ from ragcli.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SQUAD = ROOT.parent / "shared" / "data" / "squad-a"
-COLUMNS = ("set", "mode", "cases", "EM", "F1", "right", "wrong", "refused", "wrong rate",
+COLUMNS = ("set", "mode", "adapter", "cases", "EM", "F1", "right", "wrong", "refused", "wrong rate",
            "absent refused", "presence", "cites ok", "p50 ms", "tokens")
 
 
@@ -34,11 +34,11 @@ def sets(squad: Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def row(name: str, mode: str, cases: int, m: dict[str, float]) -> list[str]:
+def row(name: str, mode: str, adapter: str, cases: int, m: dict[str, float]) -> list[str]:
     def pct(key: str) -> str:
         return f"{m[key]:.3f}" if key in m else "-"
 
-    return [name, mode, str(cases), pct("exact_match"), pct("token_f1"),
+    return [name, mode, adapter, str(cases), pct("exact_match"), pct("token_f1"),
             f"{m.get('answered_right', 0):.0f}", f"{m.get('wrong_answers', 0):.0f}",
             f"{m.get('refused_answerable', 0):.0f}", pct("wrong_answer_rate"),
             pct("absent_topic_refused"), pct("string_presence"), pct("citation_validity"),
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--sets", default="handbook,squad-a")
     parser.add_argument("--limit", type=int, default=0, help="the first N cases of each set")
     parser.add_argument("--squad", type=Path, default=SQUAD, help="the squad-a directory")
+    parser.add_argument("--adapters", default="default",
+                        help="comma list: default (the shipped adapter), none, or GGUF paths")
     args = parser.parse_args()
     base = Settings()
     embedder = get_embedder(base.embedder)
@@ -63,14 +65,18 @@ def main() -> None:
         reindex([corpus], store, embedder)
         cases = load_goldens(goldens)[:args.limit or None]
         for mode in args.modes.split(","):
-            settings = Settings(store=store, mode=mode, audit=bench / "answers-audit.sqlite3")
-            answerer = Answerer(settings, embedder,
-                                lambda s=settings: LlamaCppGenerator.from_settings(s))
-            start = time.perf_counter()
-            result = evaluate(cases, answerer)
-            print(f"{name} {mode}: {len(cases)} cases in {time.perf_counter() - start:.0f} s",
-                  flush=True)
-            rows.append(row(name, mode, len(cases), result.metrics))
+            for adapter in args.adapters.split(",") if mode != "extractive" else ["-"]:
+                settings = Settings(store=store, mode=mode, audit=bench / "answers-audit.sqlite3",
+                                    adapter="none" if adapter == "-" else adapter)
+                answerer = Answerer(settings, embedder,
+                                    lambda s=settings: LlamaCppGenerator.from_settings(s))
+                start = time.perf_counter()
+                result = evaluate(cases, answerer)
+                print(f"{name} {mode} adapter={adapter}: {len(cases)} cases in "
+                      f"{time.perf_counter() - start:.0f} s", flush=True)
+                label = adapter if adapter in ("-", "none") else \
+                    str(LlamaCppGenerator.from_settings(settings).adapter_path or "none (default)")
+                rows.append(row(name, mode, Path(label).name, len(cases), result.metrics))
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
     print()
     print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths, strict=True)))

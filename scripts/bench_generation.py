@@ -4,7 +4,12 @@ Usage: bench_generation.py PROMPT_JSON [--runs N] [--max-tokens N]; prints one J
 The prompt is rendered by ragcli from the recorded passages of an `ask` with a request for a long
 summary, so both sides decode the same ~max-tokens tokens (a 7-token answer cannot resolve 5 %).
 Both sides load the same GGUF file with ragcli's settings (greedy, seed, threads, batch_threads,
-n_ctx) and are run alternately, ragcli first then direct, N times each; medians are reported."""
+n_ctx) and are run alternately, ragcli first then direct, N times each; medians are reported.
+
+With an adapter (the shipped one by default; ``--adapter none`` skips it), the base model and the
+model with the adapter also decode the same fixed tokens (the base model's summary), one token per
+step as generation does: the adapter changes what the model writes, so only a forced sequence
+compares the cost of a token."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import time
 
 from llama_cpp import Llama
 
-from ragcli.generation import LlamaCppGenerator
+from ragcli.generation import LlamaCppGenerator, resolve_adapter
 from ragcli.settings import Settings
 
 LONG_REQUEST = "Write a detailed summary of every passage above, at least 200 words, in full sentences."
@@ -34,11 +39,22 @@ def direct_run(llama: Llama, prompt: str, max_tokens: int, seed: int) -> tuple[f
     return (first or end) - start, (tokens - 1) / max(end - (first or end), 1e-9), tokens
 
 
+def forced_decode(llama: Llama, prompt: list[int], tokens: list[int]) -> float:
+    """Tokens per second of evaluating ``tokens`` one at a time after ``prompt``."""
+    llama.reset()
+    llama.eval(prompt)
+    start = time.perf_counter()
+    for token in tokens:
+        llama.eval([token])
+    return len(tokens) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("passages", help="JSON string: the passages block of a recorded ask prompt")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--adapter", default="default", help="default | none | a GGUF adapter")
     args = parser.parse_args()
     settings = Settings()
     ours = LlamaCppGenerator(None, context_tokens=settings.context_tokens, threads=settings.threads,
@@ -65,6 +81,19 @@ def main() -> None:
                      "tokens": runs[0][2]}
     out["runs"] = args.runs
     out["deterministic"] = len(texts) == 1
+    adapter = resolve_adapter(args.adapter, ours.model_path)
+    if adapter is not None:
+        forced = theirs.tokenize(sorted(texts)[0].encode("utf-8"), add_bos=False)
+        prompt_ids = theirs.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        tuned = Llama(model_path=str(ours.model_path), n_ctx=settings.context_tokens,
+                      n_threads=settings.threads, n_threads_batch=ours.batch_threads,
+                      seed=settings.seed, verbose=False, lora_path=str(adapter))
+        pairs = [(forced_decode(theirs, prompt_ids, forced), forced_decode(tuned, prompt_ids, forced))
+                 for _ in range(args.runs)]
+        out["forced"] = {"tokens": len(forced), "adapter": str(adapter),
+                         "base_tokens_per_s": statistics.median(b for b, _ in pairs),
+                         "adapter_tokens_per_s": statistics.median(a for _, a in pairs),
+                         "ratio_median": statistics.median(a / b for b, a in pairs)}
     print(json.dumps(out))
 
 

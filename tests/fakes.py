@@ -48,11 +48,15 @@ class EchoGenerator:
         self.reply = reply
         self.span = span  # the continuation score_continuations prefers (else: the shortest)
         self.model_path = Path("/fake/echo.gguf")
+        self.adapter_path: Path | None = None
         self.context_tokens = context_tokens
         self.prompts: list[str] = []
 
     def model_sha256(self) -> str:
         return "0" * 64
+
+    def adapter_sha256(self) -> str | None:
+        return None
 
     def runtime(self) -> str:
         return "echo 1.0"

@@ -297,3 +297,49 @@ def test_auto_mode_shows_a_span_of_its_quote_found_at_its_offsets(store: Path, t
     assert text[quote["start"]:quote["end"]] == quote["text"]
     assert data["short_answer"] in quote["text"].replace("**", "")
     assert quote["chunk_id"] in {c["chunk_id"] for c in data["citations"]}
+
+
+def random_adapter(path: Path, seed: int) -> Path:
+    """A llama.cpp LoRA adapter for SmolLM2-135M with random tensors on two value projections:
+    small, but enough to move the output."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_type("adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 4.0)
+    for layer in (28, 29):  # SmolLM2-135M: 576 wide, 3 key/value heads of 64
+        writer.add_tensor(f"blk.{layer}.attn_v.weight.lora_a",
+                          rng.normal(0, 0.3, size=(4, 576)).astype(np.float16))
+        writer.add_tensor(f"blk.{layer}.attn_v.weight.lora_b",
+                          rng.normal(0, 0.3, size=(192, 4)).astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_adapter_is_recorded_replayed_and_a_changed_adapter_is_exit_12(
+        store: Path, tmp_path: Path) -> None:
+    from ragcli.generation import file_sha256
+
+    audit = tmp_path / "audit.sqlite3"
+    adapter = random_adapter(tmp_path / "adapter.gguf", 1)
+    data = ask(store, audit, HR_QUESTION, "--groups", "hr", "--mode", "generative",
+               "--adapter", str(adapter))
+    bare = ask(store, audit, HR_QUESTION, "--groups", "hr", "--mode", "generative",
+               "--no-adapter")
+    record = AuditLog(audit).get(data["request_id"])
+    assert record["model"]["adapter"] == {"path": str(adapter), "sha256": file_sha256(adapter)}
+    assert AuditLog(audit).get(bare["request_id"])["model"]["adapter"] is None
+    assert record["output"]["raw"] != AuditLog(audit).get(bare["request_id"])["output"]["raw"]
+    replayed = runner.invoke(app, ["replay", data["request_id"], "--json"],
+                             env={"RAGCLI_AUDIT": str(audit)})
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout)["identical"] is True
+    random_adapter(adapter, 2)  # the same path, other weights
+    changed = runner.invoke(app, ["replay", data["request_id"]], env={"RAGCLI_AUDIT": str(audit)})
+    assert changed.exit_code == 12, changed.output
+    assert "adapter" in changed.output and "changed" in changed.output

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import acl, ask, evaluate, index, traces
+from . import acl, ask, evaluate, index, traces, tune
 from .common import RagGroup
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ app.command()(acl.acl)
 app.add_typer(traces.traces_app, name="traces")
 app.command()(traces.replay)
 app.command("eval")(evaluate.eval_command)
+app.command()(tune.tune)
 
 
 def main() -> None:

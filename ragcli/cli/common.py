@@ -86,6 +86,22 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="ragcli.toml to
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
+AdapterOpt = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter (GGUF) for the "
+                       "model [default: the shipped grounding adapter, for the shipped model]",
+                       show_default=False)]
+NoAdapterOpt = Annotated[bool, typer.Option("--no-adapter", help="Run the model without any "
+                         "adapter (to compare).")]
+
+
+def adapter_flag(adapter: str | None, no_adapter: bool) -> str | None:
+    """The ``adapter`` setting the flags ask for (None: the configured one)."""
+    from ..errors import UsageError
+
+    if adapter is not None and no_adapter:
+        raise UsageError("--adapter and --no-adapter cannot go together")
+    return "none" if no_adapter else adapter
+
+
 AuditOpt = Annotated[Path | None, typer.Option("--audit", help="Audit log [env RAGCLI_AUDIT]",
                      show_default=False)]
 

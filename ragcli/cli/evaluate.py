@@ -14,9 +14,12 @@ import typer
 from ..errors import ExitCode
 from . import render
 from .common import (
+    AdapterOpt,
     ConfigOpt,
     JsonOpt,
+    NoAdapterOpt,
     StoreOpt,
+    adapter_flag,
     check_output_path,
     gguf_generator,
     progress_bar,
@@ -50,6 +53,8 @@ def eval_command(
     store: StoreOpt = None,
     mode: Annotated[str | None, typer.Option("--mode", help="auto, generative or extractive.",
                     show_default=False)] = None,
+    adapter: AdapterOpt = None,
+    no_adapter: NoAdapterOpt = False,
     top_k: Annotated[int | None, typer.Option("--top-k", show_default=False,
                      help="Passages per question.")] = None,
     perturb: Annotated[str | None, typer.Option("--perturb", show_default=False,
@@ -92,7 +97,8 @@ def eval_command(
     from ..store import Store
 
     names = parse_perturbations(perturb)
-    settings = settings_from(config, store=store, mode=mode, top_k=top_k)
+    settings = settings_from(config, store=store, mode=mode, top_k=top_k,
+                             adapter=adapter_flag(adapter, no_adapter))
     cases = load_goldens(goldens)
     # every input read and every output checked before a run that can take minutes
     known = read_baseline(baseline) if baseline is not None and (
@@ -141,16 +147,16 @@ def eval_command(
         raise typer.Exit(int(verdict.code))
 
 
-def _calibration_pair(spec: str) -> tuple[Path, Path]:
+def _calibration_pair(spec: str, flag: str = "--calibrate-set") -> tuple[Path, Path]:
     from ..errors import UsageError
 
     goldens, sep, corpus = spec.partition("=")
     if not sep or not goldens or not corpus:
-        raise UsageError(f"--calibrate-set {spec!r}: write GOLDENS=CORPUS (a golden set and the "
+        raise UsageError(f"{flag} {spec!r}: write GOLDENS=CORPUS (a golden set and the "
                          "directory or JSONL file it asks about)")
     for path in (Path(goldens), Path(corpus)):
         if not path.exists():
-            raise UsageError(f"--calibrate-set: {path} does not exist")
+            raise UsageError(f"{flag}: {path} does not exist")
     return Path(goldens), Path(corpus)
 
 

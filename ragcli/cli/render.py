@@ -36,6 +36,11 @@ def warning(message: str) -> None:
     stderr().print(Text(f"ragcli: warning: {message}", style="yellow"))
 
 
+def info(message: str) -> None:
+    """Progress of a long command, on stderr: ``ragcli: <message>``."""
+    stderr().print(Text(f"ragcli: {message}"))
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
     sys.stdout.flush()
@@ -160,6 +165,9 @@ def trace(record: dict[str, Any]) -> None:
     if model:
         out.print(f"model: {model.get('path')} sha256 {model.get('sha256', '')[:16]}... "
                   f"{model.get('runtime', '')} {model.get('sampling', '')}")
+        adapter = model.get("adapter")
+        if adapter:
+            out.print(f"adapter: {adapter.get('path')} sha256 {adapter.get('sha256', '')[:16]}...")
     if record.get("prompt"):
         out.print("prompt:")
         out.print(Text(record["prompt"]["text"]))
@@ -229,6 +237,23 @@ def calibration(report: dict[str, Any]) -> None:
               f"{best['error_rate']:.3f}; " + ", ".join(
                   f"{n}: {best[n]['wrong_refusals']:.0f} wrong refusals, "
                   f"{best[n]['wrong_answers']:.0f} wrong answers" for n in names) + ")")
+
+
+def tune_table(rows: list[dict[str, Any]]) -> None:
+    """ragcli tune: base model vs adapter on each --eval set."""
+    table = Table(title="base model vs adapter", title_justify="left", box=None)
+    columns = (("set", "set", "{}"), ("model", "model", "{}"), ("cases", "cases", "{}"),
+               ("EM", "exact_match", "{:.3f}"), ("F1", "token_f1", "{:.3f}"),
+               ("right", "answered_right", "{:.0f}"), ("wrong", "wrong_answers", "{:.0f}"),
+               ("refused", "refused_answerable", "{:.0f}"),
+               ("wrong rate", "wrong_answer_rate", "{:.3f}"),
+               ("absent refused", "absent_topic_refused", "{:.3f}"),
+               ("p50 ms", "latency_total_p50_ms", "{:.0f}"))
+    for title, _, _ in columns:
+        table.add_column(title, justify="left" if title in ("set", "model") else "right")
+    for row in rows:
+        table.add_row(*(fmt.format(row[key]) if key in row else "-" for _, key, fmt in columns))
+    stdout().print(table)
 
 
 def verified(path: Any, rows: int, documents: int) -> None:
