@@ -37,7 +37,7 @@ from .screening import Screened, screen
 from .settings import Settings
 from .spans import rule_spans
 from .store import Store
-from .trace import AuditLog
+from .trace import INTERRUPTED, AuditLog
 
 MAX_QUESTION_CHARS = 2000
 
@@ -56,11 +56,18 @@ class Answerer:
             self._generator = self.generator_factory()
         return self._generator
 
+    def with_settings(self, settings: Settings) -> Answerer:
+        """The same embedder and (loaded) generator under other settings (chat's /mode)."""
+        other = Answerer(settings, self.embedder, self.generator_factory)
+        other._generator = self._generator
+        return other
+
     def ask(self, question: str, *, user: str, groups: Sequence[str],
-            on_token: TokenCallback | None = None) -> Answer:
+            on_token: TokenCallback | None = None, store: Store | None = None) -> Answer:
         """Answer, and leave the request's audit record whatever happens: written when the
         request starts, updated with the exact prompt before generation, completed at the end
-        (a process killed in between leaves a record that reads as interrupted)."""
+        (a process killed in between leaves a record that reads as interrupted; Ctrl-C, which
+        chat catches, completes it as interrupted). ``store``: an open store to re-use."""
         request_id = new_id()
         started = time.perf_counter()
         record = self._base_record(request_id, question, user, groups)
@@ -71,8 +78,14 @@ class Answerer:
 
         audit.start(kept(record))
         try:
-            answer = self._answer(request_id, question, user, groups, record, on_token,
+            answer = self._answer(request_id, question, user, groups, record, on_token, store,
                                   checkpoint=lambda: audit.update(kept(record)))
+        except KeyboardInterrupt:
+            record.update(status=INTERRUPTED, error={"type": "KeyboardInterrupt",
+                                                     "message": "stopped by the user"})
+            record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
+            audit.complete(kept(record))
+            raise
         except Exception as exc:
             code = int(exc.exit_code) if isinstance(exc, RagError) else 1
             record["error"] = {"type": type(exc).__name__, "message": str(exc), "exit_code": code}

@@ -1,7 +1,9 @@
 """Run the real ragcli CLI in a subprocess with the test embedder registered (``test-hash``).
 
 ``FAKE_GENERATOR=hang`` makes ``ask``'s generator block in ``generate`` and in
-``score_continuations`` (to kill a process while the model runs); the product knows nothing of it."""
+``score_continuations`` (to kill a process while the model runs); ``FAKE_GENERATOR=slow`` makes
+``ask`` and ``chat`` use the echo generator, streaming a word every 0.3 s (to press Ctrl-C while
+it writes); the product knows nothing of it."""
 
 import os
 import sys
@@ -29,4 +31,20 @@ if os.environ.get("FAKE_GENERATOR") == "hang":
             time.sleep(3600)
 
     ask.gguf_generator = lambda settings: Hang()  # type: ignore[assignment]
+if os.environ.get("FAKE_GENERATOR") == "slow":
+    from fakes import EchoGenerator  # noqa: E402
+    from ragcli.cli import ask, chat  # noqa: E402
+
+    class Slow(EchoGenerator):
+        def generate(self, prompt, *, on_token=None, **kwargs):  # type: ignore[no-untyped-def]
+            def each(text: str) -> None:
+                for word in text.split(" "):
+                    time.sleep(0.3)
+                    if on_token is not None:
+                        on_token(word + " ")
+
+            return super().generate(prompt, on_token=each, **kwargs)
+
+    ask.gguf_generator = lambda settings: Slow()  # type: ignore[assignment]
+    chat.gguf_generator = lambda settings: Slow()  # type: ignore[assignment]
 main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import acl, ask, evaluate, index, traces, tune
+from . import acl, ask, chat, evaluate, index, traces, tune
 from .common import RagGroup
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.command()(index.ingest)
 app.command()(index.reindex)
 app.command()(ask.ask)
+app.command()(chat.chat)
 app.command()(index.status)
 app.command()(acl.acl)
 app.add_typer(traces.traces_app, name="traces")

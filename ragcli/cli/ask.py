@@ -21,7 +21,13 @@ from .common import (
 
 
 def ask(
-    question: Annotated[str, typer.Argument(help="The question.", show_default=False)],
+    question: Annotated[str | None, typer.Argument(help="The question (or --batch).",
+                                                   show_default=False)] = None,
+    batch: Annotated[str | None, typer.Option("--batch", metavar="FILE.jsonl", help="Answer "
+                     "every line of this file ('-': stdin) in one process: a JSON string or "
+                     "{\"question\", \"id\", \"user\", \"groups\"}; one JSON line out per line, "
+                     "errors included (exit: the first failed line's code).",
+                     show_default=False)] = None,
     user: Annotated[str | None, typer.Option("--user", help="Who is asking (recorded in the "
                     "audit log) [default: $USER; identity = os: the OS account]",
                     show_default=False)] = None,
@@ -47,11 +53,21 @@ def ask(
     """Answer a question from the store, with citations and a request ID."""
     from ..answering import Answerer
     from ..embedder import get_embedder
+    from ..errors import UsageError
     from ..identity import resolve_identity
 
+    if (question is None) == (batch is None):
+        raise UsageError("give a question or --batch FILE, not both" if question is not None
+                         else "give a question (or --batch FILE)")
     settings = settings_from(config, store=store, model=model, top_k=top_k,
                              min_confidence=min_confidence, mode=mode,
                              adapter=adapter_flag(adapter, no_adapter))
+    if batch is not None:
+        code = _batch(batch, settings, user, groups)
+        if code:
+            raise typer.Exit(code)
+        return
+    assert question is not None
     who = resolve_identity(settings.identity, settings.users_file, user,
                            [g.strip() for g in groups.split(",")])
     answerer = Answerer(settings, get_embedder(settings.embedder),
@@ -63,3 +79,66 @@ def ask(
     else:
         render.answer(result)
 
+
+def _batch(path: str, settings: object, user: str | None, groups: str) -> int:
+    """``ask --batch``: every line answered by one Answerer on one open store."""
+    import json
+    import sys
+
+    from ..answering import Answerer
+    from ..embedder import get_embedder
+    from ..errors import ExitCode, InputError, RagError
+    from ..identity import resolve_identity
+    from ..store import Store
+
+    if path == "-":
+        lines = sys.stdin
+    else:
+        try:
+            lines = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise InputError(f"--batch {path}: {exc.strerror or exc}") from None
+    answerer = Answerer(settings, get_embedder(settings.embedder),  # type: ignore[attr-defined]
+                        lambda: gguf_generator(settings))
+    opened = Store.open(settings.store)  # type: ignore[attr-defined]
+    default_groups = [g.strip() for g in groups.split(",")]
+    first_error = 0
+
+    def emit(row: dict) -> None:  # type: ignore[type-arg]
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    try:
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            ident = None
+            try:
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    item = None
+                if isinstance(item, str):
+                    item = {"question": item}
+                if not isinstance(item, dict) or not isinstance(item.get("question"), str):
+                    raise InputError(f"line {n}: not a JSON object with a \"question\" string "
+                                     "(or a JSON string)")
+                ident = item.get("id")
+                asked = item.get("groups", default_groups)
+                if isinstance(asked, str):
+                    asked = asked.split(",")
+                who = resolve_identity(settings.identity,  # type: ignore[attr-defined]
+                                       settings.users_file,  # type: ignore[attr-defined]
+                                       item.get("user") or user, [str(g).strip() for g in asked])
+                result = answerer.ask(item["question"], user=who.user, groups=list(who.groups),
+                                      store=opened)
+                emit({**({"id": ident} if ident is not None else {}), **result.to_json()})
+            except RagError as exc:
+                code = int(exc.exit_code)
+                first_error = first_error or code
+                emit({**({"id": ident} if ident is not None else {}), "line": n,
+                      "error": str(exc), "exit_code": code})
+    finally:
+        if lines is not sys.stdin:
+            lines.close()
+    return first_error or int(ExitCode.OK)

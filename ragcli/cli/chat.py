@@ -1,0 +1,300 @@
+"""chat: one process, the store, embedder and model kept warm, a question per line.
+
+Each question goes through ``Answerer.ask`` exactly as ``ragcli ask`` does: its own request ID and
+audit record, replayable. On a terminal: line editing and a persistent history (readline), the
+model's output streamed, Ctrl-C stops the answer being made (recorded as interrupted) and returns
+to the prompt, Ctrl-D or /quit ends. With stdin not a terminal: no prompt and no banner, one
+answer (or one JSON line with --json) per input line, for scripts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import render
+from .common import (
+    AdapterOpt,
+    ConfigOpt,
+    JsonOpt,
+    NoAdapterOpt,
+    StoreOpt,
+    adapter_flag,
+    gguf_generator,
+    settings_from,
+)
+
+HELP = """commands:
+  /groups [a,b]   show or set the groups you ask as (identity = os: only narrower)
+  /mode [name]    show or set the mode: auto, generative, extractive
+  /sources [N]    the sources of the last answer; with N, the whole passage N
+  /why            why the last answer is what it is: scores, confidence, screening
+  /replay [ID]    re-run a request (default: the last one) and show what differs
+  /help           this list
+  /quit           leave (or Ctrl-D); Ctrl-C stops an answer being made"""
+
+
+def chat(
+    user: Annotated[str | None, typer.Option("--user", help="Who is asking [default: $USER]",
+                    show_default=False)] = None,
+    groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups (change them "
+                      "with /groups).")] = "",
+    store: StoreOpt = None,
+    model: Annotated[Path | None, typer.Option("--model", help="GGUF model file",
+                     show_default=False)] = None,
+    adapter: AdapterOpt = None,
+    no_adapter: NoAdapterOpt = False,
+    mode: Annotated[str | None, typer.Option("--mode", help="auto, generative or extractive "
+                    "(change it with /mode).", show_default=False)] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ask question after question in one session; everything stays loaded (exit 0, or the
+    exit code of the first question that failed when stdin is not a terminal)."""
+    from ..answering import Answerer
+    from ..embedder import get_embedder
+    from ..identity import resolve_identity
+
+    settings = settings_from(config, store=store, model=model, mode=mode,
+                             adapter=adapter_flag(adapter, no_adapter))
+    who = resolve_identity(settings.identity, settings.users_file, user,
+                           [g.strip() for g in groups.split(",")])
+    answerer = Answerer(settings, get_embedder(settings.embedder),
+                        lambda: gguf_generator(settings))
+    session = Session(answerer, who.user, list(who.groups), groups_asked=groups,
+                      user_flag=user, interactive=sys.stdin.isatty(), as_json=as_json)
+    code = session.run()
+    if code:
+        raise typer.Exit(code)
+
+
+@dataclass
+class Session:
+    answerer: Any
+    user: str
+    groups: list[str]
+    groups_asked: str = ""
+    user_flag: str | None = None
+    interactive: bool = False
+    as_json: bool = False
+    last: Any = None
+    first_error: int = 0
+    store: Any = field(default=None, repr=False)
+
+    def run(self) -> int:
+        from ..store import Store
+
+        self.store = Store.open(self.answerer.settings.store)
+        self.store.require_embedder(self.answerer.embedder.id)
+        history = self._readline() if self.interactive else None
+        if self.interactive:
+            render.stderr().print(f"ragcli chat: store {self.answerer.settings.store}, mode "
+                                  f"{self.answerer.settings.mode}, as {self.user} "
+                                  f"({', '.join(self.groups) or 'public only'}); /help for "
+                                  "commands, Ctrl-D to leave")
+        self._warm()
+        try:
+            while True:
+                line = self._read()
+                if line is None:
+                    break
+                line = line.strip()
+                if not line:
+                    continue
+                if line.startswith("/"):
+                    if not self._command(line):
+                        break
+                    continue
+                self._ask(line)
+        finally:
+            if history is not None:
+                _save_history(history)
+        return 0 if self.interactive else self.first_error
+
+    # ------------------------------------------------------------------ input
+
+    def _readline(self) -> Path | None:
+        try:
+            import readline
+        except ImportError:  # not on every platform: plain input() then
+            return None
+        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        history = state / "ragcli" / "chat_history"
+        try:
+            readline.read_history_file(history)
+        except OSError:
+            pass
+        readline.set_history_length(1000)
+        return history
+
+    def _read(self) -> str | None:
+        if not self.interactive:
+            line = sys.stdin.readline()
+            return line if line else None
+        while True:
+            try:
+                return input("ragcli> ")
+            except EOFError:
+                render.stderr().print()
+                return None
+            except KeyboardInterrupt:  # at the prompt: a fresh line, as shells do
+                render.stderr().print("^C")
+
+    def _warm(self) -> None:
+        """Load what the first question would: the embedder, and the model in the modes that
+        use it (with mode auto's shared span prompt in the model's cache)."""
+        self.answerer.embedder.embed(["warm up"])
+        if self.answerer.settings.mode == "extractive":
+            return
+        from ..reading import span_messages
+
+        generator = self.answerer.generator()
+        if self.answerer.settings.mode == "auto":
+            generator.score_continuations(span_messages("Warm up?", "Warm up."), ["Warm"])
+        else:
+            generator.count_tokens("warm up")
+
+    # ------------------------------------------------------------------ questions
+
+    def _ask(self, question: str) -> None:
+        from ..errors import RagError
+
+        stream = None if self.as_json else render.token_stream()
+        try:
+            result = self.answerer.ask(question, user=self.user, groups=self.groups,
+                                       on_token=stream, store=self.store)
+        except KeyboardInterrupt:
+            render.stderr().print()
+            render.warning("stopped; the request is recorded as interrupted")
+            return
+        except RagError as exc:
+            render.error(str(exc))
+            self.first_error = self.first_error or int(exc.exit_code)
+            return
+        self.last = result
+        if self.as_json:
+            sys.stdout.write(__import__("json").dumps(result.to_json(), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            render.answer(result)
+
+    # ------------------------------------------------------------------ commands
+
+    def _command(self, line: str) -> bool:
+        from ..errors import RagError
+
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        handlers = {"/help": self._help, "/groups": self._groups, "/mode": self._mode,
+                    "/sources": self._sources, "/why": self._why, "/replay": self._replay}
+        if name in ("/quit", "/exit"):
+            return False
+        handler = handlers.get(name)
+        if handler is None:
+            render.error(f"unknown command {name}; /help lists them")
+            return True
+        try:
+            handler(arg)
+        except RagError as exc:
+            render.error(str(exc))
+        return True
+
+    def _help(self, arg: str) -> None:
+        render.stdout().print(HELP)
+
+    def _groups(self, arg: str) -> None:
+        if arg:
+            from ..identity import resolve_identity
+
+            settings = self.answerer.settings
+            who = resolve_identity(settings.identity, settings.users_file, self.user_flag,
+                                   [g.strip() for g in arg.split(",")])
+            self.groups = list(who.groups)
+        render.stdout().print(f"groups: {', '.join(self.groups) or '(public only)'}")
+
+    def _mode(self, arg: str) -> None:
+        from ..errors import UsageError
+        from ..settings import _CHOICES
+
+        if arg:
+            if arg not in _CHOICES["mode"]:
+                raise UsageError(f"mode {arg!r}: auto, generative or extractive")
+            self.answerer = self.answerer.with_settings(replace(self.answerer.settings, mode=arg))
+        render.stdout().print(f"mode: {self.answerer.settings.mode}")
+
+    def _need_last(self) -> Any:
+        from ..errors import UsageError
+
+        if self.last is None:
+            raise UsageError("no answer yet: ask a question first")
+        return self.last
+
+    def _sources(self, arg: str) -> None:
+        from ..errors import UsageError
+        from ..models import section_label
+
+        last = self._need_last()
+        out = render.stdout()
+        if not arg:
+            for n, hit in enumerate(last.retrieved, 1):
+                out.print(f"[{n}] {hit.chunk_id}  {section_label(hit.title, hit.heading_path)}")
+            return
+        if not arg.isdigit() or not 1 <= int(arg) <= len(last.retrieved):
+            raise UsageError(f"/sources {arg}: give a number from 1 to {len(last.retrieved)}")
+        hit = last.retrieved[int(arg) - 1]
+        out.print(f"[{arg}] {hit.chunk_id}  {section_label(hit.title, hit.heading_path)}  "
+                  f"({hit.source})")
+        out.print(hit.text, markup=False, highlight=False)
+
+    def _why(self, arg: str) -> None:
+        last = self._need_last()
+        out = render.stdout()
+        threshold = self.answerer.settings.min_confidence
+        out.print(f"request {last.request_id}: confidence {last.confidence:.3f} "
+                  f"(min_confidence {threshold:.2f}), mode {last.mode}"
+                  + (f", refused: {last.refusal_reason}" if last.refused else ""))
+        for n, hit in enumerate(last.retrieved, 1):
+            vector = "-" if hit.vector_score is None else f"{hit.vector_score:.3f}"
+            fts = "-" if hit.fts_score is None else f"{hit.fts_score:.2f}"
+            out.print(f"  [{n}] fused {hit.score:.4f}  cosine {vector}  bm25 {fts}  "
+                      f"evidence {hit.evidence:.3f}  {hit.chunk_id}")
+        for chunk, flags in (last.flagged or {}).items():
+            out.print(f"  screened {chunk}: {', '.join(flags)}")
+        if last.verification is not None:
+            check = last.verification
+            out.print(f"  verification: {check.outcome} ({check.source})"
+                      + (f"; failed: {'; '.join(check.failed)}" if check.failed else ""))
+
+    def _replay(self, arg: str) -> None:
+        from ..embedder import get_embedder
+        from ..errors import TraceNotFoundError
+        from ..replay import replay as run_replay
+        from ..settings import Settings
+        from ..trace import AuditLog
+
+        request_id = arg or (self._need_last().request_id)
+        record = AuditLog(self.answerer.settings.audit).get(request_id)
+        if record is None:
+            raise TraceNotFoundError(f"no audit record with request id {request_id}")
+        recorded = Settings.from_json(record.get("settings", {}))
+        embedder = self.answerer.embedder if recorded.embedder == self.answerer.embedder.id \
+            else get_embedder(recorded.embedder)
+        report = run_replay(record, against="recorded", embedder=embedder,
+                            generator_factory=lambda path, s: gguf_generator(s, path))
+        render.replay(report)
+
+
+def _save_history(path: Path) -> None:
+    import readline
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        readline.write_history_file(path)
+        path.chmod(0o600)
+    except OSError:
+        pass  # a read-only state directory only costs the history

@@ -1,0 +1,126 @@
+"""ragcli chat in a real pseudo-terminal (pexpect), and piped; ragcli ask --batch.
+
+The CLI runs as a subprocess with the test embedder and an echo generator that writes a word every
+0.3 s (tests/run_with_fakes.py, FAKE_GENERATOR=slow), so Ctrl-C can land while it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from conftest import HANDBOOK
+from fakes import HashEmbedder
+from ragcli.indexing import reindex
+from ragcli.trace import AuditLog
+
+RUNNER = Path(__file__).resolve().parent / "run_with_fakes.py"
+QUESTIONS = ("How many weeks of paid parental leave do non-birthing parents get?",
+             "How long is a final written warning valid?",
+             "What is the laptop refresh cycle?")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    corpus = tmp_path / "corpus"
+    shutil.copytree(HANDBOOK, corpus)
+    reindex([corpus], tmp_path / "store", HashEmbedder())
+    return {**os.environ, "RAGCLI_EMBEDDER": "test-hash", "RAGCLI_STORE": str(tmp_path / "store"),
+            "RAGCLI_AUDIT": str(tmp_path / "audit.sqlite3"), "RAGCLI_MIN_CONFIDENCE": "0.1",
+            "FAKE_GENERATOR": "slow", "NO_COLOR": "1", "TERM": "dumb",
+            "XDG_STATE_HOME": str(tmp_path / "state")}
+
+
+def test_chat_in_a_terminal_answers_shows_sources_and_survives_ctrl_c(
+        env: dict[str, str], tmp_path: Path) -> None:
+    child = pexpect.spawn(sys.executable, [str(RUNNER), "chat", "--mode", "extractive",
+                                           "--groups", "hr"],
+                          env=env, cwd=str(tmp_path), encoding="utf-8", timeout=60)
+    child.expect("ragcli chat: store")
+    ids = []
+    for question in QUESTIONS:
+        child.expect_exact("ragcli> ")
+        child.sendline(question)
+        child.expect(r"request id: ([0-9a-f-]{36})")
+        ids.append(child.match.group(1))
+    child.expect_exact("ragcli> ")
+    child.sendline("/sources 1")
+    child.expect(r"\[1\] \S+")
+    child.expect_exact("ragcli> ")
+    child.sendline("/why")
+    child.expect("confidence [0-9.]+ \\(min_confidence 0.10\\), mode extractive")
+    # the model writes slowly in generative mode: Ctrl-C stops it, the session goes on
+    child.expect_exact("ragcli> ")
+    child.sendline("/mode generative")
+    child.expect("mode: generative")
+    child.expect_exact("ragcli> ")
+    child.sendline(QUESTIONS[0])
+    child.expect("Non-birthing")  # streamed words
+    child.sendintr()
+    child.expect("stopped; the request is recorded as interrupted")
+    child.expect_exact("ragcli> ")
+    child.sendline(f"/replay {ids[0]}")
+    child.expect("identical")
+    child.expect_exact("ragcli> ")
+    child.sendline("/nonsense")
+    child.expect("unknown command /nonsense")
+    child.expect_exact("ragcli> ")
+    child.sendeof()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    records = {r["request_id"]: r for r in AuditLog(tmp_path / "audit.sqlite3").recent(20)}
+    assert all(records[i]["status"] == "answered" for i in ids)  # one record per question
+    interrupted = [r for r in records.values() if r["status"] == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0]["question"] == QUESTIONS[0]
+    assert interrupted[0]["prompt"]["text"]  # what the model had been given
+    history = tmp_path / "state" / "ragcli" / "chat_history"  # XDG_STATE_HOME of conftest
+    assert QUESTIONS[1] in history.read_text()
+
+
+def test_chat_piped_is_plain_and_exits_with_the_first_error(env: dict[str, str],
+                                                            tmp_path: Path) -> None:
+    stdin = "\n".join([QUESTIONS[0], "", "x" * 2001, QUESTIONS[1]]) + "\n"
+    result = subprocess.run([sys.executable, str(RUNNER), "chat", "--mode", "extractive",
+                             "--json"], input=stdin, capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=120)
+    lines = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [x["question"] for x in lines] == [QUESTIONS[0], QUESTIONS[1]]
+    assert "ragcli>" not in result.stdout + result.stderr
+    assert "longer than 2000 characters" in result.stderr
+    assert result.returncode == 2
+
+
+def test_ask_batch_answers_every_line_and_reports_bad_ones(env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    batch = tmp_path / "questions.jsonl"
+    batch.write_text("\n".join([
+        json.dumps({"id": "a", "question": QUESTIONS[0]}),
+        "not json",
+        json.dumps({"id": "c", "question": QUESTIONS[1], "groups": ["hr"]}),
+        json.dumps({"id": "d", "question": QUESTIONS[1]}),
+    ]) + "\n")
+    result = subprocess.run([sys.executable, str(RUNNER), "ask", "--batch", str(batch),
+                             "--mode", "extractive"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=120)
+    rows = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [r.get("id") for r in rows] == ["a", None, "c", "d"]
+    assert rows[1]["error"].startswith("line 2: not a JSON object") and rows[1]["exit_code"] == 4
+    def docs(row: dict) -> set[str]:  # type: ignore[type-arg]
+        return {r["doc_id"] for r in row["retrieved"]}
+
+    # a line's groups are its own: the HR procedure only for the line in group hr
+    assert "hr/disciplinary-procedure.md" in docs(rows[2])
+    assert "hr/disciplinary-procedure.md" not in docs(rows[3])
+    assert len({r["request_id"] for r in rows if "request_id" in r}) == 3
+    assert result.returncode == 4
+    same = subprocess.run([sys.executable, str(RUNNER), "ask", "--batch", "-", "--mode",
+                           "extractive"], input=batch.read_text().splitlines()[0] + "\n",
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert same.returncode == 0 and json.loads(same.stdout)["id"] == "a"
