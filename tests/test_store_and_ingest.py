@@ -90,3 +90,44 @@ def test_second_writer_is_locked_out(store_path: Path, hash_embedder: HashEmbedd
     store = Store.open(store_path)
     with store.writer_lock(), pytest.raises(LockedError):
         ingest([HANDBOOK], store_path, hash_embedder)
+
+
+def test_reads_through_lance_give_what_lancedb_gives(store_path: Path,
+                                                     hash_embedder: HashEmbedder) -> None:
+    """The query path reads a local store through lance itself (no `import lancedb`); every row
+    of both searches, scores and vectors included, is what lancedb's own searches return."""
+    import json
+
+    through_lance = Store.open(store_path)
+    through_lancedb = Store.open(store_path)
+    through_lancedb.table()  # a table opened by lancedb: the store reads through it
+    assert through_lance._reader() is not None and through_lancedb._reader() is None
+    questions = [json.loads(line)["question"] for line in
+                 (HANDBOOK.parent.parent / "goldens" / "handbook.jsonl").read_text().splitlines()]
+    for question, vector in zip(questions, hash_embedder.embed(questions), strict=True):
+        for groups in (["public"], ["public", "hr", "finance", "eng"]):
+            assert through_lance.search_vector(vector, groups, 20) == \
+                through_lancedb.search_vector(vector, groups, 20)
+            assert through_lance.search_fts(question, groups, 20) == \
+                through_lancedb.search_fts(question, groups, 20)
+    assert through_lance.version == through_lancedb.version
+    pinned = through_lance.at_version(through_lance.version)
+    assert pinned.search_fts("parental leave", ["public"], 5) == \
+        through_lancedb.search_fts("parental leave", ["public"], 5)
+
+
+def test_the_query_path_does_not_import_lancedb(store_path: Path) -> None:
+    """`import lancedb` is 1.8-2.7 s of a cold ask (its REST namespace client); retrieval and
+    pinning the version need only lance."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ragcli.store import Store; from fakes import HashEmbedder; "
+            f"s = Store.open({str(store_path)!r}); v = HashEmbedder().embed(['leave'])[0]; "
+            "s.search_vector(v, ['public'], 5); s.search_fts('leave', ['public'], 5); "
+            "s.pin_version(s.version); s.at_version(s.version).search_fts('leave', ['public'], 5); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('lancedb', 'lance_namespace', 'torch', 'transformers', 'llama_cpp')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent)
+    assert out.stdout.strip() == "[]"
