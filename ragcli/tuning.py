@@ -263,9 +263,15 @@ def _dequantise(model_path: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
     transformers.logging.set_verbosity_error()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_path.parent, gguf_file=model_path.name,
-                                                     dtype=torch.float32)
+    transformers.logging.disable_progress_bar()  # tune shows its own progress
+    import contextlib
+    import io
+
+    try:  # its dequantising progress bar (tqdm, not switchable) would interleave with tune's
+        with contextlib.redirect_stderr(io.StringIO()):
+            model = AutoModelForCausalLM.from_pretrained(model_path.parent,
+                                                         gguf_file=model_path.name,
+                                                         dtype=torch.float32)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise ModelError(f"transformers cannot load {model_path}: {exc}") from None
     if model.config.model_type != "llama":

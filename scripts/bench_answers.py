@@ -66,8 +66,9 @@ def main() -> None:
         cases = load_goldens(goldens)[:args.limit or None]
         for mode in args.modes.split(","):
             for adapter in args.adapters.split(",") if mode != "extractive" else ["-"]:
-                settings = Settings(store=store, mode=mode, audit=bench / "answers-audit.sqlite3",
-                                    adapter="none" if adapter == "-" else adapter)
+                settings = Settings(store=store, mode=mode,
+                                    audit=bench / f"answers-audit-{mode}.sqlite3",  # one per mode:
+                                    adapter="none" if adapter == "-" else adapter)  # runs in parallel
                 answerer = Answerer(settings, embedder,
                                     lambda s=settings: LlamaCppGenerator.from_settings(s))
                 start = time.perf_counter()

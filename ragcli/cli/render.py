@@ -250,10 +250,11 @@ def tune_table(rows: list[dict[str, Any]]) -> None:
                ("absent refused", "absent_topic_refused", "{:.3f}"),
                ("p50 ms", "latency_total_p50_ms", "{:.0f}"))
     for title, _, _ in columns:
-        table.add_column(title, justify="left" if title in ("set", "model") else "right")
+        table.add_column(title, justify="left" if title in ("set", "model") else "right",
+                         no_wrap=True)
     for row in rows:
         table.add_row(*(fmt.format(row[key]) if key in row else "-" for _, key, fmt in columns))
-    stdout().print(table)
+    stdout().print(table, width=max(stdout().width, 120))  # a log file gets every column
 
 
 def verified(path: Any, rows: int, documents: int) -> None:
