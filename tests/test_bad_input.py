@@ -155,7 +155,7 @@ CASES = [
     # ---- command-line arguments ---------------------------------------------------------
     Case("ask-empty-question", ["ask", "  "], ExitCode.USAGE, "the question is empty"),
     Case("ask-huge-question", ["ask", "why " * 1000], ExitCode.USAGE, "longer than 2000 characters"),
-    Case("ask-missing-question", ["ask"], ExitCode.USAGE, "Missing argument 'question'"),
+    Case("ask-missing-question", ["ask"], ExitCode.USAGE, "give a question (or --batch FILE)"),
     Case("ask-unknown-option", ["ask", Q, "--bogus"], ExitCode.USAGE, "No such option: --bogus"),
     Case("ask-option-not-an-integer", ["ask", Q, "--top-k", "abc"], ExitCode.USAGE, "'--top-k'"),
     Case("ask-option-below-minimum", ["ask", Q, "--top-k", "0"], ExitCode.USAGE,
@@ -193,6 +193,18 @@ CASES = [
          "is a directory", files={"models/.keep": ""}),
     Case("model-truncated-gguf", ["ask", Q, "--model", "{w}/t.gguf"], ExitCode.MODEL,
          "cannot load model", files={"t.gguf": GGUF_HEADER}),
+    # ---- adapters, batches, tune ----------------------------------------------------------
+    Case("adapter-missing", ["ask", Q, "--adapter", "{w}/none.gguf"], ExitCode.MODEL,
+         "adapter file not found"),
+    Case("adapter-not-gguf", ["ask", Q, "--adapter", "{w}/a.gguf"], ExitCode.MODEL,
+         "not a GGUF adapter file", files={"a.gguf": "hello"}),
+    Case("adapter-and-no-adapter", ["ask", Q, "--adapter", "{w}/a.gguf", "--no-adapter"],
+         ExitCode.USAGE, "cannot go together"),
+    Case("ask-question-and-batch", ["ask", Q, "--batch", "{w}/q.jsonl"], ExitCode.USAGE,
+         "not both", files={"q.jsonl": "\"why?\"\n"}),
+    Case("ask-batch-file-missing", ["ask", "--batch", "{w}/none.jsonl"], ExitCode.INPUT,
+         "--batch"),
+    Case("tune-not-a-training-set", ["tune", "{w}"], ExitCode.USAGE, "is not a training set"),
 ]
 
 
