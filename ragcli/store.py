@@ -358,7 +358,7 @@ class Store:
             self.require_current()
             db = self._db()
             try:
-                self._table = db.open_table(TABLE)
+                table = db.open_table(TABLE)
             except (ValueError, FileNotFoundError):
                 if not create:
                     raise StoreMissingError(f"store {self.path} is empty",
@@ -366,6 +366,11 @@ class Store:
                 self._table = db.create_table(TABLE, schema=_schema(self.manifest.dim))
             except OSError as exc:
                 raise StoreError(f"cannot open store {self.path}: {exc}") from None
+            else:
+                if self._dataset_version is not None:  # a view pinned by at_version
+                    with self._reading(gone=self._dataset_version):
+                        table.checkout(self._dataset_version)
+                self._table = table
         return self._table
 
     def at_version(self, version: int) -> Store:

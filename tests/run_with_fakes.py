@@ -2,8 +2,8 @@
 
 ``FAKE_GENERATOR=hang`` makes ``ask``'s generator block in ``generate`` and in
 ``score_continuations`` (to kill a process while the model runs); ``FAKE_GENERATOR=slow`` makes
-``ask`` and ``chat`` use the echo generator, streaming a word every 0.3 s (to press Ctrl-C while
-it writes); the product knows nothing of it."""
+``ask`` and ``chat`` use the echo generator, streaming a word a second (to press Ctrl-C while it
+writes); the product knows nothing of it."""
 
 import os
 import sys
@@ -39,7 +39,7 @@ if os.environ.get("FAKE_GENERATOR") == "slow":
         def generate(self, prompt, *, on_token=None, **kwargs):  # type: ignore[no-untyped-def]
             def each(text: str) -> None:
                 for word in text.split(" "):
-                    time.sleep(0.3)
+                    time.sleep(1.0)
                     if on_token is not None:
                         on_token(word + " ")
 

@@ -1,7 +1,7 @@
 """ragcli chat in a real pseudo-terminal (pexpect), and piped; ragcli ask --batch.
 
-The CLI runs as a subprocess with the test embedder and an echo generator that writes a word every
-0.3 s (tests/run_with_fakes.py, FAKE_GENERATOR=slow), so Ctrl-C can land while it writes."""
+The CLI runs as a subprocess with the test embedder and an echo generator that writes a word a
+second (tests/run_with_fakes.py, FAKE_GENERATOR=slow), so Ctrl-C can land while it writes."""
 
 from __future__ import annotations
 
@@ -61,7 +61,8 @@ def test_chat_in_a_terminal_answers_shows_sources_and_survives_ctrl_c(
     child.expect("mode: generative")
     child.expect_exact("ragcli> ")
     child.sendline(QUESTIONS[0])
-    child.expect("Non-birthing")  # streamed words
+    child.expect_exact(QUESTIONS[0])  # the terminal's echo of the line
+    child.expect(r"\w+ ")  # the first streamed word; the whole answer takes 8 s or more
     child.sendintr()
     child.expect("stopped; the request is recorded as interrupted")
     child.expect_exact("ragcli> ")
