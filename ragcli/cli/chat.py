@@ -93,6 +93,11 @@ class Session:
         self.store.require_embedder(self.answerer.embedder.id)
         history = self._readline() if self.interactive else None
         if self.interactive:
+            import signal
+
+            # Ctrl-C must stop an answer even when the shell that started us ignored SIGINT (a
+            # background job inherits SIG_IGN, and Python then never raises KeyboardInterrupt)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             render.stderr().print(f"ragcli chat: store {self.answerer.settings.store}, mode "
                                   f"{self.answerer.settings.mode}, as {self.user} "
                                   f"({', '.join(self.groups) or 'public only'}); /help for "
