@@ -104,10 +104,6 @@ def _batch(path: str, settings: object, user: str | None, groups: str) -> int:
     default_groups = [g.strip() for g in groups.split(",")]
     first_error = 0
 
-    def emit(row: dict) -> None:  # type: ignore[type-arg]
-        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-        sys.stdout.flush()
-
     try:
         for n, line in enumerate(lines, 1):
             if not line.strip():
@@ -132,11 +128,11 @@ def _batch(path: str, settings: object, user: str | None, groups: str) -> int:
                                        item.get("user") or user, [str(g).strip() for g in asked])
                 result = answerer.ask(item["question"], user=who.user, groups=list(who.groups),
                                       store=opened)
-                emit({**({"id": ident} if ident is not None else {}), **result.to_json()})
+                render.print_json_line({**({"id": ident} if ident is not None else {}), **result.to_json()})
             except RagError as exc:
                 code = int(exc.exit_code)
                 first_error = first_error or code
-                emit({**({"id": ident} if ident is not None else {}), "line": n,
+                render.print_json_line({**({"id": ident} if ident is not None else {}), "line": n,
                       "error": str(exc), "exit_code": code})
     finally:
         if lines is not sys.stdin:

@@ -66,8 +66,8 @@ def chat(
                            [g.strip() for g in groups.split(",")])
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
-    session = Session(answerer, who.user, list(who.groups), groups_asked=groups,
-                      user_flag=user, interactive=sys.stdin.isatty(), as_json=as_json)
+    session = Session(answerer, who.user, list(who.groups), user_flag=user,
+                      interactive=sys.stdin.isatty(), as_json=as_json)
     code = session.run()
     if code:
         raise typer.Exit(code)
@@ -78,7 +78,6 @@ class Session:
     answerer: Any
     user: str
     groups: list[str]
-    groups_asked: str = ""
     user_flag: str | None = None
     interactive: bool = False
     as_json: bool = False
@@ -183,8 +182,7 @@ class Session:
             return
         self.last = result
         if self.as_json:
-            sys.stdout.write(__import__("json").dumps(result.to_json(), ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            render.print_json_line(result.to_json())
         else:
             render.answer(result)
 
@@ -277,15 +275,12 @@ class Session:
 
     def _replay(self, arg: str) -> None:
         from ..embedder import get_embedder
-        from ..errors import TraceNotFoundError
         from ..replay import replay as run_replay
         from ..settings import Settings
-        from ..trace import AuditLog
+        from .traces import _find_record
 
         request_id = arg or (self._need_last().request_id)
-        record = AuditLog(self.answerer.settings.audit).get(request_id)
-        if record is None:
-            raise TraceNotFoundError(f"no audit record with request id {request_id}")
+        record = _find_record(request_id, None, self.answerer.settings.audit)
         recorded = Settings.from_json(record.get("settings", {}))
         embedder = self.answerer.embedder if recorded.embedder == self.answerer.embedder.id \
             else get_embedder(recorded.embedder)

@@ -87,7 +87,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 
 
 AdapterOpt = Annotated[str | None, typer.Option("--adapter", help="LoRA adapter (GGUF) for the "
-                       "model [default: the shipped grounding adapter, for the shipped model]",
+                       "model [default: the 'adapter' setting: an adapter shipped for the shipped model, "
+                       "if one ships (none does yet)]",
                        show_default=False)]
 NoAdapterOpt = Annotated[bool, typer.Option("--no-adapter", help="Run the model without any "
                          "adapter (to compare).")]

@@ -46,6 +46,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_line(data: Any) -> None:
+    """One compact JSON object on its own line (chat --json, ask --batch)."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
 def token_stream() -> Callable[[str], None] | None:
     """On a TTY, show the model's raw output as it is generated (dim, on stderr); the checked
     answer is printed when generation ends. Piped output gets only the final answer."""
