@@ -275,14 +275,30 @@ class LlamaCppGenerator:
         llama.n_tokens = common
         llama.eval(prefix[common:])
         base = llama.n_tokens
+        # the spans of a sentence nest ("16", "16 weeks", "16 weeks of"): a continuation whose
+        # tokens begin a longer one is scored from the longer one's logits (a causal model's
+        # logits at a position see only the tokens before it), so each longest one is evaluated
+        # once, not every span: 3-5x fewer model calls per question
+        bodies = [tuple(e[:-1]) for e in encoded]
+        order = sorted(range(len(bodies)), key=lambda i: bodies[i])
+        host = {}
+        for j in range(len(order) - 1, -1, -1):
+            body = bodies[order[j]]
+            after = bodies[order[j + 1]] if j + 1 < len(order) else None
+            host[order[j]] = host[order[j + 1]] if after is not None and \
+                after[:len(body)] == body else order[j]
+        rows: dict[int, Any] = {}
+        for i in sorted(set(host.values())):  # with the end of turn: a batch of 2+ tokens, as
+            llama.n_tokens = base             # when each continuation was evaluated on its own
+            llama.eval(encoded[i])
+            rows[i] = np.array(llama.scores[base - 1:base + len(bodies[i])], dtype=np.float64)
         out = []
-        for tokens in encoded:
-            llama.n_tokens = base
-            llama.eval(tokens)
-            logits = np.asarray(llama.scores[base - 1:base - 1 + len(tokens)], dtype=np.float64)
+        for i, tokens in enumerate(encoded):
+            logits = rows[host[i]][:len(tokens)]
             top = logits.max(axis=1, keepdims=True)
             norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
             out.append(float((logits[np.arange(len(tokens)), tokens] - norm).sum()))
+        llama.n_tokens = base
         return prompt, out
 
     @cached_property

@@ -285,6 +285,34 @@ def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
     assert spans[int(np.argmax(cold))] in sentence
 
 
+def test_nested_spans_scored_from_the_longest_equal_spans_scored_alone(
+        generator: LlamaCppGenerator) -> None:
+    """score_continuations evaluates only the longest of nested spans and reads the shorter ones'
+    scores from its logits; evaluating every span on its own after the same prompt gives the same
+    numbers (a causal model's logits at a position see only the tokens before it)."""
+    from ragcli.reading import span_messages
+    from ragcli.spans import all_spans
+
+    sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
+    question = "Who approves expense requests of 450 EUR?"
+    spans = [s.text for s in all_spans(question, sentence)]
+    one = LlamaCppGenerator(None, threads=1, batch_threads=1)
+    _, together = one.score_continuations(span_messages(question, sentence), spans)
+    llama = one._scorer  # the prompt is cached: score each span alone after it
+    base, alone = llama.n_tokens, []
+    for span in spans:
+        tokens = llama.tokenize(span.encode(), add_bos=False, special=False) + [llama.token_eos()]
+        llama.n_tokens = base
+        llama.eval(tokens)
+        logits = np.asarray(llama.scores[base - 1:base - 1 + len(tokens)], dtype=np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+        alone.append(float((logits[np.arange(len(tokens)), tokens] - norm).sum()))
+    assert len(spans) > 20
+    assert np.allclose(together, alone, atol=1e-4, rtol=0)
+    assert int(np.argmax(together)) == int(np.argmax(alone))
+
+
 def test_auto_mode_shows_a_span_of_its_quote_found_at_its_offsets(store: Path, tmp_path: Path) -> None:
     from ragcli.store import Store
 
