@@ -118,9 +118,12 @@ def fuse(legs: Legs, *, fts_weight: float, rrf_k: int) -> list[Hit]:
     query = np.asarray(legs.query_vector, dtype=np.float32)
     hits = []
     for chunk_id, score in scores.items():
-        vector = np.asarray(rows[chunk_id]["vector"], dtype=np.float32)
-        cosine = float(vector @ query)  # both are L2-normalised
-        hits.append(_hit(rows[chunk_id], score, cosine, bm25.get(chunk_id)))
+        row = rows[chunk_id]
+        if "_distance" in row:  # the vector leg's exact cosine distance
+            cosine = 1.0 - float(row["_distance"])
+        else:  # found by the full-text leg only: its vector came with it
+            cosine = float(np.asarray(row["vector"], dtype=np.float32) @ query)  # both L2-normalised
+        hits.append(_hit(row, score, cosine, bm25.get(chunk_id)))
     hits.sort(key=lambda h: (-h.score, -(h.vector_score or 0.0), h.chunk_id))
     return hits
 

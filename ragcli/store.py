@@ -52,8 +52,18 @@ LAST_RUN = "last_run.json"
 _COLUMNS = ["chunk_id", "doc_id", "ordinal", "source", "root", "title", "heading_path", "text",
             "chunk_hash", "doc_hash", "acl", "pages", "mtime", "indexed_at", "run_id", "embedder",
             "corpus", "doc_key"]
+_HIT_COLUMNS = ["chunk_id", "doc_id", "source", "title", "heading_path", "text", "chunk_hash", "acl",
+                "corpus"]  # what a search returns: what retrieval.Hit holds, nothing more
 PIN_PREFIX = "audit-v"  # tag of a table version an audit record points at
 _NEVER = timedelta(days=365 * 100)  # optimize() without its own version cleanup
+VECTOR_INDEX = "vector_idx"
+ANN_MIN_ROWS = 50_000
+"""A store with at least this many chunks gets a vector (ANN) index at the end of ingest/reindex;
+below it the vector leg is a flat scan (exact, and under 10 ms at 12 k chunks). docs/scaling.md."""
+ANN_TYPE = "IVF_PQ"  # chosen over IVF_HNSW_SQ by scripts/bench_ann.py (docs/scaling.md)
+ANN_NPROBES = 20  # IVF partitions searched at least (more while too few rows pass the ACL filter)
+ANN_REFINE = 10  # re-rank limit x 10 candidates by their exact vectors: distances are exact
+ANN_RETRAIN_GROWTH = 0.5  # retrain once the rows added since training exceed half those trained on
 META = "ragcli_meta"  # manifest and last run of a store in object storage
 URI_SCHEMES = ("s3", "s3+ddb", "gs", "az", "abfs", "abfss")
 _URI = re.compile(r"^([a-z][a-z0-9+.-]*)://")
@@ -504,12 +514,16 @@ class Store:
          .execute(data))
         return int(table.version)
 
-    def refresh_indices(self, retention: timedelta = timedelta(days=7)) -> None:
-        """Create the FTS and ACL indices on first use; afterwards fold new rows into them,
-        compact small files, and remove versions older than ``retention`` that no audit record
-        pins (pinned versions carry a tag, and LanceDB's cleanup never removes a tagged one)."""
+    def refresh_indices(self, retention: timedelta = timedelta(days=7), *,
+                        ann_min_rows: int | None = None) -> None:
+        """Create the FTS and ACL indices on first use, and the vector index once the table
+        holds ``ann_min_rows`` chunks; afterwards fold new rows into them, retrain the vector
+        index when the table outgrew what it was trained on (``ANN_RETRAIN_GROWTH``), compact
+        small files, and remove versions older than ``retention`` that no audit record pins
+        (pinned versions carry a tag, and LanceDB's cleanup never removes a tagged one)."""
         from lancedb.index import FTS, LabelList
 
+        ann_min_rows = ANN_MIN_ROWS if ann_min_rows is None else ann_min_rows
         table = self.table()
         names = {ix.name for ix in table.list_indices()}
         if "search_text_idx" not in names:
@@ -517,11 +531,52 @@ class Store:
         if "acl_idx" not in names:
             table.create_index("acl", config=LabelList())
         if names >= {"search_text_idx", "acl_idx"}:
-            # compact and fold new rows into the indices; no cleanup here, because lancedb's
-            # optimize refuses to run once a tagged (pinned) version is older than its window
+            # compact and fold new rows into the indices (the vector index gets a delta with the
+            # new rows, in its trained partitions); no cleanup here, because lancedb's optimize
+            # refuses to run once a tagged (pinned) version is older than its window
             table.optimize(cleanup_older_than=_NEVER)
+        state = self.vector_index(table)
+        if (state is None and table.count_rows() >= ann_min_rows) or \
+                (state is not None and state["needs_retraining"]):
+            self._build_vector_index(table)
+        if names >= {"search_text_idx", "acl_idx"}:
             table.to_lance().cleanup_old_versions(older_than=retention,
                                                   error_if_tagged_old_versions=False)
+
+    def _build_vector_index(self, table: Any) -> None:
+        """Train the IVF_PQ index on every row now in the table (a new index replaces the old
+        one in one commit: a reader sees either, never neither)."""
+        from lancedb.index import IvfPq
+
+        # PQ codes of dim/8 bytes, at most 48 (384 dimensions -> 48 sub-vectors of 8)
+        sub_vectors = max(d for d in range(1, 49) if self.manifest.dim % d == 0)
+        table.create_index("vector", config=IvfPq(distance_type="cosine",
+                                                   num_sub_vectors=sub_vectors),
+                           name=VECTOR_INDEX, replace=True)
+
+    def vector_index(self, table: Any = None) -> dict[str, Any] | None:
+        """The vector index as ``status`` shows it, or None while the vector leg is a flat scan:
+        its type, the rows it covers and those it does not (searched flat until the next
+        ingest/reindex folds them in), the rows it was trained on, and whether the next
+        ingest/reindex retrains it."""
+        if table is None:
+            reader = self._reader()
+            dataset = reader if reader is not None else self.table().to_lance()
+        else:
+            dataset = table.to_lance()
+        if VECTOR_INDEX not in _index_names(dataset):
+            return None
+        os.environ.setdefault("LANCE_INCLUDE_VECTOR_CENTROIDS", "false")
+        with self._reading():
+            stats = dataset.stats.index_stats(VECTOR_INDEX)
+        per_delta = list(stats.get("num_indexed_rows_per_delta") or [stats["num_indexed_rows"]])
+        trained = int(per_delta[0])
+        indexed, unindexed = int(stats["num_indexed_rows"]), int(stats["num_unindexed_rows"])
+        retrain_at = int(trained * (1 + ANN_RETRAIN_GROWTH))
+        return {"type": str(stats["index_type"]), "indexed_rows": indexed,
+                "unindexed_rows": unindexed, "trained_rows": trained,
+                "deltas": len(per_delta), "retrain_at_rows": retrain_at,
+                "needs_retraining": indexed + unindexed > retrain_at}
 
     def pin_version(self, version: int) -> None:
         """Tag ``version`` so that cleanup keeps it while an audit record points at it."""
@@ -557,22 +612,33 @@ class Store:
         return sum(f.stat().st_size for f in Path(self.path).rglob("*") if f.is_file())
 
     # ---- searching -----------------------------------------------------------------------
-    def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int,
-                      ) -> list[dict[str, Any]]:
+    def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int, *,
+                      exact: bool = False) -> list[dict[str, Any]]:
+        """The ``limit`` rows nearest to ``vector`` that ``groups`` may read, with their cosine
+        ``_distance`` and without their vectors. Through the vector index when the store has one
+        (``exact`` forces the flat scan, as benchmarks compare); its candidates are re-ranked by
+        their exact vectors, so ``_distance`` is exact either way."""
         with self._reading():
             reader = self._reader()
             if reader is not None:
-                return self._intact(reader.to_table(
-                    nearest={"column": "vector", "q": vector, "k": limit, "metric": "cosine"},
-                    filter=acl_filter(groups), prefilter=True,
-                    columns=[*self._columns(), "vector", "_distance"]).to_pylist())
-            return self._intact(self.table().search(vector, vector_column_name="vector")
-                                .distance_type("cosine")
-                                .where(acl_filter(groups), prefilter=True)
-                                .select([*self._columns(), "vector", "_distance"])
-                                .limit(limit).to_list())
+                nearest: dict[str, Any] = {"column": "vector", "q": vector, "k": limit,
+                                           "metric": "cosine"}
+                nearest.update({"use_index": False} if exact else
+                               {"nprobes": ANN_NPROBES, "refine_factor": ANN_REFINE})
+                return self._rows(reader.to_table(
+                    nearest=nearest, filter=acl_filter(groups), prefilter=True,
+                    columns=[*self._columns(), "_distance"]))
+            query = (self.table().search(vector, vector_column_name="vector")
+                     .distance_type("cosine").where(acl_filter(groups), prefilter=True))
+            query = query.bypass_vector_index() if exact else \
+                query.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE)
+            return self._rows(query.select([*self._columns(), "_distance"]).limit(limit)
+                              .to_arrow())
 
     def search_fts(self, text: str, groups: Sequence[str], limit: int) -> list[dict[str, Any]]:
+        """The ``limit`` best BM25 matches of ``text`` that ``groups`` may read, with ``_score``
+        and their vectors (numpy rows: retrieval needs the cosine of those the vector leg did
+        not return)."""
         if not any(ch.isalnum() for ch in text):
             return []
         with self._reading():
@@ -580,31 +646,49 @@ class Store:
             if reader is not None:
                 from lance.query import MatchQuery as LanceMatch
 
-                return self._intact(reader.to_table(
+                return self._rows(reader.to_table(
                     full_text_query=LanceMatch(text, "search_text"), filter=acl_filter(groups),
                     prefilter=True, columns=[*self._columns(), "vector", "_score"],
-                    limit=limit).to_pylist())
+                    limit=limit))
             from lancedb.query import MatchQuery
 
-            return self._intact(self.table().search(MatchQuery(text, "search_text"), query_type="fts")
-                                .where(acl_filter(groups), prefilter=True)
-                                .select([*self._columns(), "vector", "_score"])
-                                .limit(limit).to_list())
+            return self._rows(self.table().search(MatchQuery(text, "search_text"), query_type="fts")
+                              .where(acl_filter(groups), prefilter=True)
+                              .select([*self._columns(), "vector", "_score"])
+                              .limit(limit).to_arrow())
 
     def _columns(self) -> list[str]:
-        """The row columns this table (or the version checked out, maybe an older format) has."""
+        """The columns of a hit this table (or the version checked out, maybe an older format)
+        has."""
         reader = self._reader()
         names = set((reader if reader is not None else self.table()).schema.names)
-        return [c for c in _COLUMNS if c in names]
+        return [c for c in _HIT_COLUMNS if c in names]
 
-    def _intact(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """LanceDB has no checksums: a damaged data file can read back as NaN vectors without any
-        error. A search that meets one fails rather than ranking garbage."""
+    def _rows(self, found: Any) -> list[dict[str, Any]]:
+        """Search results (an Arrow table) as dicts, vectors as numpy rows converted by Arrow.
+
+        LanceDB has no checksums: a damaged data file can read back as NaN vectors without any
+        error. A search that meets one (a non-finite vector or distance) fails rather than
+        ranking garbage."""
         import numpy as np
 
-        if rows and not np.isfinite(np.asarray([r["vector"] for r in rows], dtype=np.float32)).all():
+        vectors = None
+        if "vector" in found.column_names:
+            column = found.column("vector").combine_chunks()
+            vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(
+                len(column), column.type.list_size)
+            found = found.drop_columns(["vector"])
+        damaged = vectors is not None and not np.isfinite(vectors).all()
+        if "_distance" in found.column_names:
+            damaged = damaged or not np.isfinite(
+                found.column("_distance").to_numpy(zero_copy_only=False)).all()
+        if damaged:
             raise StoreError(f"store {self.path} is damaged: a search returned non-finite vectors",
                              hint="run 'ragcli status --verify', then 'ragcli reindex --rebuild PATHS'")
+        rows: list[dict[str, Any]] = found.to_pylist()
+        if vectors is not None:
+            for row, vector in zip(rows, vectors, strict=True):
+                row["vector"] = vector
         return rows
 
     def _reader(self) -> Any:
@@ -650,6 +734,11 @@ class Store:
             raise StoreError(f"store {self.path} cannot be read: {first_line(exc)}",
                              hint="check it with 'ragcli status --verify'; repair it with "
                                   "'ragcli reindex --rebuild PATHS'") from None
+
+
+def _index_names(dataset: Any) -> set[str]:
+    """The names of a lance dataset's indices."""
+    return {ix.name for ix in dataset.describe_indices()}
 
 
 def _connect(location: Path | str) -> Any:

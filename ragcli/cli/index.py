@@ -96,7 +96,7 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
            = False) -> None:
     """What the store holds, when it was last indexed, and which sources changed since."""
     from ..indexing import staleness
-    from ..store import Store
+    from ..store import ANN_MIN_ROWS, Store
 
     settings = settings_from(config, store=store)
     opened = Store.open(settings.store)
@@ -113,6 +113,8 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
             "last_run": {k: last.get(k) for k in ("finished_at", "command", "added", "changed",
                                                   "deleted", "seconds")} if last else None,
             "disk_bytes": opened.disk_bytes(),
+            "vector_index": opened.vector_index() or {"type": "none (flat scan)",
+                                                      "built_at_rows": ANN_MIN_ROWS},
             "staleness": staleness(opened, settings.default_acl).to_json()}
     if as_json:
         render.print_json(data)
