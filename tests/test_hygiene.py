@@ -72,3 +72,16 @@ def test_ask_and_eval_make_no_network_attempt(tmp_path: Path) -> None:
     assert not log.exists(), log.read_text()[:2000]
     metrics = json.loads(result.stdout)["metrics"]
     assert "ragas_id_context_recall" in metrics  # ragas really ran
+
+
+def test_reference_tables_in_docs_match_the_code(tmp_path: Path) -> None:
+    """docs/configuration.md and docs/exit-codes.md hold tables generated from the code; the
+    check scripts/test runs passes on the repository and fails once a table drifts."""
+    script = [sys.executable, str(ROOT / "scripts" / "reference.py"), "--check"]
+    assert subprocess.run(script, capture_output=True).returncode == 0
+    docs = tmp_path / "docs"
+    shutil.copytree(ROOT / "docs", docs)
+    page = docs / "exit-codes.md"
+    page.write_text(page.read_text().replace("| 8 | LOCKED |", "| 8 | BUSY |"))
+    out = subprocess.run([*script, "--docs", str(docs)], capture_output=True, text=True)
+    assert out.returncode == 1 and "exit-codes.md out of date" in out.stderr
