@@ -409,7 +409,7 @@ def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1,
 QUERY_NOISE = 1e-3
 """Norm of the random vector added to every (unit) query vector by the ``query-noise``
 perturbation: it moves a cosine by up to 1e-3, far more than any CPU's rounding moves the fp32
-embedder's vectors (scripts/bench_embedders measures that, see README "Evaluation and CI")."""
+embedder's vectors (scripts/bench_embedders measures that, see docs/evaluation.md)."""
 CONFIDENCE_MARGIN = QUERY_NOISE / 2
 """A case whose confidence lies this close to ``min_confidence`` is unstable without any re-run:
 evidence is 0.5 * cosine + 0.5 * coverage, so ``QUERY_NOISE`` moves it by half as much."""

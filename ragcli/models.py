@@ -1,4 +1,4 @@
-"""Frozen value objects that flow between the stages (see the data-flow diagram in README.md)."""
+"""Frozen value objects that flow between the stages (docs/development.md shows how they flow)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ A store can also live in object storage (``s3://bucket/prefix``, ``gs://...``, `
 the same ``lancedb/`` database under the URI, the manifest and last run as rows of a second table
 (``ragcli_meta``) because object stores have no atomic rename, and the writer lock on the writing
 host (``$XDG_STATE_HOME/ragcli/locks``). Credentials and endpoints come from the environment
-variables LanceDB reads (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``; see README "Object storage").
+variables LanceDB reads (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``; see docs/scaling.md "Object storage").
 
 Permissions are applied *inside* both search legs as a LanceDB prefilter on the ``acl`` label list,
 so a chunk a user may not read is never a candidate, never scored and never returned.
@@ -750,7 +750,7 @@ def _connect(location: Path | str) -> Any:
         except (OSError, RuntimeError, ValueError) as exc:
             raise StoreError(f"cannot open store {location}: {first_line(exc)}",
                              hint="check the URI and the credentials in the environment "
-                                  "(README: Object storage)") from None
+                                  "(docs/scaling.md: Object storage)") from None
     return lancedb.connect(str(Path(location) / "lancedb"))
 
 
@@ -762,7 +762,7 @@ def _meta_rows(db: Any) -> dict[str, str]:
     except (OSError, RuntimeError, ValueError) as exc:
         raise StoreError(f"cannot read store metadata: {first_line(exc)}",
                          hint="check the URI and the credentials in the environment "
-                              "(README: Object storage)") from None
+                              "(docs/scaling.md: Object storage)") from None
 
 
 def _read_meta(location: str, key: str) -> str | None:

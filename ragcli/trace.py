@@ -10,7 +10,7 @@ which settings, ``status = "started"``), just before generation (:meth:`AuditLog
 retrieval and the exact prompt) and when it ends (:meth:`AuditLog.complete`). A process killed in
 between leaves its record at ``started``; readers report such a record as ``interrupted`` once the
 process that wrote it (``pid`` on ``host``) is gone. ``synchronous=FULL`` makes every one of these
-writes durable before ``ask`` goes on (the cost is measured in README "Audit log").
+writes durable before ``ask`` goes on (the cost is measured in docs/audit.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The bad-input catalogue (README "Bad input"): every kind of user mistake, across every command,
-gets one line on stderr, its documented exit code, no traceback, and loses nothing already stored.
+"""The bad-input catalogue (docs/exit-codes.md is generated from CASES): every kind of user
+mistake, across every command, gets one line on stderr, its documented exit code, no traceback,
+and loses nothing already stored.
 
 Each case runs the real CLI (in process) against a copy of a real store holding the handbook and
 an audit log with one record; afterwards the store's files and the audit records are compared

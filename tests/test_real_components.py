@@ -66,7 +66,7 @@ def test_minilm_embeds_offline_and_normalised(embedder: MiniLMEmbedder) -> None:
 
 
 REFERENCE = Path(__file__).parent / "data" / "minilm-fp32-reference.npz"
-MAX_ELEMENT_DIFF = 1e-5  # the bound README "Evaluation and CI" states for the default embedder
+MAX_ELEMENT_DIFF = 1e-5  # the bound docs/evaluation.md states for the default embedder
 
 
 def test_default_embedder_matches_the_committed_fp32_reference() -> None:
