@@ -14,6 +14,7 @@ answered, refused or failed, leaves exactly one audit record.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -50,11 +51,37 @@ class Answerer:
     embedder: Embedder
     generator_factory: Callable[[], Generator]
     _generator: Generator | None = field(default=None, init=False)
+    _warming: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def generator(self) -> Generator:
         if self._generator is None:
             self._generator = self.generator_factory()
         return self._generator
+
+    def prefetch(self) -> None:
+        """Load what the mode needs of the model on a background thread, so that a cold ``ask``
+        pays for the slower of retrieval and model loading, not for both: the GGUF weights, and
+        in mode ``auto`` the span prompt's shared part (instruction and worked examples)
+        evaluated into the model's cache. The generator is built here (its file checked, as
+        without prefetch); its methods wait for the warming to finish (a lock in the generator),
+        so nothing runs on the model concurrently, and nothing computed changes: span scores are
+        the same with that part cached or not (tests/test_real_components.py). A failure while
+        warming is raised again by the first real use, on the calling thread."""
+        if self.settings.mode == "extractive" or self._warming is not None:
+            return
+        generator = self.generator()
+
+        def warm() -> None:
+            try:
+                if self.settings.mode == "auto":
+                    generator.score_continuations(span_messages("Warm up?", "Warm up."), ["Warm"])
+                else:
+                    generator.count_tokens("warm up")
+            except Exception:  # noqa: BLE001, S110 - the real call fails the same way, in ask
+                pass
+
+        self._warming = threading.Thread(target=warm, name="ragcli-prefetch", daemon=True)
+        self._warming.start()
 
     def with_settings(self, settings: Settings) -> Answerer:
         """The same embedder and (loaded) generator under other settings (chat's /mode)."""

@@ -9,9 +9,11 @@ splits a matrix product by rows, so the thread count does not change any sum).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +179,16 @@ def usable_cores(limit: int) -> int:
     return max(1, min(count, limit))
 
 
+def _exclusive(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a LlamaCppGenerator method holding its lock: a model being loaded or warmed on a
+    background thread (Answerer.prefetch) is used only once that is done."""
+    @functools.wraps(method)
+    def locked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._use:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 class LlamaCppGenerator:
     """A GGUF model run by llama-cpp-python on the CPU."""
 
@@ -192,6 +204,7 @@ class LlamaCppGenerator:
         self.seed = seed
         self.load_ms = 0.0
         self._sha256: str | None = None
+        self._use = threading.RLock()  # one user of the llama.cpp contexts at a time (prefetch)
 
     @classmethod
     def from_settings(cls, settings: Any, model: Path | None = None) -> LlamaCppGenerator:
@@ -244,6 +257,7 @@ class LlamaCppGenerator:
         return self._load(n_ctx=SCORE_CONTEXT_TOKENS, n_threads=1, n_threads_batch=1,
                           logits_all=True)
 
+    @_exclusive
     def score_continuations(self, messages: Sequence[tuple[str, str]],
                             continuations: Sequence[str],
                             on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]:
@@ -337,13 +351,16 @@ class LlamaCppGenerator:
 
         return f"llama-cpp-python {version('llama-cpp-python')} ({compiled_cpu_features()})"
 
+    @_exclusive
     def render(self, messages: Sequence[tuple[str, str]]) -> str:
         response = self._formatter(messages=[{"role": r, "content": c} for r, c in messages])
         return str(response.prompt)
 
+    @_exclusive
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
 
+    @_exclusive
     def generate(self, prompt: str, *, max_tokens: int, temperature: float, seed: int,
                  on_token: TokenCallback | None = None) -> Generation:
         llama = self._llama

@@ -72,6 +72,7 @@ def ask(
                            [g.strip() for g in groups.split(",")])
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
+    answerer.prefetch()  # the model loads while the question is embedded and searched
     result = answerer.ask(question, user=who.user, groups=list(who.groups),
                           on_token=None if as_json else render.token_stream())
     if as_json:
@@ -100,6 +101,7 @@ def _batch(path: str, settings: object, user: str | None, groups: str) -> int:
             raise InputError(f"--batch {path}: {exc.strerror or exc}") from None
     answerer = Answerer(settings, get_embedder(settings.embedder),  # type: ignore[attr-defined]
                         lambda: gguf_generator(settings))
+    answerer.prefetch()
     opened = Store.open(settings.store)  # type: ignore[attr-defined]
     default_groups = [g.strip() for g in groups.split(",")]
     first_error = 0

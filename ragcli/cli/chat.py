@@ -152,16 +152,10 @@ class Session:
     def _warm(self) -> None:
         """Load what the first question would: the embedder, and the model in the modes that
         use it (with mode auto's shared span prompt in the model's cache)."""
+        self.answerer.prefetch()
         self.answerer.embedder.embed(["warm up"])
-        if self.answerer.settings.mode == "extractive":
-            return
-        from ..reading import span_messages
-
-        generator = self.answerer.generator()
-        if self.answerer.settings.mode == "auto":
-            generator.score_continuations(span_messages("Warm up?", "Warm up."), ["Warm"])
-        else:
-            generator.count_tokens("warm up")
+        if self.answerer.settings.mode != "extractive":
+            self.answerer.generator()
 
     # ------------------------------------------------------------------ questions
 
