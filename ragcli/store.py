@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ class Store:
         self.manifest = manifest
         self._table: Any = None
         self._dataset: Any = None  # the table read through lance itself (local stores)
+        self._opening = threading.Lock()  # the two search legs may open it at once
         self._dataset_version: int | None = None  # a pinned view (at_version), local
 
     # ---- opening -------------------------------------------------------------------------
@@ -544,15 +546,16 @@ class Store:
                                                   error_if_tagged_old_versions=False)
 
     def _build_vector_index(self, table: Any) -> None:
-        """Train the IVF_PQ index on every row now in the table (a new index replaces the old
-        one in one commit: a reader sees either, never neither)."""
-        from lancedb.index import IvfPq
+        """Train the ``ANN_TYPE`` index on every row now in the table (a new index replaces
+        the old one in one commit: a reader sees either, never neither)."""
+        from lancedb.index import HnswSq, IvfPq
 
-        # PQ codes of dim/8 bytes, at most 48 (384 dimensions -> 48 sub-vectors of 8)
-        sub_vectors = max(d for d in range(1, 49) if self.manifest.dim % d == 0)
-        table.create_index("vector", config=IvfPq(distance_type="cosine",
-                                                   num_sub_vectors=sub_vectors),
-                           name=VECTOR_INDEX, replace=True)
+        if ANN_TYPE == "IVF_HNSW_SQ":  # the alternative scripts/bench_ann.py --index measures
+            config: Any = HnswSq(distance_type="cosine")
+        else:  # PQ codes of dim/8 bytes, at most 48 (384 dimensions -> 48 sub-vectors of 8)
+            sub_vectors = max(d for d in range(1, 49) if self.manifest.dim % d == 0)
+            config = IvfPq(distance_type="cosine", num_sub_vectors=sub_vectors)
+        table.create_index("vector", config=config, name=VECTOR_INDEX, replace=True)
 
     def vector_index(self, table: Any = None) -> dict[str, Any] | None:
         """The vector index as ``status`` shows it, or None while the vector leg is a flat scan:
@@ -702,6 +705,10 @@ class Store:
         return self._lance()
 
     def _lance(self) -> Any:
+        with self._opening:
+            return self._open_lance()
+
+    def _open_lance(self) -> Any:
         if self._dataset is None:
             self.require_current()
             import lance

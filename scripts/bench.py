@@ -67,6 +67,11 @@ def main() -> None:
     parser.add_argument("--llamaindex-python", type=Path, default=None,
                         help="python of the benchmark's own venv with LlamaIndex (scripts/bench)")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--ann-sizes", default="100000,1000000",
+                        help="store sizes of the vector-index rows ('' skips them: the 1 M store "
+                             "takes ~30 min to write and index on 2 cores)")
+    parser.add_argument("--ann-work", type=Path, default=None,
+                        help="keep the vector-index stores here and reuse them (bench_ann.py)")
     args = parser.parse_args()
     ragcli = [sys.executable, "-m", "ragcli"]
     work = Path(tempfile.mkdtemp(prefix="ragcli-bench-"))
@@ -160,6 +165,53 @@ def main() -> None:
     rows.append((f"warm retrieval p50 / p95, hybrid, {warm['queries']} SciFact queries",
                  f"{warm['p50_ms']:.1f} / {warm['p95_ms']:.1f} ms", "",
                  f"{warm['p95_ms'] / 15:.2f} of target", "p95 <= 15 ms"))
+
+    # ---- chat and batch: everything warm in one process ------------------------------------
+    talk = json.loads(run([sys.executable, str(ROOT / "scripts" / "bench_chat.py"), str(store)],
+                          env)[1])
+    n = talk["questions"]
+    for mode, target in (("extractive", 150), ("auto", None)):
+        chat = talk[f"chat_{mode}"]
+        rows.append((f"`chat` {mode} answers after the first, p50 / p95 ({n - 1} questions)",
+                     f"{chat['p50_ms']:.0f} / {chat['p95_ms']:.0f} ms",
+                     f"{chat['first_question_ms']:.0f} ms (first)",
+                     f"{chat['p95_ms'] / target:.2f} of target" if target else "",
+                     f"p95 <= {target} ms" if target else ""))
+    chat = talk["chat_generative"]
+    rows.append((f"`chat` generative first token after the first, p50 / p95 ({n - 1} questions)",
+                 f"{chat['first_token_p50_ms']:.0f} / {chat['first_token_p95_ms']:.0f} ms", "",
+                 f"{chat['first_token_p95_ms'] / 1500:.2f} of target", "p95 <= 1500 ms"))
+    batch = talk["batch"]
+    rows.append((f"`ask --batch` of {n} questions vs {n} cold `ask`s (default mode)",
+                 f"{batch['batch_s']:.1f} s", f"{batch['cold_asks_s']:.1f} s",
+                 f"{batch['speedup']:.1f}x faster", ">= 5x faster"))
+
+    # ---- the vector index at 100 k and 1 M chunks ----------------------------------------------
+    if args.ann_sizes:
+        ann_args = [sys.executable, str(ROOT / "scripts" / "bench_ann.py"), str(args.data),
+                    "--sizes", args.ann_sizes]
+        if args.ann_work:
+            ann_args += ["--work", str(args.ann_work)]
+        for line in run(ann_args)[1].splitlines():
+            ann = json.loads(line)
+            if "chunks" not in ann:
+                continue
+            size = f"{ann['chunks'] // 1000:,} k" if ann["chunks"] < 1_000_000 else \
+                f"{ann['chunks'] / 1e6:g} M"
+            kind = "real SciFact" if ann["real"] == ann["chunks"] else \
+                f"{ann['real'] // 1000} k real + synthetic"
+            target = 15 if ann["chunks"] <= 100_000 else 50
+            rows.append((f"vector index at {size} chunks ({kind}): recall@10 of the flat scan, "
+                         "ACL prefilter", f"{ann['recall_at_10']:.3f}", "", "",
+                         ">= 0.95"))
+            rows.append((f"vector leg p95 at {size} chunks: {ann['index']['type']} vs flat scan",
+                         f"{ann['vector_leg_ann_p95_ms']:.1f} ms",
+                         f"{ann['vector_leg_flat_p95_ms']:.1f} ms",
+                         f"{ann['vector_leg_flat_p95_ms'] / ann['vector_leg_ann_p95_ms']:.1f}x "
+                         "faster", ""))
+            rows.append((f"warm hybrid retrieval p50 / p95 at {size} chunks, ACL prefilter",
+                         f"{ann['hybrid_p50_ms']:.1f} / {ann['hybrid_p95_ms']:.1f} ms", "",
+                         f"{ann['hybrid_p95_ms'] / target:.2f} of target", f"p95 <= {target} ms"))
 
     print(f"\nragcli benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
           f"embedder {settings.embedder}, model {Path(record['model']['path']).name}")
