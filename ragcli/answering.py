@@ -59,24 +59,28 @@ class Answerer:
         return self._generator
 
     def prefetch(self) -> None:
-        """Load what the mode needs of the model on a background thread, so that a cold ``ask``
-        pays for the slower of retrieval and model loading, not for both: the GGUF weights, and
-        in mode ``auto`` the span prompt's shared part (instruction and worked examples)
-        evaluated into the model's cache. The generator is built here (its file checked, as
-        without prefetch); its methods wait for the warming to finish (a lock in the generator),
-        so nothing runs on the model concurrently, and nothing computed changes: span scores are
-        the same with that part cached or not (tests/test_real_components.py). A failure while
-        warming is raised again by the first real use, on the calling thread."""
+        """Get the model ready while the question is embedded and searched, so that a cold
+        ``ask`` pays less than retrieval plus model start-up: the GGUF weights load here, on the
+        calling thread (llama.cpp silences the process's stdout and stderr while it loads, which
+        must not swallow an answer or an error printed meanwhile), and in mode ``auto`` the span
+        prompt's shared part (instruction and worked examples) is then evaluated into the
+        model's cache on a background thread. The generator's methods wait for that (a lock in
+        the generator), so nothing runs on the model concurrently, and nothing computed changes:
+        span scores are the same with that part cached or not (tests/test_real_components.py).
+        A failure while warming is raised again by the first real use, on the calling thread."""
         if self.settings.mode == "extractive" or self._warming is not None:
             return
         generator = self.generator()
+        load = getattr(generator, "load", None)
+        if load is None:  # a generator without a separate load step: nothing to get ahead of
+            return
+        load(scoring=self.settings.mode == "auto")
+        if self.settings.mode != "auto":
+            return
 
         def warm() -> None:
             try:
-                if self.settings.mode == "auto":
-                    generator.score_continuations(span_messages("Warm up?", "Warm up."), ["Warm"])
-                else:
-                    generator.count_tokens("warm up")
+                generator.score_continuations(span_messages("Warm up?", "Warm up."), ["Warm"])
             except Exception:  # noqa: BLE001, S110 - the real call fails the same way, in ask
                 pass
 

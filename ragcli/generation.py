@@ -352,6 +352,14 @@ class LlamaCppGenerator:
         return f"llama-cpp-python {version('llama-cpp-python')} ({compiled_cpu_features()})"
 
     @_exclusive
+    def load(self, *, scoring: bool) -> None:
+        """Load the weights now: the scoring context (mode auto) or the generating one."""
+        if scoring:
+            self._scorer  # noqa: B018 - a cached property: loading is the point
+        else:
+            self._llama  # noqa: B018
+
+    @_exclusive
     def render(self, messages: Sequence[tuple[str, str]]) -> str:
         response = self._formatter(messages=[{"role": r, "content": c} for r, c in messages])
         return str(response.prompt)

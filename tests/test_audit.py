@@ -46,8 +46,11 @@ def test_a_process_killed_during_generation_leaves_an_interrupted_record(
     record = None
     while time.monotonic() < deadline:  # until the prompt is on disk: the model is running
         if audit.exists():
-            with sqlite3.connect(audit) as connection:
-                row = connection.execute("SELECT record FROM traces").fetchone()
+            try:  # the file can exist a moment before its table does
+                with sqlite3.connect(audit) as connection:
+                    row = connection.execute("SELECT record FROM traces").fetchone()
+            except sqlite3.OperationalError:
+                row = None
             record = json.loads(row[0]) if row else None
             if record and "prompt" in record:
                 break
