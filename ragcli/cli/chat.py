@@ -154,8 +154,6 @@ class Session:
         use it (with mode auto's shared span prompt in the model's cache)."""
         self.answerer.prefetch()
         self.answerer.embedder.embed(["warm up"])
-        if self.answerer.settings.mode != "extractive":
-            self.answerer.generator()
 
     # ------------------------------------------------------------------ questions
 
