@@ -31,6 +31,10 @@ class ExitCode(IntEnum):
     EVAL_ERROR = 16  # eval: a case errored (it counts as a failure, never as a skip)
     ENGINE = 17  # --engine ray: a Ray task failed after its retries, or results were lost
     TUNE_NOT_BETTER = 18  # tune: the adapter did not beat the base model on every --eval set
+    BACKEND_UNAVAILABLE = 19  # the large model's server cannot be reached, timed out or broke off
+    BACKEND_REFUSED = 20  # the large model's server refused the request (key, model name, input)
+    BACKEND_INVALID = 21  # the large model's server answered with something not OpenAI-shaped
+    UNVERIFIABLE = 22  # replay: the same retrieval and prompt, but a served model answered
 
 
 WHEN = {
@@ -65,6 +69,18 @@ WHEN = {
                      "documents committed before are kept and the same command continues",
     ExitCode.TUNE_NOT_BETTER: "tune: the adapter was written but is not better than the base "
                               "model on every `--eval` set",
+    ExitCode.BACKEND_UNAVAILABLE: "the large model's server (`large_url`) cannot be reached, "
+                                  "gave no response within `large_timeout` after "
+                                  "`large_retries` retries, or broke off mid-answer; the audit "
+                                  "record says which (docs/routing.md)",
+    ExitCode.BACKEND_REFUSED: "the large model's server refused the request: HTTP 401/403 (the "
+                              "key in `large_api_key_env`) or another 4xx (unknown model, input "
+                              "too long), or an error event mid-stream",
+    ExitCode.BACKEND_INVALID: "the large model's server answered with something that is not an "
+                              "OpenAI chat completion (not JSON, no choices)",
+    ExitCode.UNVERIFIABLE: "replay: retrieval and prompt are the same as recorded, but the answer "
+                           "came from a served model whose weights cannot be checked, so the "
+                           "re-asked output cannot prove the record (never reported as identical)",
 }
 """When each exit code happens; docs/exit-codes.md is generated from it (scripts/reference.py)."""
 
@@ -136,6 +152,22 @@ class ModelChangedError(RagError):
 
 class VersionGoneError(RagError):
     exit_code = ExitCode.VERSION_GONE
+
+
+class BackendUnavailableError(RagError):
+    exit_code = ExitCode.BACKEND_UNAVAILABLE
+
+
+class BackendRefusedError(RagError):
+    exit_code = ExitCode.BACKEND_REFUSED
+
+
+class BackendInvalidError(RagError):
+    exit_code = ExitCode.BACKEND_INVALID
+
+
+BackendError = (BackendUnavailableError, BackendRefusedError, BackendInvalidError)
+"""What a call to the large model's server raises."""
 
 
 class RegressionError(RagError):

@@ -69,9 +69,40 @@ class Generator(Protocol):
                             on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]: ...
 
 
+class Streamed:
+    """The text of a streamed generation as it arrives: pieces, their count, the time to the
+    first one, and each passed on to ``on_token``."""
+
+    def __init__(self, on_token: TokenCallback | None) -> None:
+        self.on_token = on_token
+        self.start = time.perf_counter()
+        self.first_ms: float | None = None
+        self.pieces: list[str] = []
+
+    def add(self, text: str) -> None:
+        if not text:
+            return
+        if self.first_ms is None:
+            self.first_ms = (time.perf_counter() - self.start) * 1000
+        self.pieces.append(text)
+        if self.on_token:
+            self.on_token(text)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def timings_ms(self) -> dict[str, float]:
+        total = (time.perf_counter() - self.start) * 1000
+        return {"first_token": self.first_ms or total, "generate": total}
+
+
 def model_record(generator: Generator) -> dict[str, Any]:
     """What an audit record says of the model: its file, SHA-256, runtime, and the LoRA adapter
-    (path and SHA-256) or None."""
+    (path and SHA-256) or None; for a served model (remote.py) its endpoint and reported name."""
+    own = getattr(generator, "record", None)
+    if callable(own):
+        return dict(own())
     adapter = None if generator.adapter_path is None else \
         {"path": str(generator.adapter_path), "sha256": generator.adapter_sha256()}
     return {"path": str(generator.model_path), "sha256": generator.model_sha256(),
@@ -205,6 +236,7 @@ class LlamaCppGenerator:
         self.load_ms = 0.0
         self._sha256: str | None = None
         self._use = threading.RLock()  # one user of the llama.cpp contexts at a time (prefetch)
+        self.scored_tokens = 0  # tokens the last score_continuations call put through the model
 
     @classmethod
     def from_settings(cls, settings: Any, model: Path | None = None) -> LlamaCppGenerator:
@@ -306,6 +338,7 @@ class LlamaCppGenerator:
             llama.n_tokens = base             # when each continuation was evaluated on its own
             llama.eval(encoded[i])
             rows[i] = np.array(llama.scores[base - 1:base + len(bodies[i])], dtype=np.float64)
+        self.scored_tokens = len(prefix) + sum(len(encoded[i]) for i in rows)
         out = []
         for i, tokens in enumerate(encoded):
             logits = rows[host[i]][:len(tokens)]
@@ -378,26 +411,15 @@ class LlamaCppGenerator:
                     "repeat_penalty": 1.0, "max_tokens": max_tokens, "seed": seed,
                     "threads": self.threads, "batch_threads": self.batch_threads,
                     "context_tokens": self.context_tokens}
-        start = time.perf_counter()
-        first_ms: float | None = None
-        pieces: list[str] = []
-        tokens = 0
+        streamed = Streamed(on_token)
         finish = "stop"
         stream = llama.create_completion(prompt, max_tokens=max_tokens, temperature=temperature,
                                          top_p=1.0, top_k=sampling["top_k"], repeat_penalty=1.0,
                                          seed=seed, stream=True)
         for part in stream:
             choice = part["choices"][0]
-            text = choice.get("text") or ""
-            if text:
-                if first_ms is None:
-                    first_ms = (time.perf_counter() - start) * 1000
-                pieces.append(text)
-                tokens += 1
-                if on_token:
-                    on_token(text)
+            streamed.add(choice.get("text") or "")  # one token a part
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
-        total = (time.perf_counter() - start) * 1000
-        return Generation("".join(pieces), tokens, finish, sampling,
-                          {"first_token": first_ms or total, "generate": total})
+        return Generation(streamed.text, len(streamed.pieces), finish, sampling,
+                          streamed.timings_ms())

@@ -61,6 +61,17 @@ class Settings:
     identity: str = "caller"  # caller (trust --user/--groups) | os (the OS account; identity.py)
     users_file: Path | None = None  # users.toml: user = [groups], added to OS groups (identity = os)
     audit: Path = dataclasses.field(default_factory=default_audit)  # the audit log (SQLite)
+    route: str = "local"  # local (the GGUF model only) | small-first (escalate) | large (docs/routing.md)
+    large_url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1
+    large_model: str = "default"  # the model name sent to that server
+    large_api_key_env: str = "RAGCLI_LARGE_API_KEY"  # the variable holding its key (never recorded)
+    large_timeout: float = 60.0  # seconds without a byte from the server before it counts as down
+    large_retries: int = 2  # retries of a failed connection or a 408/429/5xx, before any text
+    large_context_tokens: int = 4096  # the served model's context window
+    escalate_below: float = 0.0  # small-first: escalate answers with confidence below this too
+    usd_per_1k_prompt: float = 0.0  # price of the large model's prompt tokens
+    usd_per_1k_completion: float = 0.0  # price of its completion tokens
+    usd_per_cpu_hour: float = 0.0  # price of an hour of this machine's CPU (the local model's cost)
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path)
@@ -118,6 +129,27 @@ DOCS = {
                  "account; flags only narrow); locked by `/etc/ragcli/ragcli.toml`"),
     "users_file": ("none", "`users.toml` mapping users to extra groups, for `identity = \"os\"`"),
     "audit": ("`~/.local/state/ragcli/audit.sqlite3` ($XDG_STATE_HOME)", "audit log (SQLite)"),
+    "route": (None, "`local` (the GGUF model), `small-first` (the GGUF model, then the large one "
+              "when the small answer fails verification or its confidence is below "
+              "`escalate_below`) or `large` (the large one only); `--model large` on `ask`/`chat` "
+              "is `route = large`; docs/routing.md"),
+    "large_url": ("none", "base URL of an OpenAI-compatible server for the large model "
+                  "(llama.cpp, llama-cpp-python, vLLM, Ollama, LM Studio), e.g. "
+                  "`http://127.0.0.1:8080/v1`"),
+    "large_model": (None, "model name sent to that server"),
+    "large_api_key_env": (None, "name of the environment variable holding its API key (the key "
+                          "itself is never in a file, a record or a message)"),
+    "large_timeout": (None, "seconds without a byte from the server before the request fails"),
+    "large_retries": (None, "retries (0.5 s, 1 s, ... apart) of a refused connection, a timeout or "
+                      "HTTP 408/429/5xx, before any answer text arrived"),
+    "large_context_tokens": (None, "the served model's context window (prompt budget)"),
+    "escalate_below": (None, "`small-first`: also escalate a verified small answer whose "
+                       "confidence is below this (`eval --calibrate-route` chooses it for a "
+                       "budget); 0 = only failed verification escalates"),
+    "usd_per_1k_prompt": (None, "price of 1,000 prompt tokens of the large model (cost per query)"),
+    "usd_per_1k_completion": (None, "price of 1,000 completion tokens of the large model"),
+    "usd_per_cpu_hour": (None, "price of an hour of this machine's CPU, charged for ragcli's own "
+                         "CPU seconds (the local model's cost)"),
 }
 """Each setting: (its default as the reference shows it, None = the value itself; what it
 means). docs/configuration.md is generated from this and the defaults (scripts/reference.py)."""
@@ -129,15 +161,21 @@ _TYPES: dict[str, type] = {
     "seed": int, "threads": int, "batch_threads": int, "audit": Path, "retrieval": str,
     "fts_weight": float, "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int,
     "redact_audit": bool, "default_acl": tuple, "identity": str, "users_file": Path,
+    "route": str, "large_url": str, "large_model": str, "large_api_key_env": str,
+    "large_timeout": float, "large_retries": int, "large_context_tokens": int,
+    "escalate_below": float, "usd_per_1k_prompt": float, "usd_per_1k_completion": float,
+    "usd_per_cpu_hour": float,
 }
 _CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("auto", "generative", "extractive"),
-            "identity": ("caller", "os")}
+            "identity": ("caller", "os"), "route": ("local", "small-first", "large")}
 SYSTEM_CONFIG = Path("/etc/ragcli/ragcli.toml")
 """A deployment's settings that nothing else overrides: ``LOCKED`` keys read from here win over
 every flag, ``RAGCLI_*`` variable and project ragcli.toml (identity.py)."""
 LOCKED = ("identity", "users_file")
 _MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1,
-            "batch_threads": 0, "rrf_k": 1, "max_answer_chars": 1}
+            "batch_threads": 0, "rrf_k": 1, "max_answer_chars": 1, "large_timeout": 0.001,
+            "large_retries": 0, "large_context_tokens": 256, "usd_per_1k_prompt": 0.0,
+            "usd_per_1k_completion": 0.0, "usd_per_cpu_hour": 0.0}
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a non-empty string", Path: "a path",
                bool: "true or false", tuple: "a list of group names (a, b, c)"}
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -192,7 +230,18 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
     if name in _CHOICES and result not in _CHOICES[name]:
         raise ConfigError(f"{origin}: {name} must be one of {', '.join(_CHOICES[name])}, "
                           f"got {result!r}")
-    if name in ("min_confidence", "temperature", "fts_weight") and not 0.0 <= result <= 2.0:
+    if name == "large_url":
+        from .remote import check_url  # light: the standard library only
+
+        try:
+            check_url(result)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: large_url {exc}") from None
+    if name == "large_api_key_env" and not result.replace("_", "").isalnum():
+        raise ConfigError(f"{origin}: large_api_key_env must be an environment variable's name "
+                          f"(the key itself is never configured), got {result!r}")
+    if name in ("min_confidence", "temperature", "fts_weight", "escalate_below") \
+            and not 0.0 <= result <= 2.0:
         raise ConfigError(f"{origin}: {name} must be between 0 and 2, got {result}")
     return result
 
