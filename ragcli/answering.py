@@ -24,7 +24,7 @@ from typing import Any
 from . import __version__
 from .claims import failed_claims
 from .embedder import Embedder
-from .errors import RagError, UsageError
+from .errors import BackendError, RagError, UsageError
 from .extractive import extract_answer
 from .generation import Generator, PromptTooLong, TokenCallback, model_record
 from .guardrails import MARKER, REFUSAL, check_answer, looks_like_refusal, split_sentences
@@ -41,6 +41,19 @@ from .store import Store
 from .trace import INTERRUPTED, AuditLog
 
 MAX_QUESTION_CHARS = 2000
+ROUTE_LOCAL, ROUTE_SMALL_FIRST, ROUTE_LARGE = "local", "small-first", "large"
+ROUTE_SMALL = "small"
+"""The attempt made by the local GGUF model (``route``'s values are in settings.py)."""
+ATTEMPT_FIELDS = ("status", "refused", "refusal_reason", "answer", "short_answer", "quote",
+                  "verification", "citations", "prompt", "model", "output", "guardrails",
+                  "span_choice", "output_checks")
+"""What one model's attempt writes into an audit record: under ``small-first`` each attempt keeps
+its own copy in ``attempts`` and the record's top level holds the one shown."""
+ESCALATING_REFUSALS = ("unsupported_answer", "unverified_claim", "model_declined", "output_check",
+                       "context_budget")
+"""Refusals of the small model that the large one may do better on: its answer failed the checks
+or did not fit. Refusals for lack of evidence (none readable, confidence below min_confidence)
+never escalate: a larger model has no more right to answer without evidence."""
 
 
 @dataclass
@@ -50,13 +63,27 @@ class Answerer:
     settings: Settings
     embedder: Embedder
     generator_factory: Callable[[], Generator]
+    large_factory: Callable[[], Generator] | None = None  # None: the server ``large_url`` names
     _generator: Generator | None = field(default=None, init=False)
+    _large: Generator | None = field(default=None, init=False, repr=False)
     _warming: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def generator(self) -> Generator:
         if self._generator is None:
             self._generator = self.generator_factory()
         return self._generator
+
+    def large(self) -> Generator:
+        """The large model (``route`` small-first or large): ``large_factory``'s, else the
+        OpenAI-compatible server the settings name (no request is made until it answers)."""
+        if self._large is None:
+            if self.large_factory is not None:
+                self._large = self.large_factory()
+            else:
+                from .remote import OpenAIGenerator, endpoint_from_settings
+
+                self._large = OpenAIGenerator(endpoint_from_settings(self.settings))
+        return self._large
 
     def prefetch(self) -> None:
         """Get the model ready while the question is embedded and searched, so that a cold
@@ -68,7 +95,8 @@ class Answerer:
         the generator), so nothing runs on the model concurrently, and nothing computed changes:
         span scores are the same with that part cached or not (tests/test_real_components.py).
         A failure while warming is raised again by the first real use, on the calling thread."""
-        if self.settings.mode == "extractive" or self._warming is not None:
+        if self.settings.mode == "extractive" or self._warming is not None \
+                or self.settings.route == ROUTE_LARGE:
             return
         generator = self.generator()
         load = getattr(generator, "load", None)
@@ -89,8 +117,9 @@ class Answerer:
 
     def with_settings(self, settings: Settings) -> Answerer:
         """The same embedder and (loaded) generator under other settings (chat's /mode)."""
-        other = Answerer(settings, self.embedder, self.generator_factory)
+        other = Answerer(settings, self.embedder, self.generator_factory, self.large_factory)
         other._generator = self._generator
+        other._large = self._large if settings.large_url == self.settings.large_url else None
         return other
 
     def ask(self, question: str, *, user: str, groups: Sequence[str],
@@ -101,6 +130,7 @@ class Answerer:
         chat catches, completes it as interrupted). ``store``: an open store to re-use."""
         request_id = new_id()
         started = time.perf_counter()
+        cpu = time.process_time()
         record = self._base_record(request_id, question, user, groups)
         audit = AuditLog(self.settings.audit)
 
@@ -115,18 +145,37 @@ class Answerer:
             record.update(status=INTERRUPTED, error={"type": "KeyboardInterrupt",
                                                      "message": "stopped by the user"})
             record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
+            record["cost"] = self.cost(record, time.process_time() - cpu)
             audit.complete(kept(record))
             raise
         except Exception as exc:
             code = int(exc.exit_code) if isinstance(exc, RagError) else 1
             record["error"] = {"type": type(exc).__name__, "message": str(exc), "exit_code": code}
             record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
+            record["cost"] = self.cost(record, time.process_time() - cpu)
             audit.complete(kept(record))
             raise
         answer.timings_ms["total"] = (time.perf_counter() - started) * 1000
         record["timings_ms"] = dict(answer.timings_ms)
+        record["cost"] = self.cost(record, time.process_time() - cpu)
         audit.complete(kept(record))
-        return answer
+        return replace(answer, cost=record["cost"])
+
+    def cost(self, record: dict[str, Any], cpu_s: float) -> dict[str, Any]:
+        """What a request cost: this process's CPU seconds, wall time, tokens per model (the
+        server's own counts for the large one) and their price in USD under the ``usd_per_*``
+        settings (0 unless set)."""
+        settings = self.settings
+        usage = record.get("usage") or {}
+        large = usage.get(ROUTE_LARGE) or {}
+        tokens = {"prompt": sum(int(u.get("prompt_tokens") or 0) for u in usage.values()),
+                  "completion": sum(int(u.get("completion_tokens") or 0) for u in usage.values())}
+        usd = (int(large.get("prompt_tokens") or 0) * settings.usd_per_1k_prompt
+               + int(large.get("completion_tokens") or 0) * settings.usd_per_1k_completion) / 1000 \
+            + cpu_s * settings.usd_per_cpu_hour / 3600
+        return {"cpu_s": round(cpu_s, 4),
+                "wall_ms": round((record.get("timings_ms") or {}).get("total", 0.0), 3),
+                "tokens": tokens, "by_model": usage, "usd": round(usd, 8)}
 
     def rerun(self, question: str, *, user: str, groups: Sequence[str],
               store: Store) -> tuple[Answer, dict[str, Any]]:
@@ -165,8 +214,13 @@ class Answerer:
         if len(question) > MAX_QUESTION_CHARS:
             raise UsageError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
         effective_groups(groups)  # a group name no ACL could hold fails before any work
-        # checks the model file now (the weights load on first use); extractive needs no model
-        generator = None if settings.mode == "extractive" else self.generator()
+        if settings.route != ROUTE_LOCAL:
+            self.large()  # no large model configured fails now, not at the first escalation
+        # checks the model file now (the weights load on first use); extractive needs no model,
+        # nor does route large (the served model writes; rules pick a repair's short answer)
+        generator = None if settings.mode == "extractive" or settings.route == ROUTE_LARGE \
+            else self.generator()
+        usage: dict[str, dict[str, Any]] = record.setdefault("usage", {})
         store = store or Store.open(settings.store)
         store.require_embedder(self.embedder.id)
         start = time.perf_counter()
@@ -215,7 +269,8 @@ class Answerer:
                 return refuse("unsupported_answer: no sentence of the passages covers the question")
             quote = make_quote(extract.n, hits[extract.n - 1], extract.sentence)
             choice = self._choose_span(question, extract.sentence, record, timings,
-                                       use_model=settings.mode == "auto", checkpoint=checkpoint)
+                                       use_model=settings.mode == "auto"
+                                       and settings.route != ROUTE_LARGE, checkpoint=checkpoint)
             short = choice.span.text if choice else extract.sentence
             source = "model-span" if choice and choice.method == "model" else "extract"
             bad = failed_claims(short, quote.text) + failed_claims(extract.sentence, quote.text)
@@ -231,46 +286,88 @@ class Answerer:
         if confidence < settings.min_confidence:
             return refuse(f"low_confidence: best evidence {confidence:.3f} is below "
                           f"min_confidence {settings.min_confidence:.3f}")
-        if settings.mode != "generative":
-            return extracted()
-        start = time.perf_counter()
-        prompt = build_prompt(question, hits, render=generator.render,
-                              count_tokens=generator.count_tokens,
-                              context_tokens=generator.context_tokens,
-                              answer_tokens=settings.max_tokens)
-        timings["prompt"] = (time.perf_counter() - start) * 1000
-        record["prompt"] = {"text": prompt.text, "tokens": prompt.tokens,
-                            "messages": [list(m) for m in prompt.messages],
-                            "passages": [h.chunk_id for h in prompt.passages],
-                            "dropped": list(prompt.dropped)}
-        record["model"] = model_record(generator)
-        if not prompt.passages:
-            return refuse("context_budget: no passage fits the model's context window")
-        if checkpoint is not None:
-            checkpoint()  # the exact prompt is on disk before the model runs
-        generation = generator.generate(prompt.text, max_tokens=settings.max_tokens,
+
+        def generated(model: Generator, *, large: bool) -> Answer:
+            """The model writes the answer from the numbered passages; every claim is checked."""
+            start = time.perf_counter()
+            prompt = build_prompt(question, hits, render=model.render,
+                                  count_tokens=model.count_tokens,
+                                  context_tokens=model.context_tokens,
+                                  answer_tokens=settings.max_tokens)
+            timings["prompt"] = (time.perf_counter() - start) * 1000
+            record["prompt"] = {"text": prompt.text, "tokens": prompt.tokens,
+                                "messages": [list(m) for m in prompt.messages],
+                                "passages": [h.chunk_id for h in prompt.passages],
+                                "dropped": list(prompt.dropped)}
+            if large:
+                record["prompt"]["tokens_estimated"] = True  # the server's count is in usage
+            record["model"] = model_record(model)
+            if not prompt.passages:
+                return refuse("context_budget: no passage fits the model's context window")
+            if checkpoint is not None:
+                checkpoint()  # the exact prompt is on disk before the model runs
+            generation = model.generate(prompt.text, max_tokens=settings.max_tokens,
                                         temperature=settings.temperature, seed=settings.seed,
                                         on_token=on_token)
-        timings.update({f"generation_{k}": v for k, v in generation.timings_ms.items()})
-        record["model"]["sampling"] = generation.sampling
-        record["output"] = {"raw": generation.text, "tokens": generation.tokens,
-                            "finish_reason": generation.finish_reason}
-        if looks_like_refusal(generation.text):
-            return refuse("model_declined: the model said it does not know")
-        checked = check_answer(generation.text, prompt.passages)
-        record["guardrails"] = {"invalid_citations": list(checked.invalid_markers),
-                                "unsupported_sentences": list(checked.unsupported),
-                                "supported_sentences": checked.supported_sentences}
-        if checked.supported_sentences == 0:
-            return refuse("unsupported_answer: no sentence of the model's answer is supported "
-                          "by a passage")
-        verified = verify_generated(question, checked.text, prompt.passages)
-        if isinstance(verified, list):  # a claim not in its quote: never shown as an answer
-            return extracted(failed=verified)
-        short, quote = verified
-        return answered(checked.text, checked.citations, prompt.passages,
-                        checked.invalid_markers, checked.unsupported, short=short, quote=quote,
-                        check=Verification("verified", "model"))
+            timings.update({f"{'large_' if large else ''}generation_{k}": v
+                            for k, v in generation.timings_ms.items()})
+            record["model"] = model_record(model)  # what the server said of itself, if remote
+            record["model"]["sampling"] = generation.sampling
+            record["output"] = {"raw": generation.text, "tokens": generation.tokens,
+                                "finish_reason": generation.finish_reason}
+            usage[ROUTE_LARGE if large else ROUTE_SMALL] = usage_of(model, prompt.tokens,
+                                                                    generation.tokens)
+            if looks_like_refusal(generation.text):
+                return refuse("model_declined: the model said it does not know")
+            checked = check_answer(generation.text, prompt.passages)
+            record["guardrails"] = {"invalid_citations": list(checked.invalid_markers),
+                                    "unsupported_sentences": list(checked.unsupported),
+                                    "supported_sentences": checked.supported_sentences}
+            if checked.supported_sentences == 0:
+                return refuse("unsupported_answer: no sentence of the model's answer is "
+                              "supported by a passage")
+            verified = verify_generated(question, checked.text, prompt.passages)
+            if isinstance(verified, list):  # a claim not in its quote: never shown as an answer
+                return extracted(failed=verified)
+            short, quote = verified
+            return answered(checked.text, checked.citations, prompt.passages,
+                            checked.invalid_markers, checked.unsupported, short=short,
+                            quote=quote, check=Verification("verified", "model"))
+
+        if settings.route == ROUTE_LARGE:
+            record["route"] = {"policy": ROUTE_LARGE, "taken": ROUTE_LARGE, "escalated": False}
+            return replace(generated(self.large(), large=True), route=record["route"])
+        small = extracted() if settings.mode != "generative" else \
+            generated(generator, large=False)  # type: ignore[arg-type]
+        if settings.route != ROUTE_SMALL_FIRST:
+            return small
+        reason = escalation_reason(small, settings.escalate_below)
+        record["route"] = {"policy": ROUTE_SMALL_FIRST, "taken": ROUTE_SMALL,
+                           "escalated": reason is not None, "reason": reason}
+        if reason is None:
+            return replace(small, route=record["route"])
+        first = {k: record.pop(k) for k in ATTEMPT_FIELDS if k in record}
+        record["attempts"] = [{"route": ROUTE_SMALL, **first}]
+        record.update(status="failed", refused=False)
+        try:
+            large = generated(self.large(), large=True)
+        except BackendError as exc:  # the small model's checked result stands; said so
+            for k in ATTEMPT_FIELDS:
+                record.pop(k, None)
+            record.update(first)
+            record["attempts"].append({"route": ROUTE_LARGE, "error": {
+                "type": type(exc).__name__, "message": str(exc), "exit_code": int(exc.exit_code)}})
+            record["route"]["error"] = str(exc)
+            return replace(small, route=record["route"])
+        second = {k: record[k] for k in ATTEMPT_FIELDS if k in record}
+        record["attempts"].append({"route": ROUTE_LARGE, **second})
+        if large.refused and not small.refused:  # the verified small answer stands
+            for k in second:
+                record.pop(k)
+            record.update(first)
+            return replace(small, route=record["route"])
+        record["route"]["taken"] = ROUTE_LARGE
+        return replace(large, route=record["route"])
 
     def similarity(self, question: str, sentences: Sequence[str]) -> list[float]:
         """Cosine of each sentence to the question (the store's embedder; unit vectors)."""
@@ -299,7 +396,11 @@ class Answerer:
                     checkpoint()  # the exact prompt is on disk before the model runs
 
             def scorer(spans: Sequence[str]) -> list[float]:
-                return generator.score_continuations(messages, spans, on_prompt)[1]
+                scores = generator.score_continuations(messages, spans, on_prompt)[1]
+                used = record.setdefault("usage", {}).setdefault(
+                    ROUTE_SMALL, {"prompt_tokens": 0, "completion_tokens": 0, "source": "counted"})
+                used["prompt_tokens"] += int(getattr(generator, "scored_tokens", 0))
+                return scores
         try:
             choice = choose_span(question, sentence, scorer)
         except PromptTooLong:
@@ -309,6 +410,31 @@ class Answerer:
             record["span_choice"] = {"method": choice.method, "chosen": choice.span.text,
                                      "candidates": [list(c) for c in choice.scored]}
         return choice
+
+
+def escalation_reason(small: Answer, escalate_below: float) -> str | None:
+    """Why ``small-first`` hands a question to the large model, or None: the small model's answer
+    failed the checks (refused, or repaired with an extract), or it passed with a confidence
+    below ``escalate_below``."""
+    if small.refused:
+        reason = (small.refusal_reason or "").split(":", 1)[0]
+        return f"small_{reason}" if reason in ESCALATING_REFUSALS else None
+    if small.verification is not None and small.verification.outcome == "repaired":
+        return "small_answer_repaired"
+    if small.confidence < escalate_below:
+        return "confidence_below_escalate_below"
+    return None
+
+
+def usage_of(model: Generator, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """A model call's token counts: the server's when it reported them, else ragcli's."""
+    reported = (getattr(model, "last", None) or {}).get("usage")
+    if reported:
+        return {"prompt_tokens": reported.get("prompt_tokens") or prompt_tokens,
+                "completion_tokens": reported.get("completion_tokens", completion_tokens),
+                "source": reported.get("source", "server")}
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "source": "counted"}
 
 
 def verify_generated(question: str, text: str, passages: Sequence[Hit]) -> list[str] | tuple[str, Quote]:
@@ -401,6 +527,9 @@ def redact(record: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("guardrails"), dict):
         out["guardrails"] = dict(out["guardrails"], unsupported_sentences=[
             redacted_text(t) for t in out["guardrails"].get("unsupported_sentences", [])])
+    if isinstance(out.get("attempts"), list):  # small-first: each model's attempt, texts too
+        out["attempts"] = [{k: v for k, v in redact(a).items() if k != "redacted"}
+                           if isinstance(a, dict) else a for a in out["attempts"]]
     return out
 
 

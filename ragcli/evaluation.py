@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .answer_metrics import best_f1, contains_answer, exact_match
-from .answering import Answerer, screen_retrieval
+from .answering import Answerer, escalation_reason, screen_retrieval
 from .embedder import Embedder
 from .errors import InputError, RagError, UsageError
 from .generation import Generator
@@ -115,6 +115,11 @@ class CaseResult:
     tokens: int = 0  # tokens the model generated (0: no model ran)
     perturbed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # name -> its failures
     ragas: dict[str, float] = field(default_factory=dict)  # ragas metric -> this case's score
+    route: str = "local"  # whose result was shown: local | small | large | none (refused for
+    #                       lack of evidence before any model ran, under small-first or large)
+    escalated: bool = False  # small-first handed it to the large model (whatever was shown)
+    failed_checks: str | None = None  # why small-first would escalate it whatever the band
+    cost: dict[str, Any] = field(default_factory=dict)  # Answer.cost: cpu_s, tokens, usd
 
     @property
     def answerable(self) -> bool:
@@ -209,6 +214,10 @@ class EvalResult:
     perturbations: tuple[str, ...] = ()
 
     @property
+    def routes(self) -> dict[str, dict[str, float]]:
+        return route_report(self.cases)
+
+    @property
     def leaks(self) -> int:
         return sum(1 for c in self.cases if c.leaks)
 
@@ -227,7 +236,7 @@ class EvalResult:
     def to_json(self) -> dict[str, Any]:
         return {"metrics": {k: round(v, 6) for k, v in self.metrics.items()},
                 "leaks": self.leaks, "errors": self.errors,
-                "perturbations": list(self.perturbations),
+                "perturbations": list(self.perturbations), "routes": self.routes,
                 "cases": [{"id": c.golden.id, "passed": c.passed, "failures": c.failures,
                            "refused": c.refused, "answer": c.answer,
                            "short_answer": c.short_answer, "answer_correct": c.answer_correct,
@@ -235,7 +244,8 @@ class EvalResult:
                            "exact_match": c.em, "unstable": c.unstable,
                            "perturbed": {k: list(v) for k, v in c.perturbed.items()},
                            "retrieved_docs": c.retrieved_docs, "cited_docs": c.cited_docs,
-                           "confidence": round(c.confidence, 6), "tags": list(c.golden.tags)}
+                           "confidence": round(c.confidence, 6), "tags": list(c.golden.tags),
+                           "route": c.route, "escalated": c.escalated, "cost": c.cost}
                           for c in self.cases]}
 
 
@@ -264,6 +274,12 @@ def run_case(answerer: Answerer, golden: Golden, audit: AuditLog, repeat: int) -
         result.citations_valid = all(c.chunk_id in retrieved and allowed & set(retrieved[c.chunk_id].acl)
                                      for c in answer.citations)
         result.timings_ms = dict(answer.timings_ms)
+        route = answer.route or {}
+        result.route = str(route.get("taken") or (
+            "local" if answerer.settings.route == "local" else "none"))  # none: refused first
+        result.escalated = bool(route.get("escalated"))
+        result.failed_checks = escalation_reason(answer, 0.0)
+        result.cost = dict(answer.cost)
         result.tokens = int((record.get("output") or {}).get("tokens") or 0)
         seen_text = json.dumps(record.get("prompt") or {}) + " ".join(result.retrieved_docs) + \
             " ".join(result.cited_docs)
@@ -388,6 +404,80 @@ def score_with_ragas(results: list[CaseResult]) -> None:
 
     for (case, name, _, _), value in zip(jobs, asyncio.run(score_all()), strict=True):
         case.ragas[name] = float(value)
+
+
+def route_report(results: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
+    """Quality, latency and cost of all cases and of each model's share (``route``): the share
+    of cases, the escalated share, pass rate, answer metrics, total latency p50/p95, CPU seconds
+    p50/p95/total, tokens and USD in total and per query. Reported, never gated (CPU time and
+    latency are the machine's, not the change's)."""
+    groups: dict[str, list[CaseResult]] = {"all": list(results)}
+    for r in results:
+        groups.setdefault(r.route, []).append(r)
+    out = {}
+    for name, group in groups.items():
+        if not group or (name == "local" and len(groups) == 2):
+            continue  # with one model only, its row is the "all" row
+        quality = compute_metrics(group)
+        totals = [r.timings_ms.get("total", 0.0) for r in group if not r.error]
+        cpu = [float(r.cost.get("cpu_s") or 0.0) for r in group]
+        usd = [float(r.cost.get("usd") or 0.0) for r in group]
+        tokens = [r.cost.get("tokens") or {} for r in group]
+        out[name] = {
+            "cases": float(len(group)), "share": len(group) / max(1, len(results)),
+            "escalated_share": sum(r.escalated for r in group) / len(group),
+            **{k: quality[k] for k in ("pass_rate", "string_presence", "token_f1",
+                                       "wrong_answer_rate", "refusal_recall") if k in quality},
+            "latency_p50_ms": _percentile(totals, 0.5), "latency_p95_ms": _percentile(totals, 0.95),
+            "cpu_s_p50": _percentile(cpu, 0.5), "cpu_s_p95": _percentile(cpu, 0.95),
+            "cpu_s_total": sum(cpu),
+            "prompt_tokens": float(sum(int(t.get("prompt") or 0) for t in tokens)),
+            "completion_tokens": float(sum(int(t.get("completion") or 0) for t in tokens)),
+            "usd_total": sum(usd), "usd_per_query": sum(usd) / len(group)}
+    return out
+
+
+def calibrate_route(small: Sequence[CaseResult], large: Sequence[CaseResult], *,
+                    budget_usd: float | None = None,
+                    max_escalated: float | None = None) -> dict[str, Any]:
+    """``eval --calibrate --route small-first``: choose ``escalate_below`` for a budget.
+
+    ``small`` and ``large`` are the same cases answered by the small model alone and by the large
+    one alone. For each candidate band edge (0 and every case's confidence, +1e-6), a case is
+    escalated when the small result failed its checks (``failed_checks``) or its confidence is
+    below the edge; it then shows the large result, unless that is a refusal and the small one a
+    checked answer (``Answerer`` does the same). Each row: the pass rate, right answers, the
+    escalated share and the cost per query (small's, plus large's when escalated). The chosen
+    edge: the best pass rate within the budget (mean USD per query and/or escalated share);
+    ties go to the cheaper."""
+    edges = sorted({0.0, *(round(r.confidence + 1e-6, 6) for r in small)})
+    rows = []
+    for edge in edges:
+        shown, escalated, usd = [], 0, 0.0
+        for s, g in zip(small, large, strict=True):
+            usd += float(s.cost.get("usd") or 0.0)
+            if s.error or s.refused and not s.failed_checks or \
+                    not (s.failed_checks or (not s.refused and s.confidence < edge)):
+                shown.append(s)
+                continue
+            escalated += 1
+            usd += float(g.cost.get("usd") or 0.0)
+            shown.append(s if g.refused and not s.refused or g.error else g)
+        metrics = compute_metrics(shown)
+        rows.append({"escalate_below": edge, "pass_rate": metrics["pass_rate"],
+                     "answered_right": metrics.get("answered_right", 0.0),
+                     "wrong_answers": metrics.get("wrong_answers", 0.0),
+                     "escalated_share": escalated / max(1, len(small)),
+                     "usd_per_query": usd / max(1, len(small))})
+    within = [r for r in rows
+              if (budget_usd is None or r["usd_per_query"] <= budget_usd + 1e-12)
+              and (max_escalated is None or r["escalated_share"] <= max_escalated + 1e-12)]
+    best = max(within, key=lambda r: (round(r["pass_rate"], 9), -r["usd_per_query"],
+                                      -r["escalated_share"])) if within else None
+    return {"budget_usd_per_query": budget_usd, "max_escalated_share": max_escalated,
+            "best": best, "sweep": rows,
+            "small_alone": route_report(small).get("all", {}),
+            "large_alone": route_report(large).get("all", {})}
 
 
 def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 PUBLIC_GROUP = "public"
 """The ACL group of documents that carry no ``acl``: every user may read them."""
@@ -166,6 +167,8 @@ class Answer:
     short_answer: str | None = None  # the span that answers ("16 weeks"); None when refused
     quote: Quote | None = None  # the sentence(s) the short answer is taken from and checked on
     verification: Verification | None = None  # None: refused before any answer was produced
+    route: dict[str, Any] | None = None  # route small-first / large: which model answered, and why
+    cost: dict[str, Any] = field(default_factory=dict)  # CPU seconds, tokens, USD (answering.py)
 
     def to_json(self) -> dict[str, object]:
         quote = self.quote
@@ -201,4 +204,6 @@ class Answer:
             "unsupported_sentences": list(self.unsupported_sentences),
             "flagged_passages": [{"chunk_id": c, "flags": list(f)} for c, f in self.flagged.items()],
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "route": self.route,
+            "cost": self.cost,
         }

@@ -37,10 +37,21 @@ class ReplayReport:
     retrieval: dict[str, list[str]] = field(default_factory=dict)
     diffs: dict[str, str] = field(default_factory=dict)
     answers: dict[str, Any] = field(default_factory=dict)
+    served: str | None = None  # the endpoint of a served (remote) model the record used, if any
+
+    @property
+    def outcome(self) -> str:
+        """identical | drifted | unverifiable: retrieval and prompt the same, but a served model
+        answered, whose weights nothing here can check (its output proves nothing either way)."""
+        if self.identical:
+            return "identical"
+        same_input = self.checks.get("retrieval") and self.checks.get("prompt")
+        return "unverifiable" if self.served and same_input else "drifted"
 
     def to_json(self) -> dict[str, Any]:
         return {"request_id": self.request_id, "against": self.against,
-                "identical": self.identical, "recorded_version": self.recorded_version,
+                "outcome": self.outcome, "identical": self.identical,
+                "served_model": self.served, "recorded_version": self.recorded_version,
                 "replayed_version": self.replayed_version, "checks": self.checks,
                 "retrieval": self.retrieval, "diffs": self.diffs, "answers": self.answers}
 
@@ -73,7 +84,11 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
     else:
         question = record["question"]
     settings = Settings.from_json(record.get("settings", {}))
-    recorded_model = record.get("model") or {}
+    models = [record.get("model") or {}] + [a.get("model") or {} for a in record.get("attempts", [])
+                                            if isinstance(a, dict)]
+    served = next((m.get("endpoint") for m in models if m.get("backend") == "openai"), None)
+    # the local model's part: the top level's, or under small-first the small attempt's
+    recorded_model = next((m for m in models if m.get("sha256")), {}) if served else models[0]
     if recorded_model.get("path"):
         settings = replace(settings, model=Path(recorded_model["path"]))
     recorded_adapter = recorded_model.get("adapter") or {}
@@ -131,13 +146,15 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
         ("output", old_output, new_output, checks["output"]),
         ("answer", record.get("answer") or "", new.get("answer") or "", checks["answer"]))
         if not same}
+    if served:  # a served model's output is no proof: never "identical"
+        checks["model_verified"] = False
     return ReplayReport(record["request_id"], against, all(checks.values()), recorded_version,
                         new.get("index_version"), checks, retrieval, diffs,
                         {"recorded": record.get("answer"), "replayed": new.get("answer"),
                          "recorded_short": record.get("short_answer"),
                          "replayed_short": new.get("short_answer"),
                          "recorded_refused": bool(record.get("refused")),
-                         "replayed_refused": bool(new.get("refused"))})
+                         "replayed_refused": bool(new.get("refused"))}, served)
 
 
 def _drift(record: dict[str, Any], current: Store) -> dict[str, list[str]]:

@@ -145,3 +145,44 @@ def _alive(pid: object) -> bool:
     except PermissionError:  # someone else's live process
         return True
     return True
+
+
+def daily_stats(records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``traces stats``: per UTC day (oldest first), requests, how they ended, escalations to the
+    large model, tokens, CPU seconds, USD and total-latency percentiles (nearest rank)."""
+    days: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        days.setdefault(str(record.get("created_at", ""))[:10], []).append(record)
+    rows = []
+    for day in sorted(days):
+        group = days[day]
+        latency = sorted(float((r.get("timings_ms") or {}).get("total", 0.0)) for r in group
+                         if r.get("status") not in (STARTED, INTERRUPTED))
+        costs = [r.get("cost") or {} for r in group]
+        tokens = [c.get("tokens") or {} for c in costs]
+        routes = [r.get("route") or {} for r in group]
+        rows.append({
+            "day": day,
+            "requests": len(group),
+            "answered": sum(r.get("status") == "answered" for r in group),
+            "refused": sum(r.get("status") == "refused" for r in group),
+            "failed": sum(r.get("status") == "failed" for r in group),
+            "interrupted": sum(r.get("status") in (STARTED, INTERRUPTED) for r in group),
+            "escalated": sum(bool(r.get("escalated")) for r in routes),
+            "answered_by_large": sum(r.get("taken") == "large" for r in routes),
+            "prompt_tokens": sum(int(t.get("prompt") or 0) for t in tokens),
+            "completion_tokens": sum(int(t.get("completion") or 0) for t in tokens),
+            "cpu_s": round(sum(float(c.get("cpu_s") or 0.0) for c in costs), 3),
+            "usd": round(sum(float(c.get("usd") or 0.0) for c in costs), 6),
+            "latency_p50_ms": round(_rank(latency, 0.50), 1),
+            "latency_p95_ms": round(_rank(latency, 0.95), 1),
+            "latency_max_ms": round(latency[-1], 1) if latency else 0.0,
+        })
+    return rows
+
+
+def _rank(ordered: list[float], q: float) -> float:
+    """The nearest-rank percentile of sorted values (0.0 for none)."""
+    import math
+
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else 0.0

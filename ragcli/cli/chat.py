@@ -26,6 +26,7 @@ from .common import (
     StoreOpt,
     adapter_flag,
     gguf_generator,
+    model_or_large,
     settings_from,
 )
 
@@ -45,8 +46,10 @@ def chat(
     groups: Annotated[str, typer.Option("--groups", help="Comma-separated groups (change them "
                       "with /groups).")] = "",
     store: StoreOpt = None,
-    model: Annotated[Path | None, typer.Option("--model", help="GGUF model file",
-                     show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="GGUF model file, or 'large' "
+                     "(the server large_url names)", show_default=False)] = None,
+    route: Annotated[str | None, typer.Option("--route", help="local, small-first or large "
+                     "(docs/routing.md).", show_default=False)] = None,
     adapter: AdapterOpt = None,
     no_adapter: NoAdapterOpt = False,
     mode: Annotated[str | None, typer.Option("--mode", help="auto, generative or extractive "
@@ -60,7 +63,8 @@ def chat(
     from ..embedder import get_embedder
     from ..identity import resolve_identity
 
-    settings = settings_from(config, store=store, model=model, mode=mode,
+    model, route = model_or_large(model, route)
+    settings = settings_from(config, store=store, model=model, mode=mode, route=route,
                              adapter=adapter_flag(adapter, no_adapter))
     who = resolve_identity(settings.identity, settings.users_file, user,
                            [g.strip() for g in groups.split(",")])

@@ -130,6 +130,18 @@ def progress_bar(quiet: bool) -> Any:
     return update
 
 
+def model_or_large(model: Path | None, route: str | None) -> tuple[Path | None, str | None]:
+    """``--model large`` asks for the large model (``route = large``); a file of that name is
+    ``--model ./large``."""
+    if model is not None and str(model) == "large":
+        from ..errors import UsageError
+
+        if route not in (None, "large"):
+            raise UsageError(f"--model large and --route {route} contradict each other")
+        return None, "large"
+    return model, route
+
+
 def gguf_generator(settings: Any, model: Path | None = None) -> Any:
     """The GGUF generator ``settings`` describe (the weights load on first use)."""
     from ..generation import LlamaCppGenerator

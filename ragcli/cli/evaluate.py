@@ -64,6 +64,15 @@ def eval_command(
     accept_regression: Annotated[list[str] | None, typer.Option(
         "--accept-regression", metavar="ID", show_default=False,
         help="With --update-baseline: let this passing case be dropped (repeat per case).")] = None,
+    route: Annotated[str | None, typer.Option("--route", show_default=False, help="local, "
+                     "small-first or large (docs/routing.md); the report has a row per model "
+                     "with its share, quality, latency and cost.")] = None,
+    budget: Annotated[float | None, typer.Option("--budget", min=0.0, show_default=False,
+                      metavar="USD", help="With --calibrate --route small-first: the mean cost "
+                      "per query allowed (usd_per_* settings).")] = None,
+    max_escalated: Annotated[float | None, typer.Option("--max-escalated", min=0.0, max=1.0,
+                             show_default=False, help="With --calibrate --route small-first: "
+                             "the share of questions the large model may get.")] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -82,6 +91,9 @@ def eval_command(
         raise UsageError("--accept-regression goes with --update-baseline")
     if calibrate_set and not calibrate:
         raise UsageError("--calibrate-set goes with --calibrate")
+    if (budget is not None or max_escalated is not None) and not (calibrate and
+                                                                  route == "small-first"):
+        raise UsageError("--budget and --max-escalated go with --calibrate --route small-first")
     extra_sets = [_calibration_pair(spec) for spec in calibrate_set or ()]
     from ..answering import Answerer
     from ..embedder import get_embedder
@@ -97,7 +109,7 @@ def eval_command(
     from ..store import Store
 
     names = parse_perturbations(perturb)
-    settings = settings_from(config, store=store, mode=mode, top_k=top_k,
+    settings = settings_from(config, store=store, mode=mode, top_k=top_k, route=route,
                              adapter=adapter_flag(adapter, no_adapter))
     cases = load_goldens(goldens)
     # every input read and every output checked before a run that can take minutes
@@ -108,6 +120,22 @@ def eval_command(
         check_output_path(path, flag)
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
+    if calibrate and settings.route == "small-first":
+        from ..evaluation import calibrate_route
+
+        if calibrate_set:
+            raise UsageError("--calibrate-set calibrates min_confidence, not --route small-first")
+        small = evaluate(cases, Answerer(replace(settings, route="local"), answerer.embedder,
+                                         answerer.generator_factory)).cases
+        large = evaluate(cases, Answerer(replace(settings, route="large"), answerer.embedder,
+                                         answerer.generator_factory)).cases
+        report = calibrate_route(small, large, budget_usd=budget, max_escalated=max_escalated)
+        report["current"] = settings.escalate_below
+        if as_json:
+            render.print_json(report)
+        else:
+            render.route_calibration(report)
+        return
     if calibrate:
         sets = [(_set_name(goldens), cases, Store.open(settings.store))]
         for path, corpus in extra_sets:

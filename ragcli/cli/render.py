@@ -23,6 +23,14 @@ def stdout() -> Console:
     return Console(file=sys.stdout, no_color=_no_color(), highlight=False, soft_wrap=True)
 
 
+def wide_stdout() -> Console:
+    """stdout for the wide tables (traces stats, eval's per-route costs): a file or a pipe gets
+    every column whole, a terminal its own width."""
+    console = stdout()
+    return console if console.is_terminal else \
+        Console(file=sys.stdout, no_color=_no_color(), highlight=False, soft_wrap=True, width=200)
+
+
 def stderr() -> Console:
     return Console(file=sys.stderr, no_color=_no_color(), highlight=False, soft_wrap=True)
 
@@ -92,7 +100,8 @@ def answer(result: Any) -> None:
         else:
             out.print("No readable sources matched.")
     else:
-        if result.mode == "generative" and sys.stderr.isatty():
+        taken_large = (result.route or {}).get("taken") == "large"
+        if (result.mode == "generative" or taken_large) and sys.stderr.isatty():
             stderr().print()  # end the streamed raw output
         if result.short_answer:
             out.print(Text(result.short_answer, style="bold"))
@@ -113,7 +122,36 @@ def answer(result: Any) -> None:
                 hit = hits.get(citation.chunk_id)
                 label = section_label(hit.title, hit.heading_path) if hit else citation.title
                 out.print(f"  [{citation.n}] {citation.chunk_id}  {label}")
+    route = result.route or {}
+    if route.get("error"):
+        out.print(Text(f"large model not used: {route['error']}; the small model's checked "
+                       "result stands", style="yellow"))
+    elif route.get("escalated"):
+        out.print(Text(f"escalated to the large model ({route.get('reason')}); shown: the "
+                       f"{route.get('taken')} model's result", style="dim"))
+    elif route.get("policy") == "large":
+        out.print(Text("answered through the large model (route large)", style="dim"))
     out.print(f"request id: {result.request_id}")
+
+
+def trace_stats(rows: list[dict[str, Any]], since: str) -> None:
+    out = wide_stdout()
+    if not rows:
+        out.print(f"no requests since {since}")
+        return
+    table = Table(box=None, padding=(0, 1), pad_edge=False)
+    columns = (("day", "day"), ("requests", "asked"), ("answered", "answered"),
+               ("refused", "refused"), ("failed", "failed"), ("escalated", "escalated"),
+               ("tokens", "tokens"), ("cpu_s", "CPU s"), ("usd", "USD"),
+               ("latency_p50_ms", "p50 ms"), ("latency_p95_ms", "p95 ms"))
+    for _, title in columns:
+        table.add_column(title, justify="left" if title == "day" else "right", no_wrap=True)
+    for row in rows:
+        row = dict(row, tokens=row["prompt_tokens"] + row["completion_tokens"])
+        table.add_row(*(str(row[key]) for key, _ in columns))
+    out.print(table)
+    out.print("tokens: prompt + completion, every model; --json has each column and more",
+              style="dim")
 
 
 def status(data: dict[str, Any]) -> None:
@@ -186,10 +224,15 @@ def trace(record: dict[str, Any]) -> None:
 
 def replay(report: Any) -> None:
     out = stdout()
-    verdict = "identical" if report.identical else "DRIFTED"
+    verdict = {"identical": "identical", "drifted": "DRIFTED",
+               "unverifiable": "UNVERIFIABLE"}[report.outcome]
     out.print(f"replay of {report.request_id} against {report.against} "
               f"(recorded version {report.recorded_version}, replayed on version "
               f"{report.replayed_version}): {verdict}")
+    if report.served:
+        out.print(Text(f"  the answer came from a served model ({report.served}): it was asked "
+                       "again, but its weights cannot be checked, so its output cannot be "
+                       "verified byte for byte", style="yellow"))
     for name, same in report.checks.items():
         out.print(f"  {name:<10} {'same' if same else 'differs'}")
     for name, ids in report.retrieval.items():
@@ -210,6 +253,7 @@ def evaluation(result: Any, verdict: Any) -> None:
             table.add_row(name, f"{value:.4f}")
     out.print(table)
     out.print(f"{sum(c.passed for c in result.cases)}/{len(result.cases)} cases passed")
+    routes(result.routes)
     for case in result.cases:
         if case.golden.id in verdict.unstable:
             now = "passed" if case.passed else "failed: " + "; ".join(case.failures)
@@ -219,6 +263,59 @@ def evaluation(result: Any, verdict: Any) -> None:
             out.print(f"  FAIL {case.golden.id}: {'; '.join(case.failures)}")
     for regression in verdict.regressions:
         out.print(Text(f"  REGRESSION {regression}", style="red"))
+
+
+ROUTE_COLUMNS = (("cases", "cases", "{:.0f}"), ("share", "share", "{:.2f}"),
+                 ("escalated_share", "escalated", "{:.2f}"), ("pass_rate", "pass", "{:.3f}"),
+                 ("string_presence", "presence", "{:.3f}"), ("token_f1", "F1", "{:.3f}"),
+                 ("latency_p50_ms", "p50 ms", "{:.0f}"), ("latency_p95_ms", "p95 ms", "{:.0f}"),
+                 ("cpu_s_p50", "CPU s p50", "{:.3f}"), ("cpu_s_total", "CPU s", "{:.1f}"),
+                 ("completion_tokens", "compl. tok", "{:.0f}"),
+                 ("usd_per_query", "USD/query", "{:.6f}"))
+
+
+def routes(report: dict[str, dict[str, float]]) -> None:
+    """eval: quality, latency and cost of all cases and of each model's share."""
+    table = Table(title="per route (quality, latency, cost)", title_justify="left", box=None)
+    table.add_column("route")
+    for _, title, _ in ROUTE_COLUMNS:
+        table.add_column(title, justify="right")
+    for name, row in report.items():
+        table.add_row(name, *(fmt.format(row[key]) if key in row else "-"
+                              for key, _, fmt in ROUTE_COLUMNS))
+    wide_stdout().print(table)
+
+
+def route_calibration(report: dict[str, Any]) -> None:
+    """eval --calibrate --route small-first: the sweep of escalate_below and the choice."""
+    out = stdout()
+    table = Table(title="escalate_below sweep (small-first)", title_justify="left", box=None)
+    for title in ("escalate_below", "pass", "right", "wrong", "escalated", "USD/query"):
+        table.add_column(title, justify="right")
+    sweep = report["sweep"]
+    step = max(1, len(sweep) // 20)  # about 20 rows; --json has every one
+    shown = [r for i, r in enumerate(sweep) if i % step == 0 or r is report["best"]
+             or i == len(sweep) - 1]
+    for row in shown:
+        table.add_row(f"{row['escalate_below']:.4f}", f"{row['pass_rate']:.3f}",
+                      f"{row['answered_right']:.0f}", f"{row['wrong_answers']:.0f}",
+                      f"{row['escalated_share']:.2f}", f"{row['usd_per_query']:.6f}")
+    out.print(table)
+    if len(shown) < len(sweep):
+        out.print(f"({len(shown)} of {len(sweep)} rows; --json lists every one)", style="dim")
+    for name in ("small_alone", "large_alone"):
+        row = report[name]
+        out.print(f"{name.replace('_', ' ')}: pass {row.get('pass_rate', 0):.3f}, "
+                  f"USD/query {row.get('usd_per_query', 0):.6f}, "
+                  f"p50 {row.get('latency_p50_ms', 0):.0f} ms")
+    best = report["best"]
+    if best is None:
+        out.print(Text("no escalate_below fits the budget (even 0 escalates the questions the "
+                       "small model fails)", style="yellow"))
+    else:
+        out.print(f"escalate_below = {best['escalate_below']:.4f}: pass {best['pass_rate']:.3f}, "
+                  f"{best['escalated_share']:.0%} escalated, USD/query "
+                  f"{best['usd_per_query']:.6f} (now {report['current']})")
 
 
 def calibration(report: dict[str, Any]) -> None:

@@ -40,13 +40,7 @@ def traces(
     if refused + failed + interrupted > 1:
         raise UsageError("--refused, --failed and --interrupted exclude each other")
     if since is not None:
-        from datetime import datetime
-
-        try:
-            datetime.fromisoformat(since)
-        except ValueError:
-            raise UsageError(f"--since must be an ISO-8601 time such as 2026-11-22 or "
-                             f"2026-11-22T10:00, got {since!r}") from None
+        _check_since(since)
     settings = settings_from(config, audit=audit)
     status = "refused" if refused else "failed" if failed else "started" if interrupted else None
     records = list(AuditLog(settings.audit).recent(limit, user=user, since=since, status=status))
@@ -54,6 +48,18 @@ def traces(
         render.print_json([_trace_summary(r) for r in records])
     else:
         render.traces([_trace_summary(r) for r in records])
+
+
+def _check_since(since: str) -> None:
+    from datetime import datetime
+
+    from ..errors import UsageError
+
+    try:
+        datetime.fromisoformat(since)
+    except ValueError:
+        raise UsageError(f"--since must be an ISO-8601 time such as 2026-11-22 or "
+                         f"2026-11-22T10:00, got {since!r}") from None
 
 
 def _trace_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +80,32 @@ def traces_show(request_id: Annotated[str, typer.Argument(help="The request ID."
         render.print_json(record)
     else:
         render.trace(record)
+
+
+@traces_app.command("stats")
+def traces_stats(
+    since: Annotated[str | None, typer.Option("--since", help="From this ISO-8601 day or time "
+                     "(e.g. 2026-11-22) [default: the last 7 days].", show_default=False)] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Only this user's requests.")] = None,
+    audit: AuditOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per day: requests, refusals, failures, escalations, tokens, CPU, cost, latency p50/p95."""
+    from datetime import UTC, datetime, timedelta
+
+    from ..trace import AuditLog, daily_stats
+
+    if since is None:
+        since = (datetime.now(UTC) - timedelta(days=6)).date().isoformat()
+    else:
+        _check_since(since)
+    settings = settings_from(config, audit=audit)
+    rows = daily_stats(AuditLog(settings.audit).recent(None, user=user, since=since))
+    if as_json:
+        render.print_json(rows)
+    else:
+        render.trace_stats(rows, since)
 
 
 @traces_app.command("export")
@@ -128,5 +160,7 @@ def replay(
         render.print_json(report.to_json())
     else:
         render.replay(report)
+    if report.outcome == "unverifiable":
+        raise typer.Exit(int(ExitCode.UNVERIFIABLE))
     if not report.identical:
         raise typer.Exit(int(ExitCode.DRIFTED))
