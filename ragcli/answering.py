@@ -38,7 +38,7 @@ from .screening import Screened, screen
 from .settings import Settings
 from .spans import rule_spans
 from .store import Store
-from .trace import INTERRUPTED, AuditLog
+from .trace import INTERRUPTED, TRACE_FORMAT, AuditLog, read_trace
 
 MAX_QUESTION_CHARS = 2000
 ROUTE_LOCAL, ROUTE_SMALL_FIRST, ROUTE_LARGE = "local", "small-first", "large"
@@ -158,8 +158,9 @@ class Answerer:
         answer.timings_ms["total"] = (time.perf_counter() - started) * 1000
         record["timings_ms"] = dict(answer.timings_ms)
         record["cost"] = self.cost(record, time.process_time() - cpu)
-        audit.complete(kept(record))
-        return replace(answer, cost=record["cost"])
+        final = kept(record)
+        audit.complete(final)
+        return replace(answer, cost=record["cost"], trace=read_trace(final))
 
     def cost(self, record: dict[str, Any], cpu_s: float) -> dict[str, Any]:
         """What a request cost: this process's CPU seconds, wall time, tokens per model (the
@@ -188,6 +189,7 @@ class Answerer:
     def _base_record(self, request_id: str, question: str, user: str,
                      groups: Sequence[str]) -> dict[str, Any]:
         return {
+            "format": TRACE_FORMAT,
             "request_id": request_id,
             "created_at": datetime.now(UTC).isoformat(),
             "user": user,

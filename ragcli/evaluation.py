@@ -31,7 +31,7 @@ from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k, unique
 from .models import GROUP_NAME
 from .retrieval import retrieve_configured
 from .store import Store
-from .trace import AuditLog
+from .trace import Trace
 
 _FIELDS = {"id": str, "question": str, "user": str, "groups": list, "expected_docs": list,
            "expected_answers": list, "must_cite": bool, "must_refuse": bool,
@@ -249,7 +249,7 @@ class EvalResult:
                           for c in self.cases]}
 
 
-def run_case(answerer: Answerer, golden: Golden, audit: AuditLog, repeat: int) -> CaseResult:
+def run_case(answerer: Answerer, golden: Golden, repeat: int) -> CaseResult:
     result = CaseResult(golden, threshold=answerer.settings.min_confidence)
     allowed = {"public", *golden.groups}
     for _ in range(repeat):
@@ -258,7 +258,7 @@ def run_case(answerer: Answerer, golden: Golden, audit: AuditLog, repeat: int) -
         except RagError as exc:
             result.error = str(exc)
             return result
-        record = audit.get(answer.request_id) or {}
+        record: Trace = answer.trace or {}  # the audit record, as written
         retrieved = {h.chunk_id: h for h in answer.retrieved}
         result.refused = answer.refused
         result.answer = answer.answer
@@ -485,12 +485,11 @@ def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1,
     """Answer every golden case; with ``perturbations`` (names in ``PERTURBATIONS``), answer each
     again under every one of them and keep what failed there: a case whose verdict differs is
     unstable (``CaseResult.unstable``). Metrics are those of the unperturbed run."""
-    audit = AuditLog(answerer.settings.audit)
-    results = [run_case(answerer, g, audit, repeat) for g in goldens]
+    results = [run_case(answerer, g, repeat) for g in goldens]
     for name in perturbations:
         perturbed = perturb(answerer, name)
         for result in results:
-            result.perturbed[name] = tuple(run_case(perturbed, result.golden, audit, 1).failures)
+            result.perturbed[name] = tuple(run_case(perturbed, result.golden, 1).failures)
     score_with_ragas(results)
     return EvalResult(results, compute_metrics(results), tuple(perturbations))
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 PUBLIC_GROUP = "public"
 """The ACL group of documents that carry no ``acl``: every user may read them."""
@@ -169,6 +172,7 @@ class Answer:
     verification: Verification | None = None  # None: refused before any answer was produced
     route: dict[str, Any] | None = None  # route small-first / large: which model answered, and why
     cost: dict[str, Any] = field(default_factory=dict)  # CPU seconds, tokens, USD (answering.py)
+    trace: Trace | None = field(default=None, compare=False, repr=False)  # its audit record
 
     def to_json(self) -> dict[str, object]:
         quote = self.quote

@@ -23,7 +23,7 @@ from .generation import Generator
 from .retrieval import effective_groups
 from .settings import Settings
 from .store import Store
-from .trace import INTERRUPTED, STARTED
+from .trace import INTERRUPTED, STARTED, Trace
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _diff(old: str, new: str, name: str) -> str:
     return "\n".join(list(lines)[:200])
 
 
-def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
+def replay(record: Trace, *, against: str, embedder: Embedder,
            generator_factory: Callable[[Path | None, Settings], Generator],
            question: str | None = None) -> ReplayReport:
     """Re-run ``record``; raises VersionGoneError or ModelChangedError when it cannot.
@@ -157,7 +157,7 @@ def replay(record: dict[str, Any], *, against: str, embedder: Embedder,
                          "replayed_refused": bool(new.get("refused"))}, served)
 
 
-def _drift(record: dict[str, Any], current: Store) -> dict[str, list[str]]:
+def _drift(record: Trace, current: Store) -> dict[str, list[str]]:
     """How the recorded chunks stand in the current index, for this user's groups."""
     recorded = {r["chunk_id"]: r.get("chunk_hash") for r in record.get("retrieved", [])}
     rows = current.rows(list(recorded), ["chunk_hash", "acl"])

@@ -22,9 +22,143 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from .errors import StoreError
+
+TRACE_FORMAT = 2
+"""The audit record's format: 1 = records before ragcli wrote ``format`` (no ``usage``, ``cost``,
+``route``, ``attempts``); 2 = those added. :func:`read_trace` reads both; the shape is published
+in ``schemas/trace.schema.json`` and every record a test produces is checked against it."""
+
+
+class RetrievedTrace(TypedDict):
+    chunk_id: str
+    doc_id: str
+    chunk_hash: str
+    score: float
+    vector_score: float | None
+    fts_score: float | None
+    flags: list[str]
+
+
+class PromptTrace(TypedDict, total=False):
+    text: str  # the exact model input (a served model: the JSON of the messages sent)
+    tokens: int
+    tokens_estimated: bool  # a served model: ragcli's estimate; the server's count is in usage
+    messages: list[list[str]]  # [role, content]
+    passages: list[str]  # chunk IDs of passages [1], [2], ...
+    dropped: list[str]  # chunk IDs that did not fit the context
+    purpose: str  # "span choice" (mode auto)
+
+
+class ModelTrace(TypedDict, total=False):
+    path: str  # a GGUF file ...
+    sha256: str
+    runtime: str
+    adapter: dict[str, str] | None
+    sampling: dict[str, Any]
+    backend: str  # ... or "openai": a served model (remote.py)
+    endpoint: str
+    model: str
+    api_key_env: str
+    api_key_set: bool
+    served_model: str
+    response_id: str
+    system_fingerprint: str
+
+
+class OutputTrace(TypedDict):
+    raw: str
+    tokens: int
+    finish_reason: str
+
+
+class ErrorTrace(TypedDict):
+    type: str
+    message: str
+    exit_code: NotRequired[int]
+
+
+class RouteTrace(TypedDict, total=False):
+    policy: str  # small-first | large
+    taken: str  # small | large
+    escalated: bool
+    reason: str | None
+    error: str
+
+
+class UsageTrace(TypedDict, total=False):
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    source: str
+
+
+class CostTrace(TypedDict):
+    cpu_s: float
+    wall_ms: float
+    tokens: dict[str, int]  # prompt, completion
+    by_model: dict[str, UsageTrace]  # small, large
+    usd: float
+
+
+class Trace(TypedDict, total=False):
+    """One request's audit record (``schemas/trace.schema.json``): who asked what, with which
+    settings; what retrieval returned; the exact prompt and model; the output and the verdict;
+    timings and cost. Written by answering.py, read by replay, eval, ``traces`` and render."""
+
+    format: int
+    request_id: str
+    created_at: str
+    user: str
+    groups: list[str]
+    question: str
+    ragcli_version: str
+    config_hash: str
+    settings: dict[str, Any]
+    store: str
+    embedder: str
+    mode: str
+    identity: str
+    status: str  # started | answered | refused | failed | interrupted (as read)
+    refused: bool
+    pid: int
+    host: str
+    redacted: bool
+    index_version: int
+    index_generation: str
+    acl_filter: str
+    effective_groups: list[str]
+    confidence: float
+    retrieved: list[RetrievedTrace]
+    screening: dict[str, dict[str, list[str]]]
+    refusal_reason: str
+    answer: str
+    short_answer: str
+    quote: dict[str, Any]
+    verification: dict[str, Any]
+    citations: list[dict[str, Any]]
+    output_checks: list[str]
+    prompt: PromptTrace
+    model: ModelTrace
+    output: OutputTrace
+    guardrails: dict[str, Any]
+    span_choice: dict[str, Any]
+    route: RouteTrace
+    attempts: list[dict[str, Any]]  # small-first: each model's attempt (the fields above)
+    usage: dict[str, UsageTrace]
+    cost: CostTrace
+    timings_ms: dict[str, float]
+    error: ErrorTrace
+
+
+def read_trace(data: dict[str, Any]) -> Trace:
+    """A stored record as a Trace of the current format: a format-1 record (before ``format``
+    was written) is the same shape minus the fields format 2 added, which stay absent (unknown,
+    not zero); a record from a newer ragcli is read as it is."""
+    if not isinstance(data.get("format"), int):
+        data = {**data, "format": 1}
+    return cast(Trace, data)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
@@ -86,7 +220,7 @@ class AuditLog:
     def complete(self, record: dict[str, Any]) -> None:
         self.update(record, final=True)
 
-    def get(self, request_id: str) -> dict[str, Any] | None:
+    def get(self, request_id: str) -> Trace | None:
         if not self.path.exists():
             return None
         with closing(self._connect()) as connection:
@@ -95,7 +229,7 @@ class AuditLog:
         return None if row is None else _reading(json.loads(row[0]))
 
     def recent(self, limit: int | None = 20, *, user: str | None = None,
-               since: str | None = None, status: str | None = None) -> Iterator[dict[str, Any]]:
+               since: str | None = None, status: str | None = None) -> Iterator[Trace]:
         """Newest first; ``since`` is an ISO-8601 time, ``status`` answered|refused|failed|started
         (``started`` also finds interrupted ones)."""
         if not self.path.exists():
@@ -127,12 +261,13 @@ def _row(record: dict[str, Any]) -> tuple[Any, ...]:
             int(bool(record.get("refused"))), json.dumps(record, sort_keys=True, ensure_ascii=False))
 
 
-def _reading(record: dict[str, Any]) -> dict[str, Any]:
-    """A started record whose process is gone is reported as interrupted (nothing is written)."""
+def _reading(record: dict[str, Any]) -> Trace:
+    """The stored record as a Trace (:func:`read_trace`); a started record whose process is gone
+    is reported as interrupted (nothing is written)."""
     if record.get("status") == STARTED and record.get("host") == socket.gethostname() \
             and not _alive(record.get("pid")):
-        return {**record, "status": INTERRUPTED}
-    return record
+        record = {**record, "status": INTERRUPTED}
+    return read_trace(record)
 
 
 def _alive(pid: object) -> bool:
@@ -147,7 +282,7 @@ def _alive(pid: object) -> bool:
     return True
 
 
-def daily_stats(records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> list[dict[str, Any]]:
+def daily_stats(records: Iterator[Trace] | list[Trace]) -> list[dict[str, Any]]:
     """``traces stats``: per UTC day (oldest first), requests, how they ended, escalations to the
     large model, tokens, CPU seconds, USD and total-latency percentiles (nearest rank)."""
     days: dict[str, list[dict[str, Any]]] = {}

@@ -6,13 +6,16 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ..models import section_label
+
+if TYPE_CHECKING:
+    from ..trace import Trace
 
 
 def _no_color() -> bool:
@@ -196,7 +199,7 @@ def traces(rows: list[dict[str, Any]]) -> None:
     out.print(table)
 
 
-def trace(record: dict[str, Any]) -> None:
+def trace(record: Trace) -> None:
     out = stdout()
     for key in ("request_id", "created_at", "user", "groups", "status", "question", "answer",
                 "refusal_reason", "index_version", "acl_filter", "confidence", "config_hash"):

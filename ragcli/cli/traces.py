@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import ExitCode
+
+if TYPE_CHECKING:
+    from ..trace import Trace
 from . import render
 from .common import AuditOpt, ConfigOpt, JsonOpt, RagGroup, gguf_generator, settings_from
 
@@ -62,7 +65,7 @@ def _check_since(since: str) -> None:
                          f"2026-11-22T10:00, got {since!r}") from None
 
 
-def _trace_summary(record: dict[str, Any]) -> dict[str, Any]:
+def _trace_summary(record: Trace) -> dict[str, Any]:
     return {"request_id": record["request_id"], "created_at": record["created_at"],
             "user": record.get("user"), "groups": record.get("groups"),
             "status": record["status"], "question": record.get("question"),
@@ -120,7 +123,7 @@ def traces_export(audit: AuditOpt = None, config: ConfigOpt = None) -> None:
         sys.stdout.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def _find_record(request_id: str, config: Path | None, audit: Path | None) -> dict[str, Any]:
+def _find_record(request_id: str, config: Path | None, audit: Path | None) -> Trace:
     from ..errors import TraceNotFoundError
     from ..trace import AuditLog
 
