@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ def load_split(root: Path, split: str) -> BeirSplit:
     return BeirSplit(corpus, queries, qrels)
 
 
-def score_rankings(rankings: dict[str, Sequence[str]],
+def score_rankings(rankings: Mapping[str, Sequence[str]],
                    qrels: dict[str, dict[str, int]]) -> dict[str, float]:
     """Mean nDCG@10, recall@100 and MRR@10 over the judged queries (missing = empty ranking)."""
     totals = {"ndcg@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}

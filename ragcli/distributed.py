@@ -66,7 +66,8 @@ def _chunk(batch: dict[str, Any], embedder_name: str) -> dict[str, list[Any]]:
     for blob in batch["document"]:
         document: Document = pickle.loads(blob)
         chunks = chunk_documents([document], embedder)
-        for chunk in chunks or [None]:  # a document without chunks still reports in
+        each: list[Chunk | None] = list(chunks) or [None]
+        for chunk in each:  # a document without chunks still reports in
             out["doc_id"].append(document.doc_key)  # what identifies it in the store
             out["n_chunks"].append(len(chunks))
             out["chunk"].append(pickle.dumps(chunk))

@@ -293,7 +293,7 @@ def _export_fp32(model_dir: Path, path: Path, max_length: int) -> None:
     import torch
     from transformers import AutoModel
 
-    class Pooled(torch.nn.Module):  # type: ignore[misc]
+    class Pooled(torch.nn.Module):
         def __init__(self, model: Any) -> None:
             super().__init__()
             self.model = model

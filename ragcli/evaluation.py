@@ -89,7 +89,9 @@ def load_goldens(path: Path) -> list[Golden]:
         if row["id"] in seen:
             raise InputError(f"{where}: duplicate id {row['id']!r}")
         seen.add(row["id"])
-        cases.append(Golden(**{k: tuple(v) if isinstance(v, list) else v for k, v in row.items()}))
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in row.items()}
+        cases.append(Golden(**fields))
     if not cases:
         raise InputError(f"golden set {path} has no cases")
     return cases
@@ -280,7 +282,7 @@ def run_case(answerer: Answerer, golden: Golden, repeat: int) -> CaseResult:
         result.escalated = bool(route.get("escalated"))
         result.failed_checks = escalation_reason(answer, 0.0)
         result.cost = dict(answer.cost)
-        result.tokens = int((record.get("output") or {}).get("tokens") or 0)
+        result.tokens = int(record["output"]["tokens"]) if "output" in record else 0
         seen_text = json.dumps(record.get("prompt") or {}) + " ".join(result.retrieved_docs) + \
             " ".join(result.cited_docs)
         prompt_text = ((record.get("prompt") or {}).get("text") or "").lower()
@@ -387,8 +389,10 @@ def score_with_ragas(results: list[CaseResult]) -> None:
         if r.error:
             continue
         if r.golden.expected_docs and not r.golden.must_refuse:
-            sample = SingleTurnSample(retrieved_context_ids=r.retrieved_docs or [""],
-                                      reference_context_ids=list(r.golden.expected_docs))
+            retrieved: list[str | int] = list(r.retrieved_docs) or [""]
+            expected: list[str | int] = list(r.golden.expected_docs)
+            sample = SingleTurnSample(retrieved_context_ids=retrieved,
+                                      reference_context_ids=expected)
             jobs += [(r, "ragas_id_context_precision", IDBasedContextPrecision(), sample),
                      (r, "ragas_id_context_recall", IDBasedContextRecall(), sample)]
         if r.golden.expected_answers and not r.golden.must_refuse:
@@ -422,8 +426,8 @@ def route_report(results: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
         totals = [r.timings_ms.get("total", 0.0) for r in group if not r.error]
         cpu = [float(r.cost.get("cpu_s") or 0.0) for r in group]
         usd = [float(r.cost.get("usd") or 0.0) for r in group]
-        tokens = [r.cost.get("tokens") or {} for r in group]
-        out[name] = {
+        tokens: list[dict[str, int]] = [r.cost.get("tokens") or {} for r in group]
+        row: dict[str, float] = {
             "cases": float(len(group)), "share": len(group) / max(1, len(results)),
             "escalated_share": sum(r.escalated for r in group) / len(group),
             **{k: quality[k] for k in ("pass_rate", "string_presence", "token_f1",
@@ -434,6 +438,7 @@ def route_report(results: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
             "prompt_tokens": float(sum(int(t.get("prompt") or 0) for t in tokens)),
             "completion_tokens": float(sum(int(t.get("completion") or 0) for t in tokens)),
             "usd_total": sum(usd), "usd_per_query": sum(usd) / len(group)}
+        out[name] = row
     return out
 
 

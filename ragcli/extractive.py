@@ -117,8 +117,9 @@ def extract_answer(question: str, passages: Sequence[Hit],
     if similarity is not None:
         top = [e for e in scored[:RESCORED] if e[0] > 0]
         cosines = similarity(question, [e[3] for e in top])
-        order = sorted(range(len(top)), key=lambda i: (-(top[i][0] + SIMILARITY_WEIGHT * cosines[i]), i))
-        scored = [top[i] for i in order] + scored[len(top):]
+        ranked = sorted(range(len(top)),
+                        key=lambda i: (-(top[i][0] + SIMILARITY_WEIGHT * cosines[i]), i))
+        scored = [top[i] for i in ranked] + scored[len(top):]
     best = scored[0]
     chosen = [best]
     for entry in scored[1:]:
@@ -126,7 +127,8 @@ def extract_answer(question: str, passages: Sequence[Hit],
             chosen.append(entry)
             break
     chosen.sort(key=lambda e: (e[4], -e[2]))  # reading order
-    parts, citations = [], {}
+    parts: list[str] = []
+    citations: dict[int, Citation] = {}
     for _, _, _, sentence, rank, _ in chosen:
         hit = passages[rank]
         sentence = sentence if sentence.endswith((".", "!", "?", "```")) else sentence + "."

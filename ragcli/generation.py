@@ -47,11 +47,19 @@ class Generation:
 
 
 class Generator(Protocol):
-    model_path: Path
-    adapter_path: Path | None
-    context_tokens: int
+    """A model ragcli can prompt: a GGUF file run here (LlamaCppGenerator) or a served one
+    (remote.OpenAIGenerator: no file, so no path or SHA-256, and no span scoring)."""
 
-    def model_sha256(self) -> str: ...
+    @property
+    def model_path(self) -> Path | None: ...
+
+    @property
+    def adapter_path(self) -> Path | None: ...
+
+    @property
+    def context_tokens(self) -> int: ...
+
+    def model_sha256(self) -> str | None: ...
 
     def adapter_sha256(self) -> str | None: ...
 
@@ -104,7 +112,7 @@ def model_record(generator: Generator) -> dict[str, Any]:
     if callable(own):
         return dict(own())
     adapter = None if generator.adapter_path is None else \
-        {"path": str(generator.adapter_path), "sha256": generator.adapter_sha256()}
+        {"path": str(generator.adapter_path), "sha256": generator.adapter_sha256() or ""}
     return {"path": str(generator.model_path), "sha256": generator.model_sha256(),
             "runtime": generator.runtime(), "adapter": adapter}
 
@@ -327,7 +335,7 @@ class LlamaCppGenerator:
         # once, not every span: 3-5x fewer model calls per question
         bodies = [tuple(e[:-1]) for e in encoded]
         order = sorted(range(len(bodies)), key=lambda i: bodies[i])
-        host = {}
+        host: dict[int, int] = {}
         for j in range(len(order) - 1, -1, -1):
             body = bodies[order[j]]
             after = bodies[order[j + 1]] if j + 1 < len(order) else None

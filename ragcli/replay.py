@@ -102,7 +102,7 @@ def replay(record: Trace, *, against: str, embedder: Embedder,
             raise ModelChangedError(f"the recorded model cannot be used: {exc}") from None
         if generator.model_sha256() != recorded_model["sha256"]:
             raise ModelChangedError(f"model {generator.model_path} changed: SHA-256 "
-                                    f"{generator.model_sha256()[:12]}..., recorded "
+                                    f"{(generator.model_sha256() or 'none')[:12]}..., recorded "
                                     f"{recorded_model['sha256'][:12]}...")
         if generator.adapter_sha256() != recorded_adapter.get("sha256"):
             raise ModelChangedError(f"adapter {generator.adapter_path} changed: SHA-256 "
@@ -127,9 +127,9 @@ def replay(record: Trace, *, against: str, embedder: Embedder,
         new = redact(new)
     old_ids = [r["chunk_id"] for r in record.get("retrieved", [])]
     new_ids = [r["chunk_id"] for r in new.get("retrieved", [])]
-    old_prompt = (record.get("prompt") or {}).get("text", "")
+    old_prompt = record["prompt"].get("text", "") if "prompt" in record else ""
     new_prompt = (new.get("prompt") or {}).get("text", "")
-    old_output = (record.get("output") or {}).get("raw", "")
+    old_output = record["output"]["raw"] if "output" in record else ""
     new_output = (new.get("output") or {}).get("raw", "")
     checks = {"retrieval": old_ids == new_ids, "prompt": old_prompt == new_prompt,
               "output": old_output == new_output,

@@ -184,7 +184,7 @@ def load_reranker(spec: str) -> Reranker:
         raise ConfigError(f"reranker {spec!r} cannot be loaded: {exc}") from None
     if not callable(function):
         raise ConfigError(f"reranker {spec!r} is not callable")
-    return function  # type: ignore[no-any-return]
+    return function
 
 
 def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[str], *,

@@ -81,7 +81,8 @@ def tokens(sentence: str) -> list[tuple[str, int, int]]:
 def _segments(question: str, words: list[tuple[str, int, int]]) -> list[tuple[int, int]]:
     """Word index ranges between the question's words and punctuation, trimmed of stop words."""
     asked = content_terms(question)
-    out, run = [], []
+    out: list[list[int]] = []
+    run: list[int] = []
     for i, (word, _, _) in enumerate(words):
         if stem(word.lower()) in asked or (not word[0].isalnum() and word not in "%$€£-'’&"):
             out.append(run)

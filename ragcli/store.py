@@ -448,7 +448,8 @@ class Store:
         total = table.count_rows()
         if total == 0:
             return []
-        return table.search().select(list(columns)).limit(total).to_list()  # type: ignore[no-any-return]
+        rows: list[dict[str, Any]] = table.search().select(list(columns)).limit(total).to_list()
+        return rows
 
     def documents(self) -> dict[str, dict[str, Any]]:
         """doc_key -> {corpus, doc_id, doc_hash, acl, source, root, mtime, chunks} for every
@@ -597,7 +598,8 @@ class Store:
         try:
             text = _read_meta(str(self.path), "last_run") if self.remote else \
                 (Path(self.path) / LAST_RUN).read_text(encoding="utf-8")
-            return json.loads(text) if text else None  # type: ignore[no-any-return]
+            run: dict[str, Any] | None = json.loads(text) if text else None
+            return run
         except (OSError, ValueError, StoreError):
             return None
 
@@ -656,7 +658,9 @@ class Store:
                     limit=limit))
             from lancedb.query import MatchQuery
 
-            return self._rows(self.table().search(MatchQuery(text, "search_text"), query_type="fts")
+            # MatchQuery is a pydantic model: its defaulted fields look required to mypy
+            query = MatchQuery(text, "search_text")  # type: ignore[call-arg]
+            return self._rows(self.table().search(query, query_type="fts")
                               .where(acl_filter(groups), prefilter=True)
                               .select([*self._columns(), "vector", "_score"])
                               .limit(limit).to_arrow())

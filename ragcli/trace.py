@@ -285,7 +285,7 @@ def _alive(pid: object) -> bool:
 def daily_stats(records: Iterator[Trace] | list[Trace]) -> list[dict[str, Any]]:
     """``traces stats``: per UTC day (oldest first), requests, how they ended, escalations to the
     large model, tokens, CPU seconds, USD and total-latency percentiles (nearest rank)."""
-    days: dict[str, list[dict[str, Any]]] = {}
+    days: dict[str, list[Trace]] = {}
     for record in records:
         days.setdefault(str(record.get("created_at", ""))[:10], []).append(record)
     rows = []
@@ -293,7 +293,7 @@ def daily_stats(records: Iterator[Trace] | list[Trace]) -> list[dict[str, Any]]:
         group = days[day]
         latency = sorted(float((r.get("timings_ms") or {}).get("total", 0.0)) for r in group
                          if r.get("status") not in (STARTED, INTERRUPTED))
-        costs = [r.get("cost") or {} for r in group]
+        costs: list[dict[str, Any]] = [dict(r["cost"]) if "cost" in r else {} for r in group]
         tokens = [c.get("tokens") or {} for c in costs]
         routes = [r.get("route") or {} for r in group]
         rows.append({

@@ -165,13 +165,14 @@ def build_examples(questions: Sequence[Question], *, retrieve: Callable[[str], S
     pool = list(questions)
     rng.shuffle(pool)
     out: list[Example] = []
-    for q in pool[count:count + span_count] if span_prompt_for else ():
+    for q in pool[count:count + span_count] if span_prompt_for is not None else ():
         for hit in retrieve(q.text):
             if hit.doc_id != q.doc_id:
                 continue
             found = _answer_sentence(q.answers, hit.text)
             if found is not None:
                 sentence, answer = found
+                assert span_prompt_for is not None  # the loop runs only then
                 out.append(Example(q.id, "span", span_prompt_for(q.text, sentence), answer,
                                    (hit.chunk_id,)))
                 if on_example is not None:
@@ -286,7 +287,9 @@ def attach_lora(model: Any, config: TuneConfig) -> Any:
 
     layers = model.config.num_hidden_layers
     torch.manual_seed(config.seed)
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0,
+    # peft annotates lora_alpha as int; it only ever divides by it, so a float scales the same
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha,  # type: ignore[arg-type]
+                      lora_dropout=0.0,
                       target_modules=list(config.modules), task_type="CAUSAL_LM",
                       layers_to_transform=list(range(max(0, layers - config.top_layers), layers)))
     return get_peft_model(model, lora)

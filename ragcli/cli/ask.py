@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from .common import (
     model_or_large,
     settings_from,
 )
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 
 def ask(
@@ -87,7 +90,7 @@ def ask(
         render.answer(result)
 
 
-def _batch(path: str, settings: object, user: str | None, groups: str) -> int:
+def _batch(path: str, settings: Settings, user: str | None, groups: str) -> int:
     """``ask --batch``: every line answered by one Answerer on one open store."""
     import json
     import sys
@@ -105,10 +108,10 @@ def _batch(path: str, settings: object, user: str | None, groups: str) -> int:
             lines = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
         except OSError as exc:
             raise InputError(f"--batch {path}: {exc.strerror or exc}") from None
-    answerer = Answerer(settings, get_embedder(settings.embedder),  # type: ignore[attr-defined]
+    answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
     answerer.prefetch()
-    opened = Store.open(settings.store)  # type: ignore[attr-defined]
+    opened = Store.open(settings.store)
     default_groups = [g.strip() for g in groups.split(",")]
     first_error = 0
 
@@ -131,8 +134,7 @@ def _batch(path: str, settings: object, user: str | None, groups: str) -> int:
                 asked = item.get("groups", default_groups)
                 if isinstance(asked, str):
                     asked = asked.split(",")
-                who = resolve_identity(settings.identity,  # type: ignore[attr-defined]
-                                       settings.users_file,  # type: ignore[attr-defined]
+                who = resolve_identity(settings.identity, settings.users_file,
                                        item.get("user") or user, [str(g).strip() for g in asked])
                 result = answerer.ask(item["question"], user=who.user, groups=list(who.groups),
                                       store=opened)

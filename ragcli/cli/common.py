@@ -17,6 +17,9 @@ from . import render
 # typer >= 0.29 raises its own copy of click's exceptions; older typer raises click's
 _CLICK_ERRORS: tuple[type[Exception], ...] = tuple(
     {click.ClickException, getattr(typer, "TyperException", click.ClickException)})
+_PASS_THROUGH: tuple[type[BaseException], ...] = (
+    typer.Exit, typer.Abort, click.exceptions.Exit, click.Abort, SystemExit, *_CLICK_ERRORS)
+"""What ``invoke`` lets through untouched: exits, aborts and usage errors (``_main`` maps them)."""
 
 
 class RagGroup(TyperGroup):
@@ -25,7 +28,10 @@ class RagGroup(TyperGroup):
     Command-line mistakes (unknown option, missing argument, bad value) are one line too, with
     exit code 2, instead of click's boxed usage text."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+    # typer's TyperGroup.main has keyword-only parameters of its own; these are click's, which
+    # typer accepts and passes on
+    def main(self, args: Any = None,  # type: ignore[override]
+             prog_name: str | None = None, complete_var: str | None = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
         previous = os.umask(0o077)  # store, audit log and reports: owner-only (0600 / 0700)
         os.umask(previous | 0o077)
@@ -58,14 +64,13 @@ class RagGroup(TyperGroup):
             sys.exit(result if isinstance(result, int) else 0)
         return result
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a click Context: typer's own copy of click, or click
         try:
             return super().invoke(ctx)
         except RagError as exc:
             render.error(str(exc))
             raise SystemExit(int(exc.exit_code)) from None
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.Abort, SystemExit,
-                *_CLICK_ERRORS):
+        except _PASS_THROUGH:
             raise
         except KeyboardInterrupt:
             render.error("interrupted")

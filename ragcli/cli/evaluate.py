@@ -7,12 +7,16 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import ExitCode
 from . import render
+
+if TYPE_CHECKING:
+    from ..embedder import Embedder
+    from ..store import Store
 from .common import (
     AdapterOpt,
     ConfigOpt,
@@ -193,13 +197,13 @@ def _set_name(goldens: Path) -> str:
     return goldens.resolve().parent.name if goldens.stem == "goldens" else goldens.stem
 
 
-def _corpus_store(corpus: Path, path: Path, embedder: object, quiet: bool) -> object:
+def _corpus_store(corpus: Path, path: Path, embedder: Embedder, quiet: bool) -> Store:
     """The store of a calibration corpus (made or updated: a second run only checks the files)."""
     from ..indexing import reindex as run_reindex
     from ..store import Store
 
     path = Path(os.path.normpath(path))
-    run_reindex([corpus], path, embedder, progress=progress_bar(quiet))  # type: ignore[arg-type]
+    run_reindex([corpus], path, embedder, progress=progress_bar(quiet))
     return Store.open(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shlex
@@ -211,7 +212,7 @@ def _compare(evals: list[tuple[Path, Path]], settings: Any, embedder: Any, adapt
         for label, choice in (("base", "none"), ("adapter", str(adapter))):
             run = replace(settings, store=store.path, mode=mode, adapter=choice,
                           audit=work / "eval-audit.sqlite3")
-            answerer = Answerer(run, embedder, lambda r=run: gguf_generator(r))
+            answerer = Answerer(run, embedder, functools.partial(gguf_generator, run))
             start = time.perf_counter()
             metrics = evaluate(cases, answerer).metrics
             rows.append({"set": name, "model": label, "cases": len(cases),
