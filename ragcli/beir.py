@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,30 @@ def score_rankings(rankings: Mapping[str, Sequence[str]],
     return {k: v / max(len(qrels), 1) for k, v in totals.items()}
 
 
+
+
+def evaluate_beir(directory: Path, split: str, settings: Settings, store: Path | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
+    """``eval --beir``: index the corpus (into ``store``, else a store of its own under
+    ``paths.beir_store``; a second run only checks the files), retrieve 200 deep for every judged
+    query, and score nDCG@10, recall@100 and MRR@10."""
+    from dataclasses import replace
+
+    from .embedder import get_embedder
+    from .indexing import reindex
+    from .paths import beir_store
+    from .retrieval import retrieve_configured
+    from .store import Store
+
+    data = load_split(directory, split)
+    store_path = store or beir_store(directory.resolve().name)
+    embedder = get_embedder(settings.embedder)
+    reindex([data.corpus], store_path, embedder, progress=progress)
+    opened = Store.open(store_path)
+    deep = replace(settings, top_k=200, candidates=200)  # enough documents for recall@100
+    rankings = {q: [h.doc_id for h in retrieve_configured(opened, embedder, text, [], deep).hits]
+                for q, text in data.queries.items()}
+    scores = score_rankings(rankings, data.qrels)
+    return {"beir": str(directory), "split": split, "queries": len(data.queries),
+            "store": str(store_path), "retrieval": settings.retrieval,
+            **{k: round(v, 4) for k, v in scores.items()}}

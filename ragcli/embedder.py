@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ModelError
+from .paths import model_cache
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,13 +116,6 @@ class MiniLMEmbedder:
 ONNX_EXPORT_VERSION = 1  # bump when the export below changes: the cached file name changes too
 
 
-def model_cache() -> Path:
-    """Where exported models are kept: ``$RAGCLI_MODEL_CACHE``, else ``$XDG_CACHE_HOME/ragcli/models``
-    (derived files: deleting them only costs one export)."""
-    if os.environ.get("RAGCLI_MODEL_CACHE"):
-        return Path(os.environ["RAGCLI_MODEL_CACHE"])
-    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache_home) / "ragcli" / "models"
 
 
 class OnnxMiniLMEmbedder(MiniLMEmbedder):

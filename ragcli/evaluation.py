@@ -1,15 +1,8 @@
-"""goldens -> answering (in process) -> metrics -> report -> gate (exit code).
+"""Running a golden set: each case answered (in process), judged, and the metrics aggregated.
 
-Golden set format (JSON Lines, one case per line)::
-
-    {"id": "leave-1", "question": "...", "user": "ana", "groups": ["hr"],
-     "expected_docs": ["hr/parental-leave.md"], "expected_answers": ["16 weeks"],
-     "must_cite": true, "must_refuse": false, "forbidden_docs": ["hr/salary-bands.md"],
-     "tags": ["numeric"]}
-
-``forbidden_answers`` lists text that must appear neither in the answer nor in the prompt (the
-payload of a poisoned document, say). Only ``id`` and ``question`` are required. A case that
-errors counts as a failure.
+goldens.py reads the cases; perturbations.py re-runs them under changes that must not change a
+verdict; ragas_scores.py adds ragas' non-LLM metrics; calibration.py sweeps thresholds; gate.py
+compares with a baseline and decides the exit code. A case that errors counts as a failure.
 """
 
 from __future__ import annotations
@@ -17,84 +10,17 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .answer_metrics import best_f1, contains_answer, exact_match
-from .answering import Answerer, escalation_reason, screen_retrieval
-from .embedder import Embedder
-from .errors import InputError, RagError, UsageError
-from .generation import Generator
+from .answering import Answerer, escalation_reason
+from .errors import RagError
+from .goldens import Golden, load_goldens  # noqa: F401 - load_goldens: with evaluate
 from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k, unique
-from .models import GROUP_NAME
-from .retrieval import retrieve_configured
-from .store import Store
+from .perturbations import CONFIDENCE_MARGIN, perturb
 from .trace import Trace
-
-_FIELDS = {"id": str, "question": str, "user": str, "groups": list, "expected_docs": list,
-           "expected_answers": list, "must_cite": bool, "must_refuse": bool,
-           "forbidden_docs": list, "forbidden_answers": list, "tags": list}
-
-
-@dataclass(frozen=True)
-class Golden:
-    id: str
-    question: str
-    user: str = "eval"
-    groups: tuple[str, ...] = ()
-    expected_docs: tuple[str, ...] = ()
-    expected_answers: tuple[str, ...] = ()
-    must_cite: bool = False
-    must_refuse: bool = False
-    forbidden_docs: tuple[str, ...] = ()
-    forbidden_answers: tuple[str, ...] = ()  # text (e.g. an injected payload) that must not be
-    # in the answer nor reach the prompt; compared case-insensitively
-    tags: tuple[str, ...] = ()
-
-
-def load_goldens(path: Path) -> list[Golden]:
-    """Read and validate a golden set; the first bad line is an InputError naming it."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read golden set {path}: {exc}") from None
-    cases: list[Golden] = []
-    seen: set[str] = set()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc})") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{where}: a golden case must be a JSON object")
-        unknown = sorted(set(row) - set(_FIELDS))
-        if unknown:
-            raise InputError(f"{where}: unknown field(s): {', '.join(unknown)}")
-        for name in ("id", "question"):
-            if not isinstance(row.get(name), str) or not row[name].strip():
-                raise InputError(f"{where}: '{name}' must be a non-empty string")
-        for name, kind in _FIELDS.items():
-            if name in row and not isinstance(row[name], kind):
-                raise InputError(f"{where}: '{name}' must be a {kind.__name__}")
-            if kind is list and any(not isinstance(v, str) for v in row.get(name, [])):
-                raise InputError(f"{where}: '{name}' must be a list of strings")
-        bad = [g for g in row.get("groups", []) if not GROUP_NAME.match(g)]
-        if bad:
-            raise InputError(f"{where}: invalid group name {bad[0]!r}")
-        if row["id"] in seen:
-            raise InputError(f"{where}: duplicate id {row['id']!r}")
-        seen.add(row["id"])
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in row.items()}
-        cases.append(Golden(**fields))
-    if not cases:
-        raise InputError(f"golden set {path} has no cases")
-    return cases
 
 
 @dataclass
@@ -361,55 +287,6 @@ def compute_metrics(results: list[CaseResult], k: int | None = None) -> dict[str
     return metrics
 
 
-def score_with_ragas(results: list[CaseResult]) -> None:
-    """ragas' non-LLM metrics per case, into ``CaseResult.ragas`` (imported lazily; ragas posts
-    telemetry unless told not to; without ragas installed, nothing)."""
-    import os
-
-    os.environ["RAGAS_DO_NOT_TRACK"] = "true"
-    try:
-        import asyncio
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from ragas.dataset_schema import SingleTurnSample
-            from ragas.metrics import (
-                ExactMatch,
-                IDBasedContextPrecision,
-                IDBasedContextRecall,
-                NonLLMStringSimilarity,
-                RougeScore,
-                StringPresence,
-            )
-    except ImportError:
-        return
-    jobs: list[tuple[CaseResult, str, Any, Any]] = []
-    for r in results:
-        if r.error:
-            continue
-        if r.golden.expected_docs and not r.golden.must_refuse:
-            retrieved: list[str | int] = list(r.retrieved_docs) or [""]
-            expected: list[str | int] = list(r.golden.expected_docs)
-            sample = SingleTurnSample(retrieved_context_ids=retrieved,
-                                      reference_context_ids=expected)
-            jobs += [(r, "ragas_id_context_precision", IDBasedContextPrecision(), sample),
-                     (r, "ragas_id_context_recall", IDBasedContextRecall(), sample)]
-        if r.golden.expected_answers and not r.golden.must_refuse:
-            sample = SingleTurnSample(response="" if r.refused else r.answer,
-                                      reference=r.golden.expected_answers[0])
-            jobs += [(r, "ragas_exact_match", ExactMatch(), sample),
-                     (r, "ragas_string_presence", StringPresence(), sample),
-                     (r, "ragas_string_similarity", NonLLMStringSimilarity(), sample),
-                     (r, "ragas_rouge", RougeScore(), sample)]
-
-    async def score_all() -> list[float]:
-        return list(await asyncio.gather(*(m.single_turn_ascore(s) for _, _, m, s in jobs)))
-
-    for (case, name, _, _), value in zip(jobs, asyncio.run(score_all()), strict=True):
-        case.ragas[name] = float(value)
-
-
 def route_report(results: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
     """Quality, latency and cost of all cases and of each model's share (``route``): the share
     of cases, the escalated share, pass rate, answer metrics, total latency p50/p95, CPU seconds
@@ -442,49 +319,6 @@ def route_report(results: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
     return out
 
 
-def calibrate_route(small: Sequence[CaseResult], large: Sequence[CaseResult], *,
-                    budget_usd: float | None = None,
-                    max_escalated: float | None = None) -> dict[str, Any]:
-    """``eval --calibrate --route small-first``: choose ``escalate_below`` for a budget.
-
-    ``small`` and ``large`` are the same cases answered by the small model alone and by the large
-    one alone. For each candidate band edge (0 and every case's confidence, +1e-6), a case is
-    escalated when the small result failed its checks (``failed_checks``) or its confidence is
-    below the edge; it then shows the large result, unless that is a refusal and the small one a
-    checked answer (``Answerer`` does the same). Each row: the pass rate, right answers, the
-    escalated share and the cost per query (small's, plus large's when escalated). The chosen
-    edge: the best pass rate within the budget (mean USD per query and/or escalated share);
-    ties go to the cheaper."""
-    edges = sorted({0.0, *(round(r.confidence + 1e-6, 6) for r in small)})
-    rows = []
-    for edge in edges:
-        shown, escalated, usd = [], 0, 0.0
-        for s, g in zip(small, large, strict=True):
-            usd += float(s.cost.get("usd") or 0.0)
-            if s.error or s.refused and not s.failed_checks or \
-                    not (s.failed_checks or (not s.refused and s.confidence < edge)):
-                shown.append(s)
-                continue
-            escalated += 1
-            usd += float(g.cost.get("usd") or 0.0)
-            shown.append(s if g.refused and not s.refused or g.error else g)
-        metrics = compute_metrics(shown)
-        rows.append({"escalate_below": edge, "pass_rate": metrics["pass_rate"],
-                     "answered_right": metrics.get("answered_right", 0.0),
-                     "wrong_answers": metrics.get("wrong_answers", 0.0),
-                     "escalated_share": escalated / max(1, len(small)),
-                     "usd_per_query": usd / max(1, len(small))})
-    within = [r for r in rows
-              if (budget_usd is None or r["usd_per_query"] <= budget_usd + 1e-12)
-              and (max_escalated is None or r["escalated_share"] <= max_escalated + 1e-12)]
-    best = max(within, key=lambda r: (round(r["pass_rate"], 9), -r["usd_per_query"],
-                                      -r["escalated_share"])) if within else None
-    return {"budget_usd_per_query": budget_usd, "max_escalated_share": max_escalated,
-            "best": best, "sweep": rows,
-            "small_alone": route_report(small).get("all", {}),
-            "large_alone": route_report(large).get("all", {})}
-
-
 def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1,
              perturbations: Sequence[str] = ()) -> EvalResult:
     """Answer every golden case; with ``perturbations`` (names in ``PERTURBATIONS``), answer each
@@ -495,122 +329,10 @@ def evaluate(goldens: Sequence[Golden], answerer: Answerer, *, repeat: int = 1,
         perturbed = perturb(answerer, name)
         for result in results:
             result.perturbed[name] = tuple(run_case(perturbed, result.golden, 1).failures)
+    from .ragas_scores import score_with_ragas
+
     score_with_ragas(results)
     return EvalResult(results, compute_metrics(results), tuple(perturbations))
-
-
-# ---- perturbations: changes that must not change a verdict ------------------------------------
-QUERY_NOISE = 1e-3
-"""Norm of the random vector added to every (unit) query vector by the ``query-noise``
-perturbation: it moves a cosine by up to 1e-3, far more than any CPU's rounding moves the fp32
-embedder's vectors (scripts/bench_embedders measures that, see docs/evaluation.md)."""
-CONFIDENCE_MARGIN = QUERY_NOISE / 2
-"""A case whose confidence lies this close to ``min_confidence`` is unstable without any re-run:
-evidence is 0.5 * cosine + 0.5 * coverage, so ``QUERY_NOISE`` moves it by half as much."""
-
-
-class NoisyQueries:
-    """An embedder whose vectors get seeded noise of norm ``scale``, renormalised (per text, so
-    the same question is perturbed the same way in every run)."""
-
-    def __init__(self, inner: Embedder, scale: float = QUERY_NOISE) -> None:
-        self.inner, self.scale = inner, scale
-        self.id, self.dim, self.max_tokens = inner.id, inner.dim, inner.max_tokens
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def embed(self, texts: Sequence[str]) -> Any:
-        import hashlib
-
-        import numpy as np
-
-        vectors = np.array(self.inner.embed(texts), dtype=np.float32)
-        for row, text in enumerate(texts):
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-            noise = np.random.default_rng(seed).standard_normal(self.dim)
-            vectors[row] += (self.scale * noise / np.linalg.norm(noise)).astype(np.float32)
-            vectors[row] /= np.linalg.norm(vectors[row])
-        return vectors
-
-
-def _one_thread(answerer: Answerer) -> Answerer:
-    def generator() -> Generator:
-        built = answerer.generator_factory()
-        rethread = getattr(built, "with_batch_threads", None)
-        return rethread(1) if rethread else built
-
-    rethread = getattr(answerer.embedder, "with_threads", None)
-    embedder = rethread(1) if rethread else answerer.embedder
-    return Answerer(replace(answerer.settings, batch_threads=1), embedder, generator)
-
-
-def _query_noise(answerer: Answerer) -> Answerer:
-    return Answerer(answerer.settings, NoisyQueries(answerer.embedder), answerer.generator_factory)
-
-
-PERTURBATIONS: dict[str, Callable[[Answerer], Answerer]] = {
-    "threads": _one_thread,  # prefill and the embedder on one thread instead of every core
-    "query-noise": _query_noise,  # QUERY_NOISE on every query vector
-}
-
-
-def parse_perturbations(spec: str | None) -> list[str]:
-    """``--perturb``: 'all' or a comma list of ``PERTURBATIONS`` names (None or '': none)."""
-    if not spec:
-        return []
-    names = list(PERTURBATIONS) if spec.strip() == "all" else \
-        [n.strip() for n in spec.split(",") if n.strip()]
-    unknown = [n for n in names if n not in PERTURBATIONS]
-    if unknown or not names:
-        raise UsageError(f"--perturb: unknown perturbation {', '.join(unknown) or repr(spec)}; "
-                         f"use 'all' or some of: {', '.join(PERTURBATIONS)}")
-    return names
-
-
-def perturb(answerer: Answerer, name: str) -> Answerer:
-    """``answerer`` under the perturbation ``name`` (one of ``PERTURBATIONS``)."""
-    return PERTURBATIONS[name](answerer)
-
-
-def calibrate(goldens: Sequence[Golden], store: Store, answerer: Answerer) -> list[dict[str, float]]:
-    """Sweep the refusal threshold over retrieval confidence (no generation): for each value,
-    how many answerable cases would be refused and how many must-refuse cases let through.
-    The confidence is the one ``ask`` gates on: after screening (see answering.py)."""
-    confidences = []
-    for g in goldens:
-        found = retrieve_configured(store, answerer.embedder, g.question, list(g.groups),
-                                    answerer.settings)
-        confidences.append((screen_retrieval(g.question, found)[2], g.must_refuse))
-    rows = []
-    for step in range(30, 81):
-        threshold = step / 100
-        wrong_refusals = sum(1 for c, must in confidences if not must and c < threshold)
-        wrong_answers = sum(1 for c, must in confidences if must and c >= threshold)
-        rows.append({"threshold": threshold, "wrong_refusals": float(wrong_refusals),
-                     "wrong_answers": float(wrong_answers),
-                     "errors": float(wrong_refusals + wrong_answers)})
-    return rows
-
-
-def calibrate_sets(sets: Sequence[tuple[str, Sequence[Golden], Store]], answerer: Answerer,
-                   current: float) -> dict[str, Any]:
-    """``calibrate`` on each (name, golden set, its store), and one threshold for all of them:
-    the one with the lowest mean of the sets' error rates (wrong refusals plus wrong answers, of
-    that set's cases), so a set with many cases does not outvote the others; ties go to the
-    value closest to ``current``. Returns {"current", "best", "sets": {name: best row there},
-    "sweep": [{"threshold", "error_rate", name: row, ...}]}."""
-    swept = {name: calibrate(goldens, store, answerer) for name, goldens, store in sets}
-    sizes = {name: len(goldens) for name, goldens, _ in sets}
-    rows = []
-    for i, first in enumerate(next(iter(swept.values()))):
-        row: dict[str, Any] = {"threshold": first["threshold"]}
-        for name, sweep in swept.items():
-            row[name] = dict(sweep[i], error_rate=sweep[i]["errors"] / sizes[name])
-        row["error_rate"] = statistics.fmean(row[name]["error_rate"] for name in swept)
-        rows.append(row)
-    best = min(rows, key=lambda r: (round(r["error_rate"], 9), abs(r["threshold"] - current)))
-    return {"current": current, "best": best, "sets": list(swept), "sweep": rows}
 
 
 RETRIEVAL_K = 3  # hit@3 and recall@3: a fixed depth, so a smaller top_k shows as a regression

@@ -14,7 +14,7 @@ a refusal. Averages are a backstop, not the gate: a metric that cannot move the 
 
 **Unstable cases.** ``eval --perturb`` re-runs every case under perturbations that must not change
 a verdict (fewer threads, noise on the query vector larger than any CPU's rounding; see
-``evaluation.PERTURBATIONS``) and marks a case *unstable* when its verdict differs between runs,
+``perturbations.PERTURBATIONS``) and marks a case *unstable* when its verdict differs between runs,
 or when its confidence lies within ``CONFIDENCE_MARGIN`` of ``min_confidence``. A baseline written
 with ``--perturb`` lists them under ``unstable_cases``, with the reason. The gate does not fail on
 such a case's verdict, and never hides it either: it is listed as unstable in the terminal report,
@@ -25,6 +25,7 @@ Every other case is gated on its own verdict.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ExitCode, InputError, RegressionError
 
 if TYPE_CHECKING:
+    from .answering import Answerer
     from .evaluation import EvalResult
 
 LOWER_IS_BETTER = ("answered_when_should_refuse", "acl_leaks", "injection_followed", "errors",
@@ -209,3 +211,60 @@ def markdown_summary(result: EvalResult, verdict: Verdict) -> str:
         out += [f"- `{c.golden.id}` ({verdict.unstable[c.golden.id]}): "
                 + ("passed" if c.passed else "failed: " + "; ".join(c.failures)) for c in shown]
     return "\n".join(out) + "\n"
+
+
+@dataclass(frozen=True)
+class GateRun:
+    """What ``eval`` (the gate) did: the result, the verdict, how long the run took, and the
+    passing cases an ``--update-baseline`` dropped (each accepted by name)."""
+
+    result: EvalResult
+    verdict: Verdict
+    seconds: float
+    dropped: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verdict": self.verdict.word, "regressions": list(self.verdict.regressions),
+                "unstable": self.verdict.unstable, "seconds": round(self.seconds, 2),
+                **self.result.to_json()}
+
+
+def run_gate(goldens: Path, answerer: Answerer, *, baseline: Path | None = None,
+             update: bool = False, accept: Collection[str] = (), junit: Path | None = None,
+             markdown: Path | None = None, perturbations: Sequence[str] = (),
+             repeat: int = 1) -> GateRun:
+    """Run the golden set ``goldens`` and judge it against ``baseline`` (or, with ``update``,
+    write the new baseline there, refusing to drop a passing case not in ``accept``); write the
+    JUnit and Markdown reports asked for. Every input is read and every output path checked
+    before the run, which can take minutes."""
+    import time
+
+    from .errors import UsageError
+    from .evaluation import evaluate
+    from .goldens import load_goldens
+    from .paths import check_output_path, write_output
+
+    if update and baseline is None:
+        raise UsageError("--update-baseline needs --baseline FILE to write")
+    if accept and not update:
+        raise UsageError("--accept-regression goes with --update-baseline")
+    cases = load_goldens(goldens)
+    known = read_baseline(baseline) if baseline is not None and (
+        not update or baseline.exists()) else None
+    for path, flag in ((baseline if update else None, "--baseline"), (junit, "--junit"),
+                       (markdown, "--markdown")):
+        check_output_path(path, flag)
+    start = time.perf_counter()
+    result = evaluate(cases, answerer, perturbations=perturbations, repeat=repeat)
+    seconds = time.perf_counter() - start
+    verdict = decide(result, None if update else known)
+    dropped: list[str] = []
+    if baseline is not None and update:
+        new = make_baseline(result)
+        dropped = check_update(known, new, set(accept))
+        write_output(baseline, json.dumps(new, indent=2) + "\n", "--baseline")
+    if junit:
+        write_output(junit, junit_xml(result, verdict, goldens.stem, seconds), "--junit")
+    if markdown:
+        write_output(markdown, markdown_summary(result, verdict), "--markdown")
+    return GateRun(result, verdict, seconds, tuple(dropped))

@@ -145,8 +145,9 @@ def cached_file_sha256(path: Path) -> str:
     stat = path.stat()
     key = f"{os.path.realpath(path)}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|" \
           f"{stat.st_ctime_ns}"
-    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    cache = Path(cache_home) / "ragcli" / "sha256.json"
+    from .paths import sha256_cache
+
+    cache = sha256_cache()
     try:
         known = json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):

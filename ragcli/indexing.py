@@ -373,3 +373,35 @@ def _with_other_corpora(store: Store, loaded: Loaded, paths: Sequence[Path],
                          hint="reindex their corpus first (it deletes what is gone), then rebuild")
     return load_documents([*paths, *map(Path, files)], default_acl,
                           Corpora(dict(store.manifest.corpora)), corpus)
+
+
+def status_document(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> dict[str, Any]:
+    """``ragcli status``: what the store holds (documents, chunks, corpora, version, embedder,
+    disk bytes), its last run, its vector index (or the size at which one is built), and which
+    sources changed since (``staleness``)."""
+    from .store import ANN_MIN_ROWS
+
+    documents = store.documents()
+    last = store.last_run() or {}
+    return {"store": str(store.path), "documents": len(documents),
+            "chunks": sum(d["chunks"] for d in documents.values()),
+            "version": store.version, "embedder": store.manifest.embedder,
+            "corpora": dict(store.manifest.corpora),
+            "created_at": store.manifest.created_at,
+            "last_run": {k: last.get(k) for k in ("finished_at", "command", "added", "changed",
+                                                  "deleted", "seconds")} if last else None,
+            "disk_bytes": store.disk_bytes(),
+            "vector_index": store.vector_index() or {"type": "none (flat scan)",
+                                                     "built_at_rows": ANN_MIN_ROWS},
+            "staleness": staleness(store, default_acl).to_json()}
+
+
+def verify_report(store: Store) -> Any:
+    """``status --verify``: read back every row and file (verify.py); when the rows cannot be
+    read, the paths of the last run stand in for the corpus roots the repair command names."""
+    from .verify import verify
+
+    result = verify(store)
+    if not result.roots:
+        result.roots = list((store.last_run() or {}).get("paths") or [])
+    return result

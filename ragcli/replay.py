@@ -167,3 +167,18 @@ def _drift(record: Trace, current: Store) -> dict[str, list[str]]:
         "changed": [c for c in recorded if c in rows and rows[c]["chunk_hash"] != recorded[c]],
         "now_denied": [c for c in recorded if c in rows and not allowed & set(rows[c]["acl"])],
     }
+
+
+def replay_request(record: Trace, *, generator_factory: Callable[[Path | None, Settings], Generator],
+                   against: str = "recorded", question: str | None = None,
+                   embedder: Embedder | None = None) -> ReplayReport:
+    """:func:`replay` with the embedder the record names: ``embedder`` when it is that one (a
+    session's, already loaded), else a new one."""
+    from .embedder import get_embedder
+
+    if against not in ("recorded", "latest"):
+        raise UsageError("--against must be 'recorded' or 'latest'")
+    if embedder is None or embedder.id != record.get("embedder"):
+        embedder = get_embedder(Settings.from_json(record.get("settings", {})).embedder)
+    return replay(record, against=against, embedder=embedder, question=question,
+                  generator_factory=generator_factory)

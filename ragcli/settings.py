@@ -23,16 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UsageError
-
-
-def default_store() -> Path:
-    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data_home) / "ragcli" / "store"
-
-
-def default_audit() -> Path:
-    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state_home) / "ragcli" / "audit.sqlite3"
+from .paths import default_audit, default_store
 
 
 @dataclass(frozen=True)

@@ -333,8 +333,9 @@ class Store:
         from filelock import FileLock, Timeout
 
         if self.remote:  # one writing host: the lock lives there (docs/scaling.md)
-            state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-            locks = Path(state) / "ragcli" / "locks"
+            from .paths import lock_dir
+
+            locks = lock_dir()
             locks.mkdir(parents=True, exist_ok=True, mode=0o700)
             where = locks / (hashlib.sha256(str(self.path).encode()).hexdigest()[:16] + ".lock")
         else:

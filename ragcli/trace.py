@@ -228,6 +228,15 @@ class AuditLog:
                                      (request_id,)).fetchone()
         return None if row is None else _reading(json.loads(row[0]))
 
+    def require(self, request_id: str) -> Trace:
+        """The record of ``request_id``; TraceNotFoundError (exit 11) when there is none."""
+        from .errors import TraceNotFoundError
+
+        record = self.get(request_id)
+        if record is None:
+            raise TraceNotFoundError(f"no audit record {request_id} in {self.path}")
+        return record
+
     def recent(self, limit: int | None = 20, *, user: str | None = None,
                since: str | None = None, status: str | None = None) -> Iterator[Trace]:
         """Newest first; ``since`` is an ISO-8601 time, ``status`` answered|refused|failed|started

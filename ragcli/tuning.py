@@ -450,3 +450,99 @@ def write_adapter(peft_model: Any, config: TuneConfig, path: Path, *,
 def _natural(name: str) -> tuple[Any, ...]:
     parts = name.split(".")
     return (int(parts[1]) if parts[1].isdigit() else 0, name)
+
+
+# ---- the steps of `ragcli tune` (cli/tune.py shows their progress) -----------------------------
+def prepare_examples(data: Path, work: Path, settings: Any, base: Any, embedder: Any,
+                     eligible: Sequence[Question], count: int, span_count: int, seed: int, *,
+                     on_example: Callable[[], None] | None = None,
+                     index_progress: Callable[[int, int], None] | None = None) -> list[Example]:
+    """Build the examples through a store of ``data``'s corpus (in ``work``), or read the ones a
+    previous run with the same inputs (questions, counts, seed, model, settings, corpus) built."""
+    from dataclasses import replace
+
+    from .answering import screen_retrieval
+    from .calibration import corpus_store
+    from .prompting import build_prompt
+    from .reading import span_messages
+    from .retrieval import retrieve_configured
+
+    key = hashlib.sha256(json.dumps({
+        "questions": [q.id for q in eligible], "count": count, "span": span_count, "seed": seed,
+        "model": base.model_sha256(), "settings": settings.fingerprint(),
+        "corpus": (data / "corpus.jsonl").stat().st_size}, sort_keys=True).encode()).hexdigest()
+    cached = work / "examples.jsonl"
+    key_file = work / "examples.key"
+    if cached.is_file() and key_file.is_file() and key_file.read_text().strip() == key:
+        return load_examples(cached)
+    store = corpus_store(data / "corpus.jsonl", work / "store", embedder, index_progress)
+    wide = replace(settings, store=work / "store", top_k=max(12, settings.top_k))
+
+    def retrieve(question: str) -> Any:
+        return screen_retrieval(question, retrieve_configured(store, embedder, question, [],
+                                                              wide))[1]
+
+    def prompt_for(question: str, hits: Any) -> Any:
+        return build_prompt(question, hits, render=base.render, count_tokens=base.count_tokens,
+                            context_tokens=base.context_tokens, answer_tokens=settings.max_tokens)
+
+    built = build_examples(eligible, retrieve=retrieve, prompt_for=prompt_for,
+                           top_k=settings.top_k, count=count, seed=seed, span_count=span_count,
+                           on_example=on_example,
+                           span_prompt_for=lambda q, s: base.render(span_messages(q, s)))
+    save_examples(built, cached)
+    key_file.write_text(key + "\n")
+    return built
+
+
+def training_steps(examples: int, config: TuneConfig) -> int:
+    """Optimizer steps of ``train`` over ``examples`` encoded examples."""
+    return -(-examples * config.epochs // config.accumulate)
+
+
+def compare_adapter(evals: Sequence[tuple[Path, Path]], settings: Any, embedder: Any,
+                    adapter: Path, work: Path, mode: str, limit: int,
+                    generator_for: Callable[[Any], Any],
+                    index_progress: Callable[[int, int], None] | None = None,
+                    ) -> tuple[list[dict[str, Any]], bool]:
+    """Each (golden set, corpus) answered without and with the adapter (``generator_for(settings)``
+    builds the model): one row each, and whether the adapter is better: F1 up on some set, down on
+    none, and the wrong-answer rate up on none."""
+    from dataclasses import replace
+    from functools import partial
+
+    from .answering import Answerer
+    from .calibration import corpus_store
+    from .evaluation import evaluate
+    from .goldens import load_goldens, set_name
+
+    rows = []
+    verdicts = []
+    for goldens, corpus in evals:
+        name = set_name(goldens)
+        store = corpus_store(corpus, work / "eval" / name, embedder, index_progress)
+        cases = load_goldens(goldens)[:limit or None]
+        pair = []
+        for label, choice in (("base", "none"), ("adapter", str(adapter))):
+            run = replace(settings, store=store.path, mode=mode, adapter=choice,
+                          audit=work / "eval-audit.sqlite3")
+            answerer = Answerer(run, embedder, partial(generator_for, run))
+            start = time.perf_counter()
+            metrics = evaluate(cases, answerer).metrics
+            rows.append({"set": name, "model": label, "cases": len(cases),
+                         "seconds": time.perf_counter() - start, **metrics})
+            pair.append(metrics)
+        base, tuned = pair
+        f1 = (tuned.get("token_f1", 0.0), base.get("token_f1", 0.0))
+        wrong = (tuned.get("wrong_answer_rate", 0.0), base.get("wrong_answer_rate", 0.0))
+        verdicts.append((f1[0] > f1[1], f1[0] >= f1[1] and wrong[0] <= wrong[1]))
+    better = any(up for up, _ in verdicts) and all(ok for _, ok in verdicts)
+    return rows, better
+
+
+def eligible_questions(questions: Sequence[Question], exclude: Iterable[Path]) -> list[Question]:
+    """The training questions that are not in any of the ``exclude`` golden sets (by id or by
+    normalised text): no example may be a question an evaluation asks."""
+    skip = excluded_questions(exclude)
+    return [q for q in questions if q.id not in skip and " ".join(q.text.lower().split())
+            not in skip]

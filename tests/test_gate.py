@@ -22,8 +22,8 @@ from fakes import EchoGenerator, HashEmbedder
 from ragcli.cli import evaluate as evaluate_command
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.evaluation import CONFIDENCE_MARGIN
 from ragcli.indexing import reindex
+from ragcli.perturbations import CONFIDENCE_MARGIN
 
 GOLDENS = ROOT / "goldens" / "handbook.jsonl"
 runner = CliRunner()

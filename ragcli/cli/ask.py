@@ -91,60 +91,29 @@ def ask(
 
 
 def _batch(path: str, settings: Settings, user: str | None, groups: str) -> int:
-    """``ask --batch``: every line answered by one Answerer on one open store."""
-    import json
+    """``ask --batch``: a JSON line out per line in (ragcli/batch.py); the first failed line's
+    exit code, or 0."""
     import sys
 
     from ..answering import Answerer
+    from ..batch import answer_lines
     from ..embedder import get_embedder
-    from ..errors import ExitCode, InputError, RagError
-    from ..identity import resolve_identity
-    from ..store import Store
+    from ..errors import InputError
 
-    if path == "-":
-        lines = sys.stdin
-    else:
-        try:
-            lines = open(path, encoding="utf-8")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            raise InputError(f"--batch {path}: {exc.strerror or exc}") from None
+    try:
+        lines = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"--batch {path}: {exc.strerror or exc}") from None
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
     answerer.prefetch()
-    opened = Store.open(settings.store)
-    default_groups = [g.strip() for g in groups.split(",")]
     first_error = 0
-
     try:
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            ident = None
-            try:
-                try:
-                    item = json.loads(line)
-                except ValueError:
-                    item = None
-                if isinstance(item, str):
-                    item = {"question": item}
-                if not isinstance(item, dict) or not isinstance(item.get("question"), str):
-                    raise InputError(f"line {n}: not a JSON object with a \"question\" string "
-                                     "(or a JSON string)")
-                ident = item.get("id")
-                asked = item.get("groups", default_groups)
-                if isinstance(asked, str):
-                    asked = asked.split(",")
-                who = resolve_identity(settings.identity, settings.users_file,
-                                       item.get("user") or user, [str(g).strip() for g in asked])
-                result = answerer.ask(item["question"], user=who.user, groups=list(who.groups),
-                                      store=opened)
-                render.print_json_line({**({"id": ident} if ident is not None else {}), **result.to_json()})
-            except RagError as exc:
-                code = int(exc.exit_code)
-                first_error = first_error or code
-                render.print_json_line({**({"id": ident} if ident is not None else {}), "line": n,
-                      "error": str(exc), "exit_code": code})
+        for out, code in answer_lines(lines, answerer, user=user,
+                                      groups=[g.strip() for g in groups.split(",")]):
+            render.print_json_line(out)
+            first_error = first_error or code
     finally:
         if lines is not sys.stdin:
             lines.close()
-    return first_error or int(ExitCode.OK)
+    return first_error

@@ -9,7 +9,6 @@ answer (or one JSON line with --json) per input line, for scripts.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -131,8 +130,9 @@ class Session:
             import readline
         except ImportError:  # not on every platform: plain input() then
             return None
-        state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-        history = state / "ragcli" / "chat_history"
+        from ..paths import chat_history
+
+        history = chat_history()
         try:
             readline.read_history_file(history)
         except OSError:
@@ -270,19 +270,12 @@ class Session:
                       + (f"; failed: {'; '.join(check.failed)}" if check.failed else ""))
 
     def _replay(self, arg: str) -> None:
-        from ..embedder import get_embedder
-        from ..replay import replay as run_replay
-        from ..settings import Settings
-        from .traces import _find_record
+        from ..replay import replay_request
+        from ..trace import AuditLog
 
-        request_id = arg or (self._need_last().request_id)
-        record = _find_record(request_id, None, self.answerer.settings.audit)
-        recorded = Settings.from_json(record.get("settings", {}))
-        embedder = self.answerer.embedder if recorded.embedder == self.answerer.embedder.id \
-            else get_embedder(recorded.embedder)
-        report = run_replay(record, against="recorded", embedder=embedder,
-                            generator_factory=lambda path, s: gguf_generator(s, path))
-        render.replay(report)
+        record = AuditLog(self.answerer.settings.audit).require(arg or self._need_last().request_id)
+        render.replay(replay_request(record, embedder=self.answerer.embedder,
+                                     generator_factory=lambda path, s: gguf_generator(s, path)))
 
 
 def _save_history(path: Path) -> None:

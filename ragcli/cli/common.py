@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import ExitCode, RagError
+from ..paths import check_output_path, write_output  # noqa: F401 - the commands' import
 from . import render
 
 # typer >= 0.29 raises its own copy of click's exceptions; older typer raises click's
@@ -154,28 +155,3 @@ def gguf_generator(settings: Any, model: Path | None = None) -> Any:
     return LlamaCppGenerator.from_settings(settings, model)
 
 
-def check_output_path(path: Path | None, flag: str) -> None:
-    """Fail before any work when an output file given by ``flag`` could not be written."""
-    from ..errors import InputError
-
-    if path is None:
-        return
-    if path.is_dir():
-        raise InputError(f"{flag} {path} is a directory")
-    if not path.parent.is_dir():
-        raise InputError(f"{flag} {path}: directory {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise InputError(f"{flag} {path} is not writable")
-
-
-def write_output(path: Path, text: str, flag: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
-    from ..errors import InputError
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from ..errors import ExitCode
 from . import render
-
-if TYPE_CHECKING:
-    from ..embedder import Embedder
-    from ..store import Store
 from .common import (
     AdapterOpt,
     ConfigOpt,
@@ -24,11 +16,9 @@ from .common import (
     NoAdapterOpt,
     StoreOpt,
     adapter_flag,
-    check_output_path,
     gguf_generator,
     progress_bar,
     settings_from,
-    write_output,
 )
 
 
@@ -85,98 +75,48 @@ def eval_command(
     from ..errors import UsageError
 
     if beir is not None:
-        _eval_beir(beir, split, store, config, as_json)
+        from ..beir import evaluate_beir
+
+        out = evaluate_beir(beir, split, settings_from(config, store=store),
+                            Path(store) if store else None, progress=progress_bar(as_json))
+        render.print_json(out) if as_json else render.status(out)
         return
     if goldens is None:
         raise UsageError("give a golden set (goldens/handbook.jsonl) or --beir DIR")
-    if update_baseline and baseline is None:
-        raise UsageError("--update-baseline needs --baseline FILE to write")
-    if accept_regression and not update_baseline:
-        raise UsageError("--accept-regression goes with --update-baseline")
     if calibrate_set and not calibrate:
         raise UsageError("--calibrate-set goes with --calibrate")
-    if (budget is not None or max_escalated is not None) and not (calibrate and
-                                                                  route == "small-first"):
+    if (budget is not None or max_escalated is not None) and not calibrate:
         raise UsageError("--budget and --max-escalated go with --calibrate --route small-first")
-    extra_sets = [_calibration_pair(spec) for spec in calibrate_set or ()]
     from ..answering import Answerer
     from ..embedder import get_embedder
-    from ..evaluation import calibrate_sets, evaluate, load_goldens, parse_perturbations
-    from ..gate import (
-        check_update,
-        decide,
-        junit_xml,
-        make_baseline,
-        markdown_summary,
-        read_baseline,
-    )
-    from ..store import Store
+    from ..gate import run_gate
+    from ..perturbations import parse_perturbations
 
     names = parse_perturbations(perturb)
     settings = settings_from(config, store=store, mode=mode, top_k=top_k, route=route,
                              adapter=adapter_flag(adapter, no_adapter))
-    cases = load_goldens(goldens)
-    # every input read and every output checked before a run that can take minutes
-    known = read_baseline(baseline) if baseline is not None and (
-        not update_baseline or baseline.exists()) else None
-    for path, flag in ((baseline if update_baseline else None, "--baseline"), (junit, "--junit"),
-                       (markdown, "--markdown")):
-        check_output_path(path, flag)
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
-    if calibrate and settings.route == "small-first":
-        from ..evaluation import calibrate_route
-
-        if calibrate_set:
-            raise UsageError("--calibrate-set calibrates min_confidence, not --route small-first")
-        small = evaluate(cases, Answerer(replace(settings, route="local"), answerer.embedder,
-                                         answerer.generator_factory)).cases
-        large = evaluate(cases, Answerer(replace(settings, route="large"), answerer.embedder,
-                                         answerer.generator_factory)).cases
-        report = calibrate_route(small, large, budget_usd=budget, max_escalated=max_escalated)
-        report["current"] = settings.escalate_below
-        if as_json:
-            render.print_json(report)
-        else:
-            render.route_calibration(report)
-        return
     if calibrate:
-        sets = [(_set_name(goldens), cases, Store.open(settings.store))]
-        for path, corpus in extra_sets:
-            name = _set_name(path)
-            if name in {n for n, _, _ in sets}:
-                raise UsageError(f"--calibrate-set {path}: two golden sets named {name!r}")
-            sets.append((name, load_goldens(path),
-                         _corpus_store(corpus, settings.store / ".." / "calibrate" / name,
-                                       answerer.embedder, as_json)))
-        report = calibrate_sets(sets, answerer, settings.min_confidence)
+        from ..calibration import run_calibration
+
+        report = run_calibration(goldens, answerer, budget_usd=budget, max_escalated=max_escalated,
+                                 extra_sets=[_calibration_pair(s) for s in calibrate_set or ()],
+                                 progress=progress_bar(as_json))
         if as_json:
             render.print_json(report)
         else:
-            render.calibration(report)
+            (render.route_calibration if report["kind"] == "escalate_below"
+             else render.calibration)(report)
         return
-    start = time.perf_counter()
-    result = evaluate(cases, answerer, perturbations=names, repeat=repeat)
-    seconds = time.perf_counter() - start
-    verdict = decide(result, None if update_baseline else known)
-    if baseline is not None and update_baseline:
-        new = make_baseline(result)
-        dropped = check_update(known, new, set(accept_regression or ()))
-        write_output(baseline, json.dumps(new, indent=2) + "\n", "--baseline")
-        for case_id in dropped:
-            render.warning(f"baseline: dropped passing case {case_id} (--accept-regression)")
-    if junit:
-        write_output(junit, junit_xml(result, verdict, goldens.stem, seconds), "--junit")
-    if markdown:
-        write_output(markdown, markdown_summary(result, verdict), "--markdown")
-    if as_json:
-        render.print_json({"verdict": verdict.word, "regressions": list(verdict.regressions),
-                           "unstable": verdict.unstable, "seconds": round(seconds, 2),
-                           **result.to_json()})
-    else:
-        render.evaluation(result, verdict)
-    if verdict.code != ExitCode.OK:
-        raise typer.Exit(int(verdict.code))
+    run = run_gate(goldens, answerer, baseline=baseline, update=update_baseline,
+                   accept=accept_regression or (), junit=junit, markdown=markdown,
+                   perturbations=names, repeat=repeat)
+    for case_id in run.dropped:
+        render.warning(f"baseline: dropped passing case {case_id} (--accept-regression)")
+    render.print_json(run.to_json()) if as_json else render.evaluation(run.result, run.verdict)
+    if run.verdict.code != ExitCode.OK:
+        raise typer.Exit(int(run.verdict.code))
 
 
 def _calibration_pair(spec: str, flag: str = "--calibrate-set") -> tuple[Path, Path]:
@@ -190,47 +130,3 @@ def _calibration_pair(spec: str, flag: str = "--calibrate-set") -> tuple[Path, P
         if not path.exists():
             raise UsageError(f"{flag}: {path} does not exist")
     return Path(goldens), Path(corpus)
-
-
-def _set_name(goldens: Path) -> str:
-    """A golden set's name: its file's stem, or its directory's name for a goldens.jsonl."""
-    return goldens.resolve().parent.name if goldens.stem == "goldens" else goldens.stem
-
-
-def _corpus_store(corpus: Path, path: Path, embedder: Embedder, quiet: bool) -> Store:
-    """The store of a calibration corpus (made or updated: a second run only checks the files)."""
-    from ..indexing import reindex as run_reindex
-    from ..store import Store
-
-    path = Path(os.path.normpath(path))
-    run_reindex([corpus], path, embedder, progress=progress_bar(quiet))
-    return Store.open(path)
-
-
-def _eval_beir(directory: Path, split: str, store: str | None, config: Path | None,
-               as_json: bool) -> None:
-    from ..beir import load_split, score_rankings
-    from ..embedder import get_embedder
-    from ..indexing import reindex as run_reindex
-    from ..retrieval import retrieve_configured
-    from ..settings import default_store
-    from ..store import Store
-
-    settings = settings_from(config, store=store)
-    data = load_split(directory, split)
-    # a BEIR corpus gets a store of its own unless --store names one
-    store_path = settings.store if store else default_store().parent / "beir" / directory.resolve().name
-    embedder = get_embedder(settings.embedder)
-    run_reindex([data.corpus], store_path, embedder, progress=progress_bar(as_json))
-    opened = Store.open(store_path)
-    deep = replace(settings, top_k=200, candidates=200)  # enough documents for recall@100
-    rankings = {q: [h.doc_id for h in retrieve_configured(opened, embedder, text, [], deep).hits]
-                for q, text in data.queries.items()}
-    scores = score_rankings(rankings, data.qrels)
-    out = {"beir": str(directory), "split": split, "queries": len(data.queries),
-           "store": str(store_path), "retrieval": settings.retrieval,
-           **{k: round(v, 4) for k, v in scores.items()}}
-    if as_json:
-        render.print_json(out)
-    else:
-        render.status(out)

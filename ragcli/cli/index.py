@@ -95,40 +95,17 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
                                                 "exit 6 if anything is damaged, with the repair.")]
            = False) -> None:
     """What the store holds, when it was last indexed, and which sources changed since."""
-    from ..indexing import staleness
-    from ..store import ANN_MIN_ROWS, Store
+    from ..errors import StoreError
+    from ..indexing import status_document, verify_report
+    from ..store import Store
 
     settings = settings_from(config, store=store)
     opened = Store.open(settings.store)
-    if verify:
-        _verify(opened, as_json)
+    if not verify:
+        data = status_document(opened, settings.default_acl)
+        render.print_json(data) if as_json else render.status(data)
         return
-    documents = opened.documents()
-    last = opened.last_run() or {}
-    data = {"store": str(settings.store), "documents": len(documents),
-            "chunks": sum(d["chunks"] for d in documents.values()),
-            "version": opened.version, "embedder": opened.manifest.embedder,
-            "corpora": dict(opened.manifest.corpora),
-            "created_at": opened.manifest.created_at,
-            "last_run": {k: last.get(k) for k in ("finished_at", "command", "added", "changed",
-                                                  "deleted", "seconds")} if last else None,
-            "disk_bytes": opened.disk_bytes(),
-            "vector_index": opened.vector_index() or {"type": "none (flat scan)",
-                                                      "built_at_rows": ANN_MIN_ROWS},
-            "staleness": staleness(opened, settings.default_acl).to_json()}
-    if as_json:
-        render.print_json(data)
-    else:
-        render.status(data)
-
-
-def _verify(opened: Any, as_json: bool) -> None:
-    from ..errors import StoreError
-    from ..verify import verify
-
-    result = verify(opened)
-    if not result.roots:  # rows unreadable: the paths of the last run are the next best guess
-        result.roots = list((opened.last_run() or {}).get("paths") or [])
+    result = verify_report(opened)
     if as_json:
         render.print_json({"store": str(opened.path), **result.to_json()})
     if not result.ok:

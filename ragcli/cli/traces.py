@@ -124,14 +124,9 @@ def traces_export(audit: AuditOpt = None, config: ConfigOpt = None) -> None:
 
 
 def _find_record(request_id: str, config: Path | None, audit: Path | None) -> Trace:
-    from ..errors import TraceNotFoundError
     from ..trace import AuditLog
 
-    settings = settings_from(config, audit=audit)
-    record = AuditLog(settings.audit).get(request_id)
-    if record is None:
-        raise TraceNotFoundError(f"no audit record {request_id} in {settings.audit}")
-    return record
+    return AuditLog(settings_from(config, audit=audit).audit).require(request_id)
 
 
 def replay(
@@ -146,19 +141,16 @@ def replay(
                         "replay a record written with redact_audit (checked against its hash).",
                         show_default=False)] = None,
 ) -> None:
-    """Re-run a past answer and show what differs (exit 0 identical, 10 drifted)."""
-    from ..embedder import get_embedder
+    """Re-run a past answer and show what differs (exit 0 identical, 10 drifted, 22
+    unverifiable: a served model answered)."""
     from ..errors import UsageError
-    from ..replay import replay as run_replay
-    from ..settings import Settings
+    from ..replay import replay_request
 
     if against not in ("recorded", "latest"):
         raise UsageError("--against must be 'recorded' or 'latest'")
-    record = _find_record(request_id, config, audit)
-    recorded = Settings.from_json(record.get("settings", {}))
-    report = run_replay(
-        record, against=against, embedder=get_embedder(recorded.embedder), question=question,
-        generator_factory=lambda path, s: gguf_generator(s, path))
+    report = replay_request(_find_record(request_id, config, audit), against=against,
+                            question=question,
+                            generator_factory=lambda path, s: gguf_generator(s, path))
     if as_json:
         render.print_json(report.to_json())
     else:

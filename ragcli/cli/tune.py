@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import shlex
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +13,7 @@ import typer
 
 from ..errors import ExitCode
 from . import render
-from .common import ConfigOpt, gguf_generator, settings_from
+from .common import ConfigOpt, gguf_generator, progress_bar, settings_from
 
 
 def tune(
@@ -60,7 +57,14 @@ def tune(
     """Train a LoRA adapter that teaches the model to answer from its passages (exit 0 better
     than the base model on every --eval set, 18 not better). Needs pip install 'ragcli[tune]'."""
     from ..errors import UsageError
-    from ..tuning import TuneConfig, excluded_questions, load_questions, require_packages
+    from ..tuning import (
+        TuneConfig,
+        compare_adapter,
+        eligible_questions,
+        load_questions,
+        prepare_examples,
+        require_packages,
+    )
     from .evaluate import _calibration_pair
 
     if eval_mode not in ("generative", "auto"):
@@ -72,9 +76,7 @@ def tune(
     settings = settings_from(config, model=model)
     base = gguf_generator(replace(settings, adapter="none"))
     questions = load_questions(data)
-    skip = excluded_questions([*(exclude or ()), *(g for g, _ in evals)])
-    eligible = [q for q in questions if q.id not in skip and " ".join(q.text.lower().split())
-                not in skip]
+    eligible = eligible_questions(questions, [*(exclude or ()), *(g for g, _ in evals)])
     if len(eligible) < examples + span_examples:
         render.warning(f"{data}: {len(eligible)} questions after exclusions, fewer than "
                        f"{examples + span_examples} asked for; using them all")
@@ -84,7 +86,10 @@ def tune(
     from ..embedder import get_embedder
 
     embedder = get_embedder(settings.embedder)
-    built = _examples(data, work, settings, base, embedder, eligible, examples, span_examples, seed)
+    with _bar("building examples", examples + span_examples) as advance:
+        built = prepare_examples(data, work, settings, base, embedder, eligible, examples,
+                                 span_examples, seed, on_example=advance,
+                                 index_progress=progress_bar(False))
     kinds: dict[str, int] = {}
     for e in built:
         kinds[e.kind] = kinds.get(e.kind, 0) + 1
@@ -102,7 +107,9 @@ def tune(
                 f"{stats['loss_first_10']:.3f} -> {stats['loss_last_10']:.3f}")
     if not evals:
         return
-    rows, better = _compare(evals, settings, embedder, out, work, eval_mode, eval_limit)
+    rows, better = compare_adapter(evals, settings, embedder, out, work, eval_mode, eval_limit,
+                                   generator_for=gguf_generator,
+                                   index_progress=progress_bar(False))
     render.tune_table(rows)
     if better:
         render.info("the adapter is better than the base model on every --eval set")
@@ -112,53 +119,13 @@ def tune(
     raise typer.Exit(int(ExitCode.TUNE_NOT_BETTER))
 
 
-def _examples(data: Path, work: Path, settings: Any, base: Any, embedder: Any,
-              eligible: list[Any], count: int, span_count: int, seed: int) -> list[Any]:
-    """Build the examples (through a store of ``data``'s corpus), or read the ones a previous run
-    with the same inputs built."""
-    from ..answering import screen_retrieval
-    from ..prompting import build_prompt
-    from ..reading import span_messages
-    from ..retrieval import retrieve_configured
-    from ..tuning import build_examples, load_examples, save_examples
-    from .evaluate import _corpus_store
-
-    key = hashlib.sha256(json.dumps({
-        "questions": [q.id for q in eligible], "count": count, "span": span_count, "seed": seed,
-        "model": base.model_sha256(), "settings": settings.fingerprint(),
-        "corpus": (data / "corpus.jsonl").stat().st_size}, sort_keys=True).encode()).hexdigest()
-    cached = work / "examples.jsonl"
-    key_file = work / "examples.key"
-    if cached.is_file() and key_file.is_file() and key_file.read_text().strip() == key:
-        return load_examples(cached)
-    store = _corpus_store(data / "corpus.jsonl", work / "store", embedder, False)
-    wide = replace(settings, store=work / "store", top_k=max(12, settings.top_k))
-
-    def retrieve(question: str) -> Any:
-        return screen_retrieval(question, retrieve_configured(store, embedder, question, [],
-                                                              wide))[1]
-
-    def prompt_for(question: str, hits: Any) -> Any:
-        return build_prompt(question, hits, render=base.render, count_tokens=base.count_tokens,
-                            context_tokens=base.context_tokens, answer_tokens=settings.max_tokens)
-
-    with _bar("building examples", count + span_count) as advance:
-        built = build_examples(eligible, retrieve=retrieve, prompt_for=prompt_for,
-                               top_k=settings.top_k, count=count, seed=seed,
-                               span_count=span_count, on_example=advance,
-                               span_prompt_for=lambda q, s: base.render(span_messages(q, s)))
-    save_examples(built, cached)
-    key_file.write_text(key + "\n")
-    return built
-
-
 def _train(built: list[Any], model_path: Path, work: Path, config: Any) -> tuple[Any, dict]:
-    from ..tuning import encode, train
+    from ..tuning import encode, train, training_steps
 
     encoded = encode(built, model_path)
     render.info(f"training: {len(encoded)} examples, {config.epochs} epoch(s), checkpoint in "
                 f"{work / 'checkpoint.pt'}")
-    steps = -(-len(encoded) * config.epochs // config.accumulate)
+    steps = training_steps(len(encoded), config)
     with _bar("training", steps) as advance:
         last = [0]
 
@@ -192,35 +159,3 @@ class _bar:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
-
-
-def _compare(evals: list[tuple[Path, Path]], settings: Any, embedder: Any, adapter: Path,
-             work: Path, mode: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
-    """Each --eval set answered without and with the adapter: one row each, and whether the
-    adapter is better (F1 up on some set, down on none; wrong-answer rate up on none)."""
-    from ..answering import Answerer
-    from ..evaluation import evaluate, load_goldens
-    from .evaluate import _corpus_store, _set_name
-
-    rows = []
-    verdicts = []
-    for goldens, corpus in evals:
-        name = _set_name(goldens)
-        store = _corpus_store(corpus, work / "eval" / name, embedder, False)
-        cases = load_goldens(goldens)[:limit or None]
-        pair = []
-        for label, choice in (("base", "none"), ("adapter", str(adapter))):
-            run = replace(settings, store=store.path, mode=mode, adapter=choice,
-                          audit=work / "eval-audit.sqlite3")
-            answerer = Answerer(run, embedder, functools.partial(gguf_generator, run))
-            start = time.perf_counter()
-            metrics = evaluate(cases, answerer).metrics
-            rows.append({"set": name, "model": label, "cases": len(cases),
-                         "seconds": time.perf_counter() - start, **metrics})
-            pair.append(metrics)
-        base, tuned = pair
-        f1 = (tuned.get("token_f1", 0.0), base.get("token_f1", 0.0))
-        wrong = (tuned.get("wrong_answer_rate", 0.0), base.get("wrong_answer_rate", 0.0))
-        verdicts.append((f1[0] > f1[1], f1[0] >= f1[1] and wrong[0] <= wrong[1]))
-    better = any(up for up, _ in verdicts) and all(ok for _, ok in verdicts)
-    return rows, better

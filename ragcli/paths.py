@@ -1,0 +1,92 @@
+"""Where ragcli keeps things on this machine (the XDG base directories), and how it writes a
+report file: the one place both are decided.
+
+| what | where |
+|---|---|
+| store (setting ``store``) | ``$XDG_DATA_HOME/ragcli/store`` (``~/.local/share``) |
+| audit log (setting ``audit``) | ``$XDG_STATE_HOME/ragcli/audit.sqlite3`` (``~/.local/state``) |
+| writer locks of object-storage stores | ``$XDG_STATE_HOME/ragcli/locks`` |
+| chat history | ``$XDG_STATE_HOME/ragcli/chat_history`` |
+| exported embedders | ``$RAGCLI_MODEL_CACHE``, else ``$XDG_CACHE_HOME/ragcli/models`` (``~/.cache``) |
+| model SHA-256 cache | ``$XDG_CACHE_HOME/ragcli/sha256.json`` |
+| BEIR stores of ``eval --beir`` | ``$XDG_DATA_HOME/ragcli/beir/<name>`` |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _xdg(variable: str, *fallback: str) -> Path:
+    value = os.environ.get(variable)
+    return Path(value) if value else Path.home().joinpath(*fallback)
+
+
+def data_home() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local", "share") / "ragcli"
+
+
+def state_home() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local", "state") / "ragcli"
+
+
+def cache_home() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache") / "ragcli"
+
+
+def default_store() -> Path:
+    return data_home() / "store"
+
+
+def default_audit() -> Path:
+    return state_home() / "audit.sqlite3"
+
+
+def lock_dir() -> Path:
+    return state_home() / "locks"
+
+
+def chat_history() -> Path:
+    return state_home() / "chat_history"
+
+
+def model_cache() -> Path:
+    """Exported embedders (derived files: deleting them only costs one export)."""
+    override = os.environ.get("RAGCLI_MODEL_CACHE")
+    return Path(override) if override else cache_home() / "models"
+
+
+def sha256_cache() -> Path:
+    return cache_home() / "sha256.json"
+
+
+def beir_store(name: str) -> Path:
+    return data_home() / "beir" / name
+
+
+def check_output_path(path: Path | None, flag: str) -> None:
+    """Fail before any work when an output file given by ``flag`` could not be written."""
+    from .errors import InputError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a directory")
+    if not path.parent.is_dir():
+        raise InputError(f"{flag} {path}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InputError(f"{flag} {path} is not writable")
+
+
+def write_output(path: Path, text: str, flag: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (a temporary file renamed into place)."""
+    from .errors import InputError
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
