@@ -31,8 +31,28 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(settings_module, "SYSTEM_CONFIG", tmp_path / "etc" / "ragcli.toml")
-    EMBEDDERS["test-hash"] = HashEmbedder
+    monkeypatch.setitem(EMBEDDERS, "test-hash", HashEmbedder)  # undone after the test
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def handbook_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The handbook indexed once per session with the hash embedder; use ``handbook_store``."""
+    from ragcli.indexing import ingest
+
+    path = tmp_path_factory.mktemp("handbook") / "store"
+    ingest([HANDBOOK], path, HashEmbedder())
+    return path
+
+
+@pytest.fixture
+def handbook_store(handbook_template: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the handbook store (hash embedder), at ``tmp_path/store``."""
+    import shutil
+
+    path = tmp_path / "store"
+    shutil.copytree(handbook_template, path)
+    return path
 
 
 @pytest.fixture

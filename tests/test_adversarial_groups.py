@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import HANDBOOK
 from fakes import HashEmbedder
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.indexing import ingest
 from ragcli.retrieval import search_legs
 from ragcli.store import Store
 
@@ -25,8 +23,7 @@ SALARY = "What is the maximum salary of an L5 Staff Engineer in the salary bands
 
 
 @pytest.fixture(autouse=True)
-def store(cli_env: dict[str, str]) -> Path:
-    ingest([HANDBOOK], Path(cli_env["RAGCLI_STORE"]), HashEmbedder())
+def store(handbook_store: Path, cli_env: dict[str, str]) -> Path:
     return Path(cli_env["RAGCLI_STORE"])
 
 

@@ -5,18 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HANDBOOK
 from fakes import EchoGenerator, HashEmbedder
 from ragcli.answering import Answerer
 from ragcli.errors import StoreMissingError, UsageError
-from ragcli.indexing import ingest
 from ragcli.settings import Settings
 from ragcli.trace import AuditLog
 
 
 @pytest.fixture
-def settings(tmp_path: Path, hash_embedder: HashEmbedder) -> Settings:
-    ingest([HANDBOOK], tmp_path / "store", hash_embedder)
+def settings(tmp_path: Path, handbook_store: Path) -> Settings:
     return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3",
                     min_confidence=0.3, mode="generative")
 

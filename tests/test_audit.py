@@ -14,12 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import HANDBOOK
-from fakes import EchoGenerator, HashEmbedder
+from fakes import EchoGenerator
 from ragcli.cli import ask as ask_command
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.indexing import ingest
 from ragcli.store import Store
 from ragcli.trace import AuditLog
 
@@ -28,8 +26,7 @@ RUNNER = Path(__file__).resolve().parent / "run_with_fakes.py"
 
 
 @pytest.fixture
-def env(cli_env: dict[str, str]) -> dict[str, str]:
-    ingest([HANDBOOK], Path(cli_env["RAGCLI_STORE"]), HashEmbedder())
+def env(handbook_store: Path, cli_env: dict[str, str]) -> dict[str, str]:
     return cli_env
 
 

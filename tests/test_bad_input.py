@@ -231,11 +231,12 @@ CASES = [
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with the handbook and an audit log with one record, copied for every case."""
     root = tmp_path_factory.mktemp("template")
-    EMBEDDERS["test-hash"] = HashEmbedder  # module scope runs before conftest's autouse fixture
     ingest([HANDBOOK], root / "store", HashEmbedder())
-    result = CliRunner().invoke(app, ["ask", Q, "--mode", "extractive"],
-                                env={"RAGCLI_EMBEDDER": "test-hash", "RAGCLI_STORE": str(root / "store"),
-                                     "RAGCLI_AUDIT": str(root / "audit.sqlite3")})
+    with pytest.MonkeyPatch.context() as patch:  # module scope: before conftest's autouse fixture
+        patch.setitem(EMBEDDERS, "test-hash", HashEmbedder)
+        result = CliRunner().invoke(app, ["ask", Q, "--mode", "extractive"], env={
+            "RAGCLI_EMBEDDER": "test-hash", "RAGCLI_STORE": str(root / "store"),
+            "RAGCLI_AUDIT": str(root / "audit.sqlite3")})
     assert result.exit_code == 0, result.output
     return root
 

@@ -9,12 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import HANDBOOK
-from fakes import HashEmbedder
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
 from ragcli.identity import os_account
-from ragcli.indexing import ingest
 from ragcli.settings import load_settings
 
 runner = CliRunner()
@@ -22,11 +19,10 @@ SALARY = "What is the maximum salary of an L5 Staff Engineer in the salary bands
 
 
 @pytest.fixture(autouse=True)
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def store(handbook_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGCLI_EMBEDDER", "test-hash")
     monkeypatch.setenv("RAGCLI_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("RAGCLI_MIN_CONFIDENCE", "0.1")
-    ingest([HANDBOOK], tmp_path / "store", HashEmbedder())
 
 
 def ask(*args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]

@@ -35,7 +35,6 @@ from ragcli.errors import (
     ConfigError,
     ExitCode,
 )
-from ragcli.indexing import ingest
 from ragcli.remote import Endpoint, OpenAIGenerator
 from ragcli.settings import Settings, load_settings
 from ragcli.trace import AuditLog, daily_stats
@@ -52,8 +51,7 @@ def stub() -> Iterator[Stub]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, hash_embedder: HashEmbedder, stub: Stub) -> Settings:
-    ingest([HANDBOOK], tmp_path / "store", hash_embedder)
+def settings(tmp_path: Path, handbook_store: Path, stub: Stub) -> Settings:
     return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3",
                     min_confidence=0.3, mode="generative", large_url=stub.url,
                     large_model="big", large_timeout=2.0, large_retries=1,
@@ -136,7 +134,6 @@ def test_each_server_failure_is_one_error_with_its_code_and_a_record(
 def test_the_cli_prints_one_line_and_the_documented_exit_code(
         settings: Settings, stub: Stub, cli_env: dict[str, str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    ingest([HANDBOOK], tmp_path / "store", HashEmbedder())
     monkeypatch.setenv("RAGCLI_LARGE_URL", f"http://127.0.0.1:{free_port()}/v1")
     monkeypatch.setenv("RAGCLI_LARGE_RETRIES", "0")
     runner = CliRunner()
@@ -268,7 +265,6 @@ def test_traces_stats_summarises_each_day() -> None:
 
 def test_traces_stats_cli(settings: Settings, stub: Stub, cli_env: dict[str, str],
                           tmp_path: Path) -> None:
-    ingest([HANDBOOK], tmp_path / "store", HashEmbedder())
     runner = CliRunner()
     for _ in range(2):
         assert runner.invoke(app, ["ask", QUESTION, "--mode", "extractive"]).exit_code == 0

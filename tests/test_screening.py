@@ -18,7 +18,6 @@ from ragcli.answering import Answerer, output_problems, redacted_text
 from ragcli.chunking import chunk_document
 from ragcli.errors import UsageError
 from ragcli.generation import Generation
-from ragcli.indexing import ingest
 from ragcli.models import Answer, Citation, Hit
 from ragcli.prompting import format_passage
 from ragcli.replay import replay
@@ -33,8 +32,7 @@ POISONED = {"it/printers.md", "engineering/staging.md", "onboarding/lunch-and-le
 
 
 @pytest.fixture
-def settings(tmp_path: Path, hash_embedder: HashEmbedder) -> Settings:
-    ingest([HANDBOOK], tmp_path / "store", hash_embedder)
+def settings(tmp_path: Path, handbook_store: Path) -> Settings:
     return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3", min_confidence=0.3,
                     mode="generative")
 

@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import HANDBOOK
 from fakes import EchoGenerator, HashEmbedder
 from ragcli.answering import Answerer
 from ragcli.claims import failed_claims
 from ragcli.cli import ask as ask_command
 from ragcli.cli.app import app
-from ragcli.indexing import ingest
 from ragcli.models import Hit
 from ragcli.reading import choose_span, locate, quote_for
 from ragcli.schema import schema_problems
@@ -25,8 +23,7 @@ QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, hash_embedder: HashEmbedder) -> Settings:
-    ingest([HANDBOOK], tmp_path / "store", hash_embedder)
+def settings(tmp_path: Path, handbook_store: Path) -> Settings:
     return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3", min_confidence=0.3)
 
 
@@ -160,9 +157,8 @@ def test_a_true_generated_answer_is_verified(settings: Settings) -> None:
     assert answer.short_answer == "16 weeks" and "16 weeks" in answer.quote.text.replace("**", "")
 
 
-def test_ask_json_carries_short_answer_quote_and_verification(
+def test_ask_json_carries_short_answer_quote_and_verification(handbook_store: Path,
         cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    ingest([HANDBOOK], Path(cli_env["RAGCLI_STORE"]), HashEmbedder())
     liar = EchoGenerator(reply="Non-birthing parents receive 6 weeks of fully paid leave. [1]")
     monkeypatch.setattr(ask_command, "gguf_generator", lambda settings: liar)
     result = CliRunner().invoke(app, ["ask", QUESTION, "--mode", "generative", "--json"])

@@ -13,13 +13,11 @@ import pytest
 from openai_stub import Stub
 from typer.testing import CliRunner
 
-from conftest import HANDBOOK
 from fakes import EchoGenerator, HashEmbedder
 from ragcli.answering import Answerer
 from ragcli.cli.app import app
 from ragcli.errors import UsageError
 from ragcli.evaluation import Golden, evaluate
-from ragcli.indexing import ingest
 from ragcli.schema import schema_problems
 from ragcli.settings import Settings
 from ragcli.trace import STARTED, TRACE_FORMAT, AuditLog
@@ -29,8 +27,7 @@ QUESTION = "How many weeks of parental leave?"
 
 
 @pytest.fixture
-def settings(tmp_path: Path, hash_embedder: HashEmbedder) -> Settings:
-    ingest([HANDBOOK], tmp_path / "store", hash_embedder)
+def settings(tmp_path: Path, handbook_store: Path) -> Settings:
     return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3",
                     min_confidence=0.3, mode="generative")
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -22,15 +25,33 @@ def _no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
+_INJECTED: ContextVar[Console | None] = ContextVar("ragcli_render_console", default=None)
+"""A console every data print goes to instead of stdout (``captured``: snapshot tests)."""
+
+
+@contextmanager
+def captured(width: int = 100) -> Iterator[io.StringIO]:
+    """Render into a string instead of stdout: a plain console of ``width`` columns, no colour,
+    so the text is what a user reading a pipe or a log sees."""
+    buffer = io.StringIO()
+    token = _INJECTED.set(Console(file=buffer, width=width, no_color=True, color_system=None,
+                                  highlight=False, soft_wrap=True))
+    try:
+        yield buffer
+    finally:
+        _INJECTED.reset(token)
+
+
 def stdout() -> Console:
-    return Console(file=sys.stdout, no_color=_no_color(), highlight=False, soft_wrap=True)
+    return _INJECTED.get() or Console(file=sys.stdout, no_color=_no_color(), highlight=False,
+                                      soft_wrap=True)
 
 
 def wide_stdout() -> Console:
     """stdout for the wide tables (traces stats, eval's per-route costs): a file or a pipe gets
     every column whole, a terminal its own width."""
     console = stdout()
-    return console if console.is_terminal else \
+    return console if console.is_terminal or _INJECTED.get() else \
         Console(file=sys.stdout, no_color=_no_color(), highlight=False, soft_wrap=True, width=200)
 
 
@@ -237,7 +258,7 @@ def replay(report: Any) -> None:
                        "again, but its weights cannot be checked, so its output cannot be "
                        "verified byte for byte", style="yellow"))
     for name, same in report.checks.items():
-        out.print(f"  {name:<10} {'same' if same else 'differs'}")
+        out.print(f"  {name:<14} {'same' if same else 'differs'}")
     for name, ids in report.retrieval.items():
         if ids and name not in ("recorded", "replayed"):
             out.print(f"  {name}: {', '.join(ids)}")
@@ -270,16 +291,16 @@ def evaluation(result: Any, verdict: Any) -> None:
 
 ROUTE_COLUMNS = (("cases", "cases", "{:.0f}"), ("share", "share", "{:.2f}"),
                  ("escalated_share", "escalated", "{:.2f}"), ("pass_rate", "pass", "{:.3f}"),
-                 ("string_presence", "presence", "{:.3f}"), ("token_f1", "F1", "{:.3f}"),
-                 ("latency_p50_ms", "p50 ms", "{:.0f}"), ("latency_p95_ms", "p95 ms", "{:.0f}"),
-                 ("cpu_s_p50", "CPU s p50", "{:.3f}"), ("cpu_s_total", "CPU s", "{:.1f}"),
-                 ("completion_tokens", "compl. tok", "{:.0f}"),
+                 ("token_f1", "F1", "{:.3f}"), ("latency_p50_ms", "p50 ms", "{:.0f}"),
+                 ("latency_p95_ms", "p95 ms", "{:.0f}"), ("cpu_s_total", "CPU s", "{:.1f}"),
                  ("usd_per_query", "USD/query", "{:.6f}"))
+"""eval's per-route table (``--json`` has every figure: presence, CPU p50/p95, tokens ...)."""
 
 
 def routes(report: dict[str, dict[str, float]]) -> None:
     """eval: quality, latency and cost of all cases and of each model's share."""
-    table = Table(title="per route (quality, latency, cost)", title_justify="left", box=None)
+    table = Table(title="per route (quality, latency, cost)", title_justify="left", box=None,
+                  padding=(0, 1), pad_edge=False)
     table.add_column("route")
     for _, title, _ in ROUTE_COLUMNS:
         table.add_column(title, justify="right")

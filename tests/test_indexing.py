@@ -353,3 +353,31 @@ def test_an_emptied_corpus_directory_is_deleted_only_when_allowed(corpus: Path, 
     assert Store.open(store_path).count_chunks() == chunks
     report = index_paths([corpus], store_path, hash_embedder, delete_missing=True, allow_empty=True)
     assert report.deleted == 49 and Store.open(store_path).count_chunks() == 0
+
+
+def test_ingest_then_noop(handbook_store: Path, hash_embedder: HashEmbedder) -> None:
+    store_path = handbook_store
+    store = Store.open(store_path)
+    docs = store.documents()
+    assert len(docs) == len(list(HANDBOOK.rglob("*.md"))) + len(list(HANDBOOK.rglob("*.txt")))
+    version = store.version
+    again = ingest([HANDBOOK], store_path, hash_embedder)
+    assert (again.added, again.changed, again.chunks_written) == (0, 0, 0)
+    assert again.unchanged == len(docs)
+    assert Store.open(store_path).version == version  # nothing written, no new version
+
+
+def test_changed_document_is_replaced_whole(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("# A\n\nalpha one\n\n# B\n\nalpha two\n")
+    (corpus / "b.md").write_text("beta\n")
+    ingest([corpus], tmp_path / "s", hash_embedder)
+    (corpus / "a.md").write_text("# A\n\ngamma only\n")
+    report = ingest([corpus], tmp_path / "s", hash_embedder)
+    assert (report.added, report.changed, report.unchanged) == (0, 1, 1)
+    rows = Store.open(tmp_path / "s").scan(["chunk_id", "text"])
+    assert sorted((r["chunk_id"], r["text"]) for r in rows) == [("c:a.md#0", "gamma only"),
+                                                                ("c:b.md#0", "beta")]
+    fts = Store.open(tmp_path / "s").search_fts("alpha", ["public"], 10)
+    assert fts == []  # the old chunk is gone from the full-text index too

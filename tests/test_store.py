@@ -1,4 +1,5 @@
-"""The real LanceDB store, driven by ingest with the fast hash embedder."""
+"""The real LanceDB store (store.py): embedder checks, missing stores, the writer lock, reads
+through lance; driven by ingest with the fast hash embedder."""
 
 from pathlib import Path
 
@@ -8,8 +9,6 @@ from conftest import HANDBOOK
 from fakes import HashEmbedder
 from ragcli.errors import EmbedderMismatchError, LockedError, StoreMissingError
 from ragcli.indexing import ingest
-from ragcli.retrieval import retrieve_configured
-from ragcli.settings import Settings
 from ragcli.store import Store
 
 
@@ -18,56 +17,6 @@ def store_path(tmp_path: Path, hash_embedder: HashEmbedder) -> Path:
     path = tmp_path / "store"
     ingest([HANDBOOK], path, hash_embedder)
     return path
-
-
-def test_ingest_then_noop(store_path: Path, hash_embedder: HashEmbedder) -> None:
-    store = Store.open(store_path)
-    docs = store.documents()
-    assert len(docs) == len(list(HANDBOOK.rglob("*.md"))) + len(list(HANDBOOK.rglob("*.txt")))
-    version = store.version
-    again = ingest([HANDBOOK], store_path, hash_embedder)
-    assert (again.added, again.changed, again.chunks_written) == (0, 0, 0)
-    assert again.unchanged == len(docs)
-    assert Store.open(store_path).version == version  # nothing written, no new version
-
-
-def test_changed_document_is_replaced_whole(tmp_path: Path, hash_embedder: HashEmbedder) -> None:
-    corpus = tmp_path / "c"
-    corpus.mkdir()
-    (corpus / "a.md").write_text("# A\n\nalpha one\n\n# B\n\nalpha two\n")
-    (corpus / "b.md").write_text("beta\n")
-    ingest([corpus], tmp_path / "s", hash_embedder)
-    (corpus / "a.md").write_text("# A\n\ngamma only\n")
-    report = ingest([corpus], tmp_path / "s", hash_embedder)
-    assert (report.added, report.changed, report.unchanged) == (0, 1, 1)
-    rows = Store.open(tmp_path / "s").scan(["chunk_id", "text"])
-    assert sorted((r["chunk_id"], r["text"]) for r in rows) == [("c:a.md#0", "gamma only"),
-                                                                ("c:b.md#0", "beta")]
-    fts = Store.open(tmp_path / "s").search_fts("alpha", ["public"], 10)
-    assert fts == []  # the old chunk is gone from the full-text index too
-
-
-def test_acl_prefilter_inside_both_legs(store_path: Path, hash_embedder: HashEmbedder) -> None:
-    store = Store.open(store_path)
-    question = "salary band maximum for a Staff Engineer L5"
-    vector = hash_embedder.embed([question])[0]
-    for rows in (store.search_vector(vector, ["public"], 200),
-                 store.search_fts(question, ["public"], 200)):
-        assert rows
-        assert all("hr" not in r["acl"] and "finance" not in r["acl"] for r in rows)
-    hr_rows = store.search_fts(question, ["public", "hr"], 200)
-    assert any(r["doc_id"] == "hr/salary-bands.md" for r in hr_rows)
-
-
-def test_retrieve_fuses_and_scores(store_path: Path, hash_embedder: HashEmbedder) -> None:
-    found = retrieve_configured(Store.open(store_path), hash_embedder, "parental leave weeks", ["hr"],
-                                Settings(top_k=3, candidates=20))
-    assert len(found.hits) == 3
-    assert found.hits[0].doc_id == "hr/parental-leave.md"
-    assert found.groups == ("hr", "public")
-    assert found.confidence == max(h.evidence for h in found.hits)
-    assert all(0.0 <= h.evidence <= 1.0 for h in found.hits)
-    assert all(h.vector_score is not None for h in found.hits)
 
 
 def test_store_refuses_other_embedder(store_path: Path) -> None:
