@@ -137,12 +137,103 @@ def _schema(dim: int) -> Any:
     ])
 
 
+class _Directory:
+    """Where a store's own files live when it is a local directory: the manifest and the last
+    run as JSON files beside the LanceDB data, the writer lock in it. (The one other place a
+    directory differs from object storage is reading: a local table is read through lance
+    itself, see ``Store._reader``.)"""
+
+    remote = False
+    _FILES = {"manifest": MANIFEST, "last_run": LAST_RUN}
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def where(self, key: str) -> str:
+        return str(self.path / self._FILES[key])
+
+    def read(self, key: str) -> str | None:
+        file = self.path / self._FILES[key]
+        return file.read_text(encoding="utf-8") if file.is_file() else None
+
+    def write(self, key: str, text: str) -> None:
+        """Whole or not at all: a temporary file renamed into place, owner-only."""
+        try:
+            tmp = self.path / (self._FILES[key] + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path / self._FILES[key])
+        except OSError as exc:
+            raise StoreError(f"cannot write store {key} in {self.path}: {exc}") from None
+
+    def create(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"store path {self.path} exists and is not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreError(f"cannot create store at {self.path}: {exc.strerror or exc}") from None
+
+    def lock_file(self) -> Path:
+        return self.path / "writer.lock"
+
+    def disk_bytes(self) -> int | None:
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+
+class _ObjectStorage:
+    """Where a store's own files live in object storage (``s3://``, ``gs://``, ``az://``): the
+    manifest and last run as rows of a small LanceDB table (one commit each), the writer lock on
+    the one writing host (docs/scaling.md)."""
+
+    remote = True
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    def where(self, key: str) -> str:
+        return f"{self.uri}/{META}"
+
+    def read(self, key: str) -> str | None:
+        return _read_meta(self.uri, key)
+
+    def write(self, key: str, text: str) -> None:
+        db = _connect(self.uri)
+        rows = _meta_rows(db)
+        exists = bool(rows) or META in db.list_tables().tables
+        rows[key] = text
+        data = [{"key": k, "value": v} for k, v in sorted(rows.items())]
+        try:  # overwriting is one new table version; creating says nothing about a missing table
+            db.create_table(META, data=data, mode="overwrite" if exists else "create")
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise StoreError(f"cannot write to store {self.uri}: {first_line(exc)}") from None
+
+    def create(self) -> None:
+        pass  # a prefix exists once something is written under it
+
+    def lock_file(self) -> Path:
+        from .paths import lock_dir
+
+        locks = lock_dir()
+        locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return locks / (hashlib.sha256(self.uri.encode()).hexdigest()[:16] + ".lock")
+
+    def disk_bytes(self) -> int | None:
+        return None  # listing a bucket is not free
+
+
+def _backing(path: Path | str) -> _Directory | _ObjectStorage:
+    """The seam between a directory and object storage (every difference but reading)."""
+    return _ObjectStorage(str(path)) if is_uri(path) else _Directory(Path(path))
+
+
 class Store:
     """A ragcli store on disk. Open it with :meth:`open` (read) or :meth:`open_or_create`."""
 
     def __init__(self, path: Path | str, manifest: Manifest) -> None:
         self.path = path  # a directory, or an object-storage URI (is_uri)
-        self.remote = is_uri(path)
+        self.backing = _backing(path)
+        self.remote = self.backing.remote
         self.manifest = manifest
         self._table: Any = None
         self._dataset: Any = None  # the table read through lance itself (local stores)
@@ -153,15 +244,19 @@ class Store:
     @staticmethod
     def exists(path: Path | str) -> bool:
         """Whether a store (its manifest) is at ``path``."""
-        if is_uri(path):
-            return _read_meta(str(path), "manifest") is not None
-        return (Path(path) / MANIFEST).is_file()
+        try:
+            return _backing(path).read("manifest") is not None
+        except OSError:
+            return True  # there, but unreadable: open() says why
 
     @classmethod
     def open(cls, path: Path | str) -> Store:
-        where = f"{path}/{META}" if is_uri(path) else Path(path) / MANIFEST
-        text = _read_meta(str(path), "manifest") if is_uri(path) else \
-            (where.read_text(encoding="utf-8") if where.is_file() else None)  # type: ignore[union-attr]
+        backing = _backing(path)
+        where = backing.where("manifest")
+        try:
+            text = backing.read("manifest")
+        except OSError as exc:
+            raise StoreError(f"store manifest {where} cannot be read: {exc}") from None
         if text is None:
             raise StoreMissingError(f"no ragcli store at {path}",
                                     hint="run 'ragcli ingest PATH' first or pass --store")
@@ -186,18 +281,9 @@ class Store:
         """
         if cls.exists(path):
             return cls.open(path)
-        if is_uri(path):
-            store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat(),
-                                       generation=new_id()))
-            store._write_manifest()
-            return store
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise StoreError(f"store path {path} exists and is not a directory")
-        try:
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StoreError(f"cannot create store at {path}: {exc.strerror or exc}") from None
+        if not is_uri(path):
+            path = Path(path)
+        _backing(path).create()
         store = cls(path, Manifest(embedder_id, dim, datetime.now(UTC).isoformat(),
                                    generation=new_id()))
         store._write_manifest()
@@ -220,17 +306,7 @@ class Store:
         return store
 
     def _write_manifest(self) -> None:
-        if self.remote:
-            self._write_meta("manifest", json.dumps(self.manifest.to_json()))
-            return
-        assert isinstance(self.path, Path)
-        try:
-            tmp = self.path / (MANIFEST + ".tmp")
-            tmp.write_text(json.dumps(self.manifest.to_json(), indent=2) + "\n", encoding="utf-8")
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path / MANIFEST)
-        except OSError as exc:
-            raise StoreError(f"cannot write store manifest in {self.path}: {exc}") from None
+        self.backing.write("manifest", json.dumps(self.manifest.to_json(), indent=2) + "\n")
 
     def reset(self, embedder_id: str, dim: int, reason: str) -> None:
         """Empty the store for a rebuild that embeds everything again, keeping its history.
@@ -332,15 +408,7 @@ class Store:
         """Hold the single-writer lock; a second writer fails at once with LockedError."""
         from filelock import FileLock, Timeout
 
-        if self.remote:  # one writing host: the lock lives there (docs/scaling.md)
-            from .paths import lock_dir
-
-            locks = lock_dir()
-            locks.mkdir(parents=True, exist_ok=True, mode=0o700)
-            where = locks / (hashlib.sha256(str(self.path).encode()).hexdigest()[:16] + ".lock")
-        else:
-            where = Path(self.path) / "writer.lock"
-        lock = FileLock(str(where), timeout=0)
+        lock = FileLock(str(self.backing.lock_file()), timeout=0)
         try:
             lock.acquire()
         except Timeout:
@@ -354,18 +422,6 @@ class Store:
     # ---- the table -----------------------------------------------------------------------
     def _db(self) -> Any:
         return _connect(self.path)
-
-    def _write_meta(self, key: str, value: str) -> None:
-        """Object storage: the manifest and last run are rows of a small table (one commit each)."""
-        db = self._db()
-        rows = _meta_rows(db)
-        exists = bool(rows) or META in db.list_tables().tables
-        rows[key] = value
-        data = [{"key": k, "value": v} for k, v in sorted(rows.items())]
-        try:  # overwriting is one new table version; creating says nothing about a missing table
-            db.create_table(META, data=data, mode="overwrite" if exists else "create")
-        except (OSError, RuntimeError, ValueError) as exc:
-            raise StoreError(f"cannot write to store {self.path}: {first_line(exc)}") from None
 
     def table(self, *, create: bool = False) -> Any:
         if self._table is None:
@@ -597,26 +653,18 @@ class Store:
 
     def last_run(self) -> dict[str, Any] | None:
         try:
-            text = _read_meta(str(self.path), "last_run") if self.remote else \
-                (Path(self.path) / LAST_RUN).read_text(encoding="utf-8")
+            text = self.backing.read("last_run")
             run: dict[str, Any] | None = json.loads(text) if text else None
             return run
         except (OSError, ValueError, StoreError):
             return None
 
     def record_run(self, summary: dict[str, Any]) -> None:
-        if self.remote:
-            self._write_meta("last_run", json.dumps(summary))
-            return
-        tmp = Path(self.path) / (LAST_RUN + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, Path(self.path) / LAST_RUN)
+        self.backing.write("last_run", json.dumps(summary, indent=2) + "\n")
 
     def disk_bytes(self) -> int | None:
         """Bytes on local disk (None for object storage: listing a bucket is not free)."""
-        if self.remote:
-            return None
-        return sum(f.stat().st_size for f in Path(self.path).rglob("*") if f.is_file())
+        return self.backing.disk_bytes()
 
     # ---- searching -----------------------------------------------------------------------
     def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int, *,
