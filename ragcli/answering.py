@@ -270,8 +270,10 @@ class Answerer:
                     return refuse("unverified_claim: " + "; ".join(failed[:3]))
                 return refuse("unsupported_answer: no sentence of the passages covers the question")
             quote = make_quote(extract.n, hits[extract.n - 1], extract.sentence)
+            # the model picks the span in mode auto, but not to repair a generated answer (the
+            # served model's, under routing): its exact request stays the record's prompt
             choice = self._choose_span(question, extract.sentence, record, timings,
-                                       use_model=settings.mode == "auto"
+                                       use_model=settings.mode == "auto" and not failed
                                        and settings.route != ROUTE_LARGE, checkpoint=checkpoint)
             short = choice.span.text if choice else extract.sentence
             source = "model-span" if choice and choice.method == "model" else "extract"

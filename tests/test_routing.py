@@ -204,6 +204,27 @@ def test_small_first_escalates_low_confidence_band_and_keeps_a_verified_small_an
     assert record["attempts"][1]["refused"] and record["answer"] == answer.answer
 
 
+def test_a_served_answer_repaired_by_the_checks_keeps_its_request_in_the_record(
+        settings: Settings, stub: Stub) -> None:
+    """Mode auto, small-first: the served model's answer fails its claim check (6 weeks is not in
+    the passage) and is repaired with the extract, by the rules: the record keeps the request
+    that was sent, not a span prompt of the small model."""
+    routed = replace(settings, route="small-first", mode="auto", escalate_below=1.5)
+    stub.reply = "Non-birthing parents receive 6 weeks of fully paid leave. [1]"
+    small = EchoGenerator(span="16 weeks")
+    answer = Answerer(routed, HashEmbedder(), lambda: small).ask(QUESTION, user="a", groups=[])
+    assert answer.route is not None and answer.route["taken"] == "large"
+    assert answer.verification is not None and answer.verification.outcome == "repaired"
+    assert " 6 weeks" not in answer.answer and "16 weeks" in answer.answer
+    record = AuditLog(settings.audit).get(answer.request_id)
+    assert record is not None
+    sent = json.loads(record["attempts"][1]["prompt"]["text"])
+    assert sent == stub.requests[0]["body"]["messages"]
+    assert record["model"]["backend"] == "openai" and record["prompt"]["text"] == \
+        record["attempts"][1]["prompt"]["text"]
+    assert record["attempts"][0]["prompt"]["purpose"] == "span choice"
+
+
 def test_small_first_keeps_the_small_result_when_the_server_is_down(settings: Settings) -> None:
     routed = replace(settings, route="small-first", large_retries=0,
                      large_url=f"http://127.0.0.1:{free_port()}/v1")
