@@ -108,7 +108,7 @@ class OpenAIGenerator:
                 "api_key_env": self.endpoint.api_key_env,
                 "api_key_set": bool(os.environ.get(self.endpoint.api_key_env)),
                 **{k: v for k, v in self.last.items() if k in ("served_model", "response_id",
-                                                               "system_fingerprint")}}
+                                                               "system_fingerprint", "attempts")}}
 
     def model_sha256(self) -> None:
         return None  # a served model's bytes cannot be seen from here

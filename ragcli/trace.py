@@ -66,6 +66,7 @@ class ModelTrace(TypedDict, total=False):
     served_model: str
     response_id: str
     system_fingerprint: str
+    attempts: int  # HTTP attempts the answer took (1 + retries)
 
 
 class OutputTrace(TypedDict):

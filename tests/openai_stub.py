@@ -14,7 +14,8 @@ from typing import Any
 
 
 class Stub:
-    """``behaviour``: ok | garbage | not-json | cut | slow | 401 | 503 | 400 | no-usage."""
+    """``behaviour``: ok | garbage | not-json | cut | slow | 401 | 503 | 503-once | 400 |
+    no-usage."""
 
     def __init__(self) -> None:
         self.behaviour = "ok"
@@ -54,6 +55,8 @@ class Stub:
 
     def answer(self, handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
         kind = self.behaviour
+        if kind == "503-once":  # busy for this request, fine for the next
+            kind, self.behaviour = "503", "ok"
         if kind in ("401", "503", "400"):
             payload = json.dumps({"error": {"message": f"stub says {kind}"}}).encode()
             handler.send_response(int(kind))

@@ -83,6 +83,7 @@ def test_route_large_answers_through_the_server_and_records_it(
     assert model["backend"] == "openai" and model["endpoint"] == stub.url
     assert model["served_model"] == "stub-large" and model["response_id"] == "stub-1"
     assert model["sampling"]["temperature"] == 0.0 and model["api_key_set"] is True
+    assert model["attempts"] == 1
     # the exact request is the record's prompt: the messages sent, as JSON
     assert json.loads(record["prompt"]["text"]) == request["body"]["messages"]
     usage = record["usage"]["large"]
@@ -129,6 +130,15 @@ def test_each_server_failure_is_one_error_with_its_code_and_a_record(
     assert record["error"]["exit_code"] == int(error.exit_code)
     assert record["prompt"]["passages"], "the request's prompt is kept: nothing is lost"
     assert record["model"]["backend"] == "openai"
+
+
+def test_a_busy_server_is_retried_and_the_record_counts_the_attempts(
+        settings: Settings, stub: Stub) -> None:
+    stub.behaviour = "503-once"
+    answer = Answerer(replace(settings, route="large"), HashEmbedder(), EchoGenerator).ask(
+        QUESTION, user="ana", groups=[])
+    assert not answer.refused and len(stub.requests) == 2
+    assert answer.trace is not None and answer.trace["model"]["attempts"] == 2
 
 
 def test_the_cli_prints_one_line_and_the_documented_exit_code(
