@@ -139,7 +139,7 @@ def main() -> None:
     chunks = report["chunks_written"]
     if args.llamaindex_python:
         li_wall, li_rss, li_out = peak_rss([str(args.llamaindex_python),
-                                            str(ROOT / "scripts" / "bench_llamaindex.py"),
+                                            str(ROOT / "scripts" / "_bench_llamaindex.py"),
                                             str(corpus), str(work / "llamaindex")])
         li = json.loads(li_out.strip().splitlines()[-1])
         rows.append((f"ingest SciFact ({what}): wall time, ragcli vs LlamaIndex",
@@ -160,7 +160,7 @@ def main() -> None:
                  f"{noop / 2:.2f} of target", "<= 2 s"))
 
     # ---- warm retrieval ---------------------------------------------------------------------
-    warm = json.loads(run([sys.executable, str(ROOT / "scripts" / "bench_warm_retrieval.py"),
+    warm = json.loads(run([sys.executable, str(ROOT / "scripts" / "_bench_warm_retrieval.py"),
                            str(scifact), str(args.data)])[1])
     rows.append((f"warm retrieval p50 / p95, hybrid, {warm['queries']} SciFact queries",
                  f"{warm['p50_ms']:.1f} / {warm['p95_ms']:.1f} ms", "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -17,7 +18,11 @@ DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / 
 
 
 def main() -> None:
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
+    parser = argparse.ArgumentParser(description="Ingest throughput: a full ingest, a no-op "
+                                     "reindex and a 1 % change, in documents/s and chunks/s.")
+    parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT,
+                        help="a BEIR corpus.jsonl (default: ../shared/data/scifact)")
+    source = parser.parse_args().corpus
     if not source.is_file():
         sys.exit(f"bench_ingest: corpus not found: {source} (pass a BEIR corpus.jsonl)")
     embedder = get_embedder(Settings().embedder)  # the default (ONNX int8), as `ragcli ingest`

