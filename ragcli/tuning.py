@@ -546,3 +546,12 @@ def eligible_questions(questions: Sequence[Question], exclude: Iterable[Path]) -
     skip = excluded_questions(exclude)
     return [q for q in questions if q.id not in skip and " ".join(q.text.lower().split())
             not in skip]
+
+
+def adapter_metadata(base: Any, config: TuneConfig, kinds: dict[str, int],
+                     command: str) -> dict[str, str]:
+    """What an adapter file says of itself: the base model (name and SHA-256, which an adapter
+    fits), the training configuration, the examples by kind and the command that made it."""
+    return {"base_model": base.model_path.name, "base_sha256": base.model_sha256(),
+            "config": json.dumps(config.__dict__, default=list, sort_keys=True),
+            "examples": json.dumps(kinds, sort_keys=True), "command": command}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,14 +56,17 @@ def tune(
 ) -> None:
     """Train a LoRA adapter that teaches the model to answer from its passages (exit 0 better
     than the base model on every --eval set, 18 not better). Needs pip install 'ragcli[tune]'."""
+    from ..embedder import get_embedder
     from ..errors import UsageError
     from ..tuning import (
         TuneConfig,
+        adapter_metadata,
         compare_adapter,
         eligible_questions,
         load_questions,
         prepare_examples,
         require_packages,
+        write_adapter,
     )
     from .evaluate import _calibration_pair
 
@@ -83,25 +86,16 @@ def tune(
     tune_config = TuneConfig(rank=rank, alpha=alpha, top_layers=top_layers,
                              learning_rate=learning_rate, accumulate=accumulate, epochs=epochs,
                              seed=seed)
-    from ..embedder import get_embedder
-
     embedder = get_embedder(settings.embedder)
     with _bar("building examples", examples + span_examples) as advance:
         built = prepare_examples(data, work, settings, base, embedder, eligible, examples,
                                  span_examples, seed, on_example=advance,
                                  index_progress=progress_bar(False))
-    kinds: dict[str, int] = {}
-    for e in built:
-        kinds[e.kind] = kinds.get(e.kind, 0) + 1
+    kinds = Counter(e.kind for e in built)
     render.info(f"{len(built)} examples ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))})")
     peft_model, stats = _train(built, base.model_path, work, tune_config)
-    from ..tuning import write_adapter
-
-    write_adapter(peft_model, tune_config, out, metadata={
-        "base_model": base.model_path.name, "base_sha256": base.model_sha256(),
-        "config": json.dumps(tune_config.__dict__, default=list, sort_keys=True),
-        "examples": json.dumps(kinds, sort_keys=True),
-        "command": shlex.join(["ragcli", *sys.argv[1:]])})
+    write_adapter(peft_model, tune_config, out, metadata=adapter_metadata(
+        base, tune_config, kinds, shlex.join(["ragcli", *sys.argv[1:]])))
     render.info(f"adapter written to {out} ({out.stat().st_size / 1e6:.1f} MB); trained "
                 f"{stats['steps']} steps in {stats['seconds_this_run']:.0f} s this run, loss "
                 f"{stats['loss_first_10']:.3f} -> {stats['loss_last_10']:.3f}")
