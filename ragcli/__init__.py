@@ -11,6 +11,7 @@ The public API (everything else is internal and may change between versions):
     answerer(settings=None)                     an Answerer that keeps the model loaded
     evaluate(goldens, settings=None)            ``ragcli eval`` without the gate: EvalResult
     Answer, Answerer, EvalResult, IndexReport   what those return
+    Trace                                       an audit record (Answer.trace), typed
     Store                                       the on-disk (or object-storage) store
     RagError, ExitCode                          every error a user can cause, and its exit code
 
@@ -29,12 +30,12 @@ from importlib import import_module
 from typing import Any
 
 __all__ = ["Answer", "Answerer", "EvalResult", "ExitCode", "IndexReport", "RagError", "Settings",
-           "Store", "__version__", "answerer", "ask", "evaluate", "ingest", "load_settings",
+           "Store", "Trace", "__version__", "answerer", "ask", "evaluate", "ingest", "load_settings",
            "reindex"]
 
 _WHERE = {"Answer": "models", "Answerer": "answering", "EvalResult": "evaluation",
           "ExitCode": "errors", "IndexReport": "indexing", "RagError": "errors",
-          "Settings": "settings", "Store": "store", "answerer": "api", "ask": "api",
+          "Settings": "settings", "Store": "store", "Trace": "trace", "answerer": "api", "ask": "api",
           "evaluate": "api", "ingest": "api", "load_settings": "settings", "reindex": "api"}
 
 
