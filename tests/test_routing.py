@@ -315,7 +315,8 @@ def test_traces_stats_cli(settings: Settings, stub: Stub, cli_env: dict[str, str
 def real_server() -> Iterator[dict[str, object]]:
     """``python -m llama_cpp.server`` serving the shipped SmolLM2 GGUF (the "large" model here:
     any GGUF serves), with an API key; stopped at the end of the module."""
-    pytest.importorskip("llama_cpp.server")
+    import llama_cpp.server  # noqa: F401 - the dev extra installs it; missing is a failure, not a skip
+
     from ragcli.generation import default_model_path
 
     port = free_port()
