@@ -145,36 +145,39 @@ class OpenAIGenerator:
         finish = "unknown"
         usage: dict[str, Any] = {}
         meta: dict[str, Any] = {}
-        for event in self._stream(body, lambda n: meta.update(attempts=n)):
-            if not isinstance(event, dict):
-                raise BackendInvalidError(f"{self._where()} sent a stream event that is not a "
-                                          f"JSON object: {str(event)[:80]!r}")
-            if event.get("error"):
-                raise BackendRefusedError(f"{self._where()} reported an error mid-stream: "
-                                          f"{_error_text(event['error'])}")
-            meta.setdefault("response_id", event.get("id"))
-            if event.get("model"):
-                meta["served_model"] = event["model"]
-            if event.get("system_fingerprint"):
-                meta["system_fingerprint"] = event["system_fingerprint"]
-            if isinstance(event.get("usage"), dict):
-                usage = event["usage"]
-            choices = event.get("choices")
-            if choices is None:
-                continue
-            if not isinstance(choices, list):
-                raise BackendInvalidError(f"{self._where()} sent 'choices' that is not a list")
-            for choice in choices[:1]:
-                delta = choice.get("delta") if isinstance(choice, dict) else None
-                if not isinstance(delta, dict):
-                    raise BackendInvalidError(f"{self._where()} sent a chunk without a 'delta' "
-                                              "object (not an OpenAI chat-completions stream)")
-                text = delta.get("content") or ""
-                if not isinstance(text, str):
-                    raise BackendInvalidError(f"{self._where()} sent content that is not text")
-                streamed.add(text)
-                if choice.get("finish_reason"):
-                    finish = str(choice["finish_reason"])
+        try:
+            for event in self._stream(body, lambda n: meta.update(attempts=n)):
+                if not isinstance(event, dict):
+                    raise BackendInvalidError(f"{self._where()} sent a stream event that is not a "
+                                              f"JSON object: {str(event)[:80]!r}")
+                if event.get("error"):
+                    raise BackendRefusedError(f"{self._where()} reported an error mid-stream: "
+                                              f"{_error_text(event['error'])}")
+                meta.setdefault("response_id", event.get("id"))
+                if event.get("model"):
+                    meta["served_model"] = event["model"]
+                if event.get("system_fingerprint"):
+                    meta["system_fingerprint"] = event["system_fingerprint"]
+                if isinstance(event.get("usage"), dict):
+                    usage = event["usage"]
+                choices = event.get("choices")
+                if choices is None:
+                    continue
+                if not isinstance(choices, list):
+                    raise BackendInvalidError(f"{self._where()} sent 'choices' that is not a list")
+                for choice in choices[:1]:
+                    delta = choice.get("delta") if isinstance(choice, dict) else None
+                    if not isinstance(delta, dict):
+                        raise BackendInvalidError(f"{self._where()} sent a chunk without a 'delta' "
+                                                  "object (not an OpenAI chat-completions stream)")
+                    text = delta.get("content") or ""
+                    if not isinstance(text, str):
+                        raise BackendInvalidError(f"{self._where()} sent content that is not text")
+                    streamed.add(text)
+                    if choice.get("finish_reason"):
+                        finish = str(choice["finish_reason"])
+        except (BackendUnavailableError, BackendRefusedError, BackendInvalidError) as exc:
+            raise _scrubbed(exc, os.environ.get(self.endpoint.api_key_env)) from None
         chunks = len(streamed.pieces)
         if finish == "unknown":
             raise BackendUnavailableError(
@@ -283,6 +286,16 @@ class OpenAIGenerator:
             raise BackendUnavailableError(f"{self._where()} broke off the answer: "
                                           f"{_os_error(exc)}",
                                           hint="nothing was shown as an answer") from None
+
+
+def _scrubbed(exc: BackendUnavailableError | BackendRefusedError | BackendInvalidError,
+              key: str | None) -> BackendUnavailableError | BackendRefusedError | BackendInvalidError:
+    """The error with the API key cut out of its text: a server may quote what it was sent in
+    an error message, and the message reaches the terminal and the audit record."""
+    if not key or (key not in exc.message and key not in (exc.hint or "")):
+        return exc
+    return type(exc)(exc.message.replace(key, "[the API key]"),
+                     hint=exc.hint.replace(key, "[the API key]") if exc.hint else None)
 
 
 def _as_chunk(data: Any) -> Any:

@@ -58,7 +58,10 @@ class Stub:
         if kind == "503-once":  # busy for this request, fine for the next
             kind, self.behaviour = "503", "ok"
         if kind in ("401", "503", "400"):
-            payload = json.dumps({"error": {"message": f"stub says {kind}"}}).encode()
+            said = f"stub says {kind}"
+            if kind == "401":  # as careless servers do: quote the credentials it refused
+                said += f" for {handler.headers.get('Authorization', 'no key')}"
+            payload = json.dumps({"error": {"message": said}}).encode()
             handler.send_response(int(kind))
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(payload)))

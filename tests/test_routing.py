@@ -132,6 +132,18 @@ def test_each_server_failure_is_one_error_with_its_code_and_a_record(
     assert record["model"]["backend"] == "openai"
 
 
+def test_a_server_quoting_the_key_back_never_gets_it_printed_or_recorded(
+        settings: Settings, stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGCLI_LARGE_API_KEY", KEY)
+    stub.behaviour = "401"
+    answerer = Answerer(replace(settings, route="large"), HashEmbedder(), EchoGenerator)
+    with pytest.raises(BackendRefusedError) as caught:
+        answerer.ask(QUESTION, user="ana", groups=[])
+    assert KEY in stub.requests[0]["headers"]["Authorization"]  # it was sent, and quoted back
+    assert "[the API key]" in str(caught.value) and KEY not in str(caught.value)
+    assert KEY.encode() not in Path(settings.audit).read_bytes()
+
+
 def test_a_busy_server_is_retried_and_the_record_counts_the_attempts(
         settings: Settings, stub: Stub) -> None:
     stub.behaviour = "503-once"
