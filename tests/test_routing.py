@@ -439,3 +439,32 @@ def test_real_server_killed_mid_answer(real_server: dict[str, object]) -> None:
     assert seen, "the server streamed before it was killed"
     message = str(caught.value)
     assert "ended the stream before the answer finished" in message or "broke off" in message
+
+
+def test_calibrate_route_chooses_the_best_band_within_the_budget() -> None:
+    """Three answerable cases: the small model is right on a (confidence 0.9), wrong on b (0.6),
+    and fails its checks on c (0.7); the large model is right on all three at 0.01 USD each."""
+    from ragcli.calibration import calibrate_route
+    from ragcli.evaluation import CaseResult
+    from ragcli.goldens import Golden
+
+    def case(name: str, answer: str, confidence: float, *, refused: bool = False,
+             failed: str | None = None, usd: float = 0.0) -> CaseResult:
+        golden = Golden(name, f"question {name}?", expected_answers=("right",))
+        return CaseResult(golden, refused=refused, answer=answer, short_answer=answer,
+                          confidence=confidence, failed_checks=failed, cost={"usd": usd})
+
+    small = [case("a", "right", 0.9), case("b", "wrong", 0.6),
+             case("c", "I don't know.", 0.7, refused=True, failed="small_unsupported_answer")]
+    large = [case(n, "right", c, usd=0.01) for n, c in (("a", 0.9), ("b", 0.6), ("c", 0.7))]
+    report = calibrate_route(small, large)
+    by_edge = {r["escalate_below"]: r for r in report["sweep"]}
+    assert by_edge[0.0]["escalated_share"] == pytest.approx(1 / 3)  # c failed its checks
+    assert by_edge[0.0]["answered_right"] == 2 and by_edge[0.0]["usd_per_query"] == \
+        pytest.approx(0.01 / 3)
+    best = report["best"]  # escalating b too (edge above 0.6) makes all three right
+    assert best["answered_right"] == 3 and best["escalated_share"] == pytest.approx(2 / 3)
+    assert 0.6 < best["escalate_below"] <= 0.7 + 1e-6  # the cheapest edge that does it
+    cheap = calibrate_route(small, large, budget_usd=0.005)
+    assert cheap["best"]["escalate_below"] == 0.0 and cheap["best"]["answered_right"] == 2
+    assert calibrate_route(small, large, max_escalated=0.1)["best"] is None  # c must escalate
