@@ -125,3 +125,27 @@ def test_ask_batch_answers_every_line_and_reports_bad_ones(env: dict[str, str],
                            "extractive"], input=batch.read_text().splitlines()[0] + "\n",
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert same.returncode == 0 and json.loads(same.stdout)["id"] == "a"
+
+
+def test_chat_route_command_switches_to_the_served_model(env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    from openai_stub import Stub
+
+    stdin = "\n".join(["/route large", "/route", QUESTIONS[0]]) + "\n"
+    command = [sys.executable, str(RUNNER), "chat", "--mode", "extractive", "--json"]
+    unset = subprocess.run(command, input=stdin, capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=120)
+    assert "no large model is configured" in unset.stderr  # said at once, the route kept
+    assert "route: local" in unset.stdout
+    answered = [json.loads(x) for x in unset.stdout.splitlines() if x.startswith("{")]
+    assert answered[0]["route"] is None
+    stub = Stub()
+    try:
+        served = subprocess.run(command, input=stdin, capture_output=True, text=True,
+                                env={**env, "RAGCLI_LARGE_URL": stub.url}, cwd=tmp_path,
+                                timeout=120)
+    finally:
+        stub.close()
+    assert served.stdout.count("route: large") == 2, served.stderr
+    (line,) = [json.loads(x) for x in served.stdout.splitlines() if x.startswith("{")]
+    assert line["route"]["taken"] == "large" and len(stub.requests) == 1

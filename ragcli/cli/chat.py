@@ -32,6 +32,7 @@ from .common import (
 HELP = """commands:
   /groups [a,b]   show or set the groups you ask as (identity = os: only narrower)
   /mode [name]    show or set the mode: auto, generative, extractive
+  /route [name]   show or set the route: local, small-first, large (docs/routing.md)
   /sources [N]    the sources of the last answer; with N, the whole passage N
   /why            why the last answer is what it is: scores, confidence, screening
   /replay [ID]    re-run a request (default: the last one) and show what differs
@@ -190,6 +191,7 @@ class Session:
         name, _, arg = line.partition(" ")
         arg = arg.strip()
         handlers = {"/help": self._help, "/groups": self._groups, "/mode": self._mode,
+                    "/route": self._route,
                     "/sources": self._sources, "/why": self._why, "/replay": self._replay}
         if name in ("/quit", "/exit"):
             return False
@@ -225,6 +227,20 @@ class Session:
                 raise UsageError(f"mode {arg!r}: auto, generative or extractive")
             self.answerer = self.answerer.with_settings(replace(self.answerer.settings, mode=arg))
         render.stdout().print(f"mode: {self.answerer.settings.mode}")
+
+    def _route(self, arg: str) -> None:
+        from ..errors import UsageError
+        from ..settings import _CHOICES
+
+        if arg:
+            if arg not in _CHOICES["route"]:
+                raise UsageError(f"route {arg!r}: local, small-first or large")
+            settings = replace(self.answerer.settings, route=arg)
+            answerer = self.answerer.with_settings(settings)
+            if arg != "local":
+                answerer.large()  # no large model configured: said now, the route unchanged
+            self.answerer = answerer
+        render.stdout().print(f"route: {self.answerer.settings.route}")
 
     def _need_last(self) -> Any:
         from ..errors import UsageError
