@@ -59,7 +59,7 @@ def score_rankings(rankings: Mapping[str, Sequence[str]],
 
 
 
-def evaluate_beir(directory: Path, split: str, settings: Settings, store: Path | None = None,
+def evaluate_beir(directory: Path, split: str, settings: Settings, store: Path | str | None = None,
                   progress: Callable[[int, int], None] | None = None) -> dict[str, object]:
     """``eval --beir``: index the corpus (into ``store``, else a store of its own under
     ``paths.beir_store``; a second run only checks the files), retrieve 200 deep for every judged

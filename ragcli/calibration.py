@@ -152,11 +152,14 @@ def run_calibration(goldens: Path, answerer: Answerer, *,
     if budget_usd is not None or max_escalated is not None:
         raise UsageError("--budget and --max-escalated go with --calibrate --route small-first")
     sets = [(set_name(goldens), cases, Store.open(settings.store))]
+    if extra_sets and not isinstance(settings.store, Path):
+        raise UsageError("--calibrate-set indexes each corpus beside the store: it needs a store "
+                         f"directory, not {settings.store}")
     for path, corpus in extra_sets:
         name = set_name(path)
         if name in {n for n, _, _ in sets}:
             raise UsageError(f"--calibrate-set {path}: two golden sets named {name!r}")
-        store = corpus_store(corpus, Path(str(settings.store)) / ".." / "calibrate" / name,
+        store = corpus_store(corpus, settings.store / ".." / "calibrate" / name,
                              answerer.embedder, progress)
         sets.append((name, load_goldens(path), store))
     return {"kind": "min_confidence", **calibrate_sets(sets, answerer, settings.min_confidence)}

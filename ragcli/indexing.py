@@ -230,14 +230,14 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
     return report
 
 
-def ingest(paths: Sequence[Path], store_path: Path, embedder: Embedder,
+def ingest(paths: Sequence[Path], store_path: Path | str, embedder: Embedder,
            progress: ProgressCallback | None = None, corpus: str | None = None) -> IndexReport:
     """Add new and changed documents; never delete."""
     return index_paths(paths, store_path, embedder, delete_missing=False, progress=progress,
                        corpus=corpus)
 
 
-def reindex(paths: Sequence[Path], store_path: Path, embedder: Embedder,
+def reindex(paths: Sequence[Path], store_path: Path | str, embedder: Embedder,
             progress: ProgressCallback | None = None, corpus: str | None = None) -> IndexReport:
     """Add, update and delete so that the store matches the corpus roots in ``paths``."""
     return index_paths(paths, store_path, embedder, delete_missing=True, progress=progress,

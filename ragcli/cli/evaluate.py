@@ -77,8 +77,9 @@ def eval_command(
     if beir is not None:
         from ..beir import evaluate_beir
 
-        out = evaluate_beir(beir, split, settings_from(config, store=store),
-                            Path(store) if store else None, progress=progress_bar(as_json))
+        beir_settings = settings_from(config, store=store)
+        out = evaluate_beir(beir, split, beir_settings, beir_settings.store if store else None,
+                            progress=progress_bar(as_json))
         render.print_json(out) if as_json else render.status(out)
         return
     if goldens is None:
