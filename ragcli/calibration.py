@@ -159,7 +159,7 @@ def run_calibration(goldens: Path, answerer: Answerer, *,
         name = set_name(path)
         if name in {n for n, _, _ in sets}:
             raise UsageError(f"--calibrate-set {path}: two golden sets named {name!r}")
-        store = corpus_store(corpus, settings.store / ".." / "calibrate" / name,
+        store = corpus_store(corpus, Path(settings.store) / ".." / "calibrate" / name,
                              answerer.embedder, progress)
         sets.append((name, load_goldens(path), store))
     return {"kind": "min_confidence", **calibrate_sets(sets, answerer, settings.min_confidence)}
