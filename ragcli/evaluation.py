@@ -8,7 +8,6 @@ compares with a baseline and decides the exit code. A case that errors counts as
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from .answer_metrics import best_f1, contains_answer, exact_match
 from .answering import Answerer, escalation_reason
 from .errors import RagError
 from .goldens import Golden, load_goldens  # noqa: F401 - load_goldens: with evaluate
-from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k, unique
+from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, percentile, recall_at_k, unique
 from .perturbations import CONFIDENCE_MARGIN, perturb
 from .trace import Trace
 
@@ -220,13 +219,6 @@ def run_case(answerer: Answerer, golden: Golden, repeat: int) -> CaseResult:
     return result
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
-
-
 def compute_metrics(results: list[CaseResult], k: int | None = None) -> dict[str, float]:
     """Aggregate metrics over ``results`` (any subset: the gate averages over stable cases)."""
     k = k or RETRIEVAL_K
@@ -282,8 +274,8 @@ def compute_metrics(results: list[CaseResult], k: int | None = None) -> dict[str
     stages = sorted({s for r in results for s in r.timings_ms})
     for stage in stages:
         values = [r.timings_ms[stage] for r in results if stage in r.timings_ms]
-        metrics[f"latency_{stage}_p50_ms"] = _percentile(values, 0.5)
-        metrics[f"latency_{stage}_p95_ms"] = _percentile(values, 0.95)
+        metrics[f"latency_{stage}_p50_ms"] = percentile(values, 0.5)
+        metrics[f"latency_{stage}_p95_ms"] = percentile(values, 0.95)
     return metrics
 
 
@@ -309,8 +301,8 @@ def route_report(results: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
             "escalated_share": sum(r.escalated for r in group) / len(group),
             **{k: quality[k] for k in ("pass_rate", "string_presence", "token_f1",
                                        "wrong_answer_rate", "refusal_recall") if k in quality},
-            "latency_p50_ms": _percentile(totals, 0.5), "latency_p95_ms": _percentile(totals, 0.95),
-            "cpu_s_p50": _percentile(cpu, 0.5), "cpu_s_p95": _percentile(cpu, 0.95),
+            "latency_p50_ms": percentile(totals, 0.5), "latency_p95_ms": percentile(totals, 0.95),
+            "cpu_s_p50": percentile(cpu, 0.5), "cpu_s_p95": percentile(cpu, 0.95),
             "cpu_s_total": sum(cpu),
             "prompt_tokens": float(sum(int(t.get("prompt") or 0) for t in tokens)),
             "completion_tokens": float(sum(int(t.get("completion") or 0) for t in tokens)),

@@ -6,6 +6,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile (0.5 = median) of ``values``; 0.0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
 def unique(ranked: Sequence[str]) -> list[str]:
     """Document IDs in first-seen order (a document's best chunk sets its rank)."""
     seen: set[str] = set()

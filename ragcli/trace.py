@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
 from .errors import StoreError
+from .metrics import percentile
 
 TRACE_FORMAT = 2
 """The audit record's format: 1 = records before ragcli wrote ``format`` (no ``usage``, ``cost``,
@@ -319,15 +320,9 @@ def daily_stats(records: Iterator[Trace] | list[Trace]) -> list[dict[str, Any]]:
             "completion_tokens": sum(int(t.get("completion") or 0) for t in tokens),
             "cpu_s": round(sum(float(c.get("cpu_s") or 0.0) for c in costs), 3),
             "usd": round(sum(float(c.get("usd") or 0.0) for c in costs), 6),
-            "latency_p50_ms": round(_rank(latency, 0.50), 1),
-            "latency_p95_ms": round(_rank(latency, 0.95), 1),
+            "latency_p50_ms": round(percentile(latency, 0.50), 1),
+            "latency_p95_ms": round(percentile(latency, 0.95), 1),
             "latency_max_ms": round(latency[-1], 1) if latency else 0.0,
         })
     return rows
 
-
-def _rank(ordered: list[float], q: float) -> float:
-    """The nearest-rank percentile of sorted values (0.0 for none)."""
-    import math
-
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else 0.0
