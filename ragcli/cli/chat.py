@@ -219,28 +219,24 @@ class Session:
         render.stdout().print(f"groups: {', '.join(self.groups) or '(public only)'}")
 
     def _mode(self, arg: str) -> None:
-        from ..errors import UsageError
-        from ..settings import _CHOICES
-
-        if arg:
-            if arg not in _CHOICES["mode"]:
-                raise UsageError(f"mode {arg!r}: auto, generative or extractive")
-            self.answerer = self.answerer.with_settings(replace(self.answerer.settings, mode=arg))
-        render.stdout().print(f"mode: {self.answerer.settings.mode}")
+        self._choose("mode", arg)
 
     def _route(self, arg: str) -> None:
+        self._choose("route", arg)
+
+    def _choose(self, name: str, arg: str) -> None:
+        """Show the setting ``name`` (mode, route), or set it to ``arg`` for the next questions."""
         from ..errors import UsageError
         from ..settings import _CHOICES
 
         if arg:
-            if arg not in _CHOICES["route"]:
-                raise UsageError(f"route {arg!r}: local, small-first or large")
-            settings = replace(self.answerer.settings, route=arg)
-            answerer = self.answerer.with_settings(settings)
-            if arg != "local":
-                answerer.large()  # no large model configured: said now, the route unchanged
+            if arg not in _CHOICES[name]:
+                raise UsageError(f"{name} {arg!r}: {', '.join(_CHOICES[name])}")
+            answerer = self.answerer.with_settings(replace(self.answerer.settings, **{name: arg}))
+            if answerer.settings.route != "local":
+                answerer.large()  # no large model configured: said now, the setting unchanged
             self.answerer = answerer
-        render.stdout().print(f"route: {self.answerer.settings.route}")
+        render.stdout().print(f"{name}: {getattr(self.answerer.settings, name)}")
 
     def _need_last(self) -> Any:
         from ..errors import UsageError
