@@ -135,8 +135,8 @@ DOCS = {
                       "HTTP 408/429/5xx, before any answer text arrived"),
     "large_context_tokens": (None, "the served model's context window (prompt budget)"),
     "escalate_below": (None, "`small-first`: also escalate a verified small answer whose "
-                       "confidence is below this (`eval --calibrate-route` chooses it for a "
-                       "budget); 0 = only failed verification escalates"),
+                       "confidence is below this (`eval --calibrate --route small-first` chooses it "
+                       "for a budget); 0 = only failed verification escalates"),
     "usd_per_1k_prompt": (None, "price of 1,000 prompt tokens of the large model (cost per query)"),
     "usd_per_1k_completion": (None, "price of 1,000 completion tokens of the large model"),
     "usd_per_cpu_hour": (None, "price of an hour of this machine's CPU, charged for ragcli's own "
