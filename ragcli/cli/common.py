@@ -12,7 +12,6 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import ExitCode, RagError
-from ..paths import check_output_path, write_output  # noqa: F401 - the commands' import
 from . import render
 
 # typer >= 0.29 raises its own copy of click's exceptions; older typer raises click's
