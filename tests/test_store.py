@@ -69,6 +69,29 @@ def test_reads_through_lance_give_what_lancedb_gives(store_path: Path,
         plain(through_lancedb.search_fts("parental leave", ["public"], 5))
 
 
+def test_a_reader_process_imports_lance_without_pandas(store_path: Path) -> None:
+    """`ask` and `chat` declare themselves readers: pyarrow.dataset's start-up import of pandas
+    (0.45 s of a cold ask) is kept out, searches work, and pandas still works when imported
+    later; a process that did not declare it (eval, a library caller) imports as usual."""
+    import subprocess
+    import sys
+
+    search = (f"s = Store.open({str(store_path)!r}); v = HashEmbedder().embed(['leave'])[0]; "
+              "hits = s.search_vector(v, ['public'], 5) + s.search_fts('leave', ['public'], 5); "
+              "print(len(hits) > 0, 'pandas' in sys.modules); ")
+    code = ("import sys; from ragcli.store import Store, reader_process; "
+            "from fakes import HashEmbedder; reader_process(); " + search +
+            "import pyarrow as pa, pandas as pd; "
+            "print(pa.table({'a': [1, 2]}).to_pandas()['a'].sum())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent)
+    assert out.stdout.split() == ["True", "False", "3"]
+    plain = "import sys; from ragcli.store import Store; from fakes import HashEmbedder; " + search
+    out = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent)
+    assert out.stdout.split() == ["True", "True"]
+
+
 def test_the_query_path_does_not_import_lancedb(store_path: Path) -> None:
     """`import lancedb` is 1.8-2.7 s of a cold ask (its REST namespace client); retrieval and
     pinning the version need only lance."""
