@@ -413,6 +413,8 @@ class Answerer:
         if choice is not None:
             record["span_choice"] = {"method": choice.method, "chosen": choice.span.text,
                                      "candidates": [list(c) for c in choice.scored]}
+            if choice.method == "model":  # the scores do not depend on it: for timings
+                record["span_choice"]["threads"] = getattr(self.generator(), "score_threads", 1)
         return choice
 
 

@@ -219,6 +219,24 @@ def usable_cores(limit: int) -> int:
     return max(1, min(count, limit))
 
 
+def busy_elsewhere(samples: int = 3) -> int | None:
+    """How many other threads (of any process, this one's included) are running or waiting for a
+    CPU right now: the median of ``samples`` reads 1 ms apart of the kernel's running count
+    (``/proc/loadavg``), less the calling thread; None where /proc does not say."""
+    import statistics
+
+    counts = []
+    try:
+        for i in range(samples):
+            if i:
+                time.sleep(0.001)
+            with open("/proc/loadavg", encoding="ascii") as handle:
+                counts.append(max(0, int(handle.read().split()[3].split("/")[0]) - 1))
+    except (OSError, IndexError, ValueError):
+        return None
+    return int(statistics.median(counts))
+
+
 def _exclusive(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a LlamaCppGenerator method holding its lock: a model being loaded or warmed on a
     background thread (Answerer.prefetch) is used only once that is done."""
@@ -246,6 +264,7 @@ class LlamaCppGenerator:
         self._sha256: str | None = None
         self._use = threading.RLock()  # one user of the llama.cpp contexts at a time (prefetch)
         self.scored_tokens = 0  # tokens the last score_continuations call put through the model
+        self.score_threads = 1  # threads the last score_continuations call ran on
 
     @classmethod
     def from_settings(cls, settings: Any, model: Path | None = None) -> LlamaCppGenerator:
@@ -292,9 +311,7 @@ class LlamaCppGenerator:
     def _scorer(self) -> Any:
         """A second context of the same weights that keeps the logits of every position (what
         scoring needs; the generating one keeps only the last). Small: span prompts are short.
-        One thread: scoring evaluates dozens of batches of a few tokens, and on a busy machine
-        (measured here beside another CPU-bound process) two threads syncing after every layer
-        made each question take 19 s instead of about 1 s; the scores do not depend on it."""
+        Its thread count is set per call (``scoring_threads``); the scores do not depend on it."""
         return self._load(n_ctx=SCORE_CONTEXT_TOKENS, n_threads=1, n_threads_batch=1,
                           logits_all=True)
 
@@ -307,8 +324,11 @@ class LlamaCppGenerator:
         re-uses its cached keys and values. ``on_prompt`` gets the rendered prompt before the
         model runs. Raises PromptTooLong past ``SCORE_CONTEXT_TOKENS``."""
         import numpy as np
+        from llama_cpp import llama_set_n_threads
 
         llama = self._scorer
+        self.score_threads = self.scoring_threads()
+        llama_set_n_threads(llama._ctx.ctx, self.score_threads, self.score_threads)
         prompt = self.render(messages)
         end = [llama.token_eos()]
         prefix = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
@@ -356,6 +376,21 @@ class LlamaCppGenerator:
             out.append(float((logits[np.arange(len(tokens)), tokens] - norm).sum()))
         llama.n_tokens = base
         return prompt, out
+
+    def scoring_threads(self) -> int:
+        """Threads for span scoring: the prefill threads (``batch_threads``), less the cores
+        other processes are using right now (``busy_elsewhere``), at least one. llama.cpp's
+        threads meet after every operation, so a thread whose core another process takes holds
+        the others up: on 2 cores, scoring a question took 0.60 s on 2 threads and 0.95 s on one
+        when idle, but 1.4-1.8 s on 2 threads beside one CPU-bound process (or this process's
+        own retrieval, while ``Answerer.prefetch`` warms the model). The scores do not
+        depend on the thread count (a matrix product is split by rows)."""
+        if self.batch_threads == 1:
+            return 1
+        others = busy_elsewhere()
+        if others is None:
+            return 1
+        return max(1, min(self.batch_threads, usable_cores(limit=64) - others))
 
     @cached_property
     def _formatter(self) -> Any:

@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from ragcli.generation import cached_file_sha256
 
 
@@ -25,3 +27,28 @@ def test_cached_hash_follows_every_change(tmp_path: Path) -> None:
     replaced.write_bytes(b"GGUF" + b"c" * 1000)
     os.replace(replaced, model)  # a new file at the same path
     assert cached_file_sha256(model) == hashlib.sha256(b"GGUF" + b"c" * 1000).hexdigest()
+
+
+def test_scoring_threads_leave_the_cores_other_work_is_using(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Span scoring runs on batch_threads only while no other thread wants those cores: llama.cpp's
+    threads meet after every operation, and one without a core holds the rest up."""
+    from ragcli import generation
+
+    monkeypatch.setattr(generation, "usable_cores", lambda limit: 2)
+    gen = generation.LlamaCppGenerator.__new__(generation.LlamaCppGenerator)
+    gen.batch_threads = 2
+    for busy, threads in ((0, 2), (1, 1), (5, 1), (None, 1)):
+        monkeypatch.setattr(generation, "busy_elsewhere", lambda busy=busy: busy)
+        assert gen.scoring_threads() == threads
+    gen.batch_threads = 1
+    monkeypatch.setattr(generation, "busy_elsewhere", lambda: 0)
+    assert gen.scoring_threads() == 1
+
+
+def test_busy_elsewhere_reads_the_running_count() -> None:
+    from ragcli.generation import busy_elsewhere
+
+    busy = busy_elsewhere()
+    assert busy is None or busy >= 0  # None only where /proc/loadavg is missing
+    if Path("/proc/loadavg").is_file():
+        assert busy is not None
