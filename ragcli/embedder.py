@@ -176,6 +176,10 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
                 options.intra_op_num_threads = self.threads
             for key, value in ONNX_VARIANTS[self.variant].session_config.items():
                 options.add_session_config_entry(key, value)
+            # its threads sleep once a run ends instead of spinning on the cores the model's
+            # threads are about to use (generation.scoring_threads counts running threads);
+            # the same vectors either way
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except ImportError:
             raise ModelError("onnxruntime is not installed", hint="pip install onnxruntime") from None

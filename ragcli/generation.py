@@ -237,6 +237,58 @@ def busy_elsewhere(samples: int = 3) -> int | None:
     return int(statistics.median(counts))
 
 
+class PromptCache:
+    """The keys and values a model computed for a prompt's shared beginning (mode auto's
+    instruction and worked examples), kept on disk so that a new process loads them instead of
+    computing them again: about 200 tokens, 1 s of one core for SmolLM2, 4.5 MB.
+
+    One file per model file, adapter, llama.cpp build and token sequence (all in the file's
+    name, a SHA-256); the file holds the tokens and the SHA-256 of the state after them, and a
+    file that does not match is ignored (and rewritten). The state is what this build computed
+    for those tokens, byte for byte, so a score from a loaded state equals one computed afresh
+    (tests/test_real_components.py). An unwritable cache directory only costs the time."""
+
+    FORMAT = 1
+
+    def __init__(self, directory: Path, identity: str) -> None:
+        self.directory = directory
+        self.identity = identity
+
+    def path(self, tokens: Sequence[int]) -> Path:
+        key = hashlib.sha256(f"{self.FORMAT}|{self.identity}|{list(tokens)}".encode()).hexdigest()
+        return self.directory / f"{key[:40]}.kv"
+
+    def load(self, tokens: Sequence[int]) -> bytes | None:
+        import json
+
+        try:
+            with self.path(tokens).open("rb") as handle:
+                header = json.loads(handle.readline())
+                state = handle.read()
+        except (OSError, ValueError):
+            return None
+        if not isinstance(header, dict) or header.get("tokens") != list(tokens) or \
+                header.get("sha256") != hashlib.sha256(state).hexdigest():
+            return None
+        return state
+
+    def save(self, tokens: Sequence[int], state: bytes) -> None:
+        import json
+
+        path = self.path(tokens)
+        header = {"format": self.FORMAT, "tokens": list(tokens),
+                  "sha256": hashlib.sha256(state).hexdigest()}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            with tmp.open("wb") as handle:
+                handle.write(json.dumps(header).encode() + b"\n")
+                handle.write(state)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+
 def _exclusive(method: Callable[..., Any]) -> Callable[..., Any]:
     """Run a LlamaCppGenerator method holding its lock: a model being loaded or warmed on a
     background thread (Answerer.prefetch) is used only once that is done."""
@@ -265,6 +317,8 @@ class LlamaCppGenerator:
         self._use = threading.RLock()  # one user of the llama.cpp contexts at a time (prefetch)
         self.scored_tokens = 0  # tokens the last score_continuations call put through the model
         self.score_threads = 1  # threads the last score_continuations call ran on
+        self.prompt_cache_hit: bool | None = None  # the shared prompt came from disk (None: no
+        self._shared: dict[Any, int] = {}        # such load in this process yet)
 
     @classmethod
     def from_settings(cls, settings: Any, model: Path | None = None) -> LlamaCppGenerator:
@@ -347,6 +401,9 @@ class LlamaCppGenerator:
             common += 1
         if on_prompt is not None:
             on_prompt(prompt)
+        shared = self._shared_tokens(messages, prefix)
+        if common < shared:  # a new process, or another instruction: the cache on disk
+            common = self._restore_or_save(llama, prefix[:shared])
         llama.n_tokens = common
         llama.eval(prefix[common:])
         base = llama.n_tokens
@@ -376,6 +433,57 @@ class LlamaCppGenerator:
             out.append(float((logits[np.arange(len(tokens)), tokens] - norm).sum()))
         llama.n_tokens = base
         return prompt, out
+
+    def _shared_tokens(self, messages: Sequence[tuple[str, str]], prefix: Sequence[int]) -> int:
+        """How many of ``prefix``'s tokens are the same whatever the last message says (the
+        instruction and worked examples): the tokens it shares with the same chat ending in
+        another message, less two (a word can join the token before it)."""
+        key = tuple(messages[:-1])
+        if key not in self._shared:
+            llama = self._scorer
+            role = messages[-1][0]
+            other = llama.tokenize(self.render([*messages[:-1], (role, "\x01 0")]).encode("utf-8"),
+                                   add_bos=True, special=True)
+            same = 0
+            while same < min(len(other), len(prefix)) and other[same] == prefix[same]:
+                same += 1
+            self._shared = {key: max(0, same - 2)}  # one instruction at a time is enough
+        return min(self._shared[key], len(prefix) - 1)
+
+    def _restore_or_save(self, llama: Any, tokens: Sequence[int]) -> int:
+        """Put the keys and values of ``tokens`` (a prompt's shared beginning) in the scoring
+        context: loaded from the prompt cache, else computed and saved there. Returns how many
+        tokens the context then holds."""
+        import ctypes
+
+        import llama_cpp
+
+        if not tokens:
+            return 0
+        from .paths import prompt_cache
+
+        cache = PromptCache(prompt_cache(), "|".join([
+            self.model_sha256(), self.adapter_sha256() or "no adapter", self.runtime(),
+            f"k{llama.context_params.type_k} v{llama.context_params.type_v}"]))
+        ctx = llama._ctx.ctx
+        state = cache.load(tokens)
+        llama._ctx.kv_cache_clear()
+        if state is not None:
+            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+            if llama_cpp.llama_state_seq_set_data(ctx, buffer, len(state), 0) == len(state):
+                llama.input_ids[:len(tokens)] = tokens
+                llama.n_tokens = len(tokens)
+                self.prompt_cache_hit = True
+                return len(tokens)
+            llama._ctx.kv_cache_clear()
+        llama.n_tokens = 0
+        llama.eval(list(tokens))
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        if llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0) == size:
+            cache.save(tokens, bytes(buffer))
+        self.prompt_cache_hit = False
+        return len(tokens)
 
     def scoring_threads(self) -> int:
         """Threads for span scoring: the prefill threads (``batch_threads``), less the cores

@@ -61,6 +61,11 @@ def sha256_cache() -> Path:
     return cache_home() / "sha256.json"
 
 
+def prompt_cache() -> Path:
+    """The span prompt's shared part as the model's keys and values (generation.PromptCache)."""
+    return cache_home() / "prompts"
+
+
 def beir_store(name: str) -> Path:
     return data_home() / "beir" / name
 

@@ -286,6 +286,20 @@ def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
     assert both.score_threads == min(2, generation.usable_cores(limit=64))
     assert cold == warm == two
     assert prompt.endswith("<|im_start|>assistant\n") and sentence in prompt
+    # a new process loads the worked examples' keys and values from the prompt cache; a
+    # damaged cache file is ignored and written again; the scores are the same every time
+    from ragcli.paths import prompt_cache
+
+    files = list(prompt_cache().glob("*.kv"))
+    assert len(files) == 1 and one.prompt_cache_hit is not None
+    loaded = LlamaCppGenerator(None, threads=1, batch_threads=1)
+    assert loaded.score_continuations(messages, spans)[1] == cold and loaded.prompt_cache_hit
+    files[0].write_bytes(files[0].read_bytes()[:-10] + b"0" * 10)
+    damaged = LlamaCppGenerator(None, threads=1, batch_threads=1)
+    assert damaged.score_continuations(messages, spans)[1] == cold
+    assert damaged.prompt_cache_hit is False
+    assert LlamaCppGenerator(None, threads=1, batch_threads=1).score_continuations(
+        messages, spans)[1] == cold
     assert spans[int(np.argmax(cold))] in sentence
 
 
