@@ -249,6 +249,7 @@ class PromptCache:
     (tests/test_real_components.py). An unwritable cache directory only costs the time."""
 
     FORMAT = 1
+    KEEP = 8
 
     def __init__(self, directory: Path, identity: str) -> None:
         self.directory = directory
@@ -285,8 +286,15 @@ class PromptCache:
                 handle.write(json.dumps(header).encode() + b"\n")
                 handle.write(state)
             os.replace(tmp, path)
+            self.prune(keep=path)
         except OSError:
             pass
+
+    def prune(self, keep: Path) -> None:
+        """Keep the ``KEEP`` newest files (other models, adapters or llama.cpp builds)."""
+        files = sorted(self.directory.glob("*.kv"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in [f for f in files if f != keep][self.KEEP - 1:]:
+            old.unlink(missing_ok=True)
 
 
 def _exclusive(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -52,3 +52,22 @@ def test_busy_elsewhere_reads_the_running_count() -> None:
     assert busy is None or busy >= 0  # None only where /proc/loadavg is missing
     if Path("/proc/loadavg").is_file():
         assert busy is not None
+
+
+def test_prompt_cache_round_trip_rejects_damage_and_keeps_the_newest(tmp_path: Path) -> None:
+    from ragcli.generation import PromptCache
+
+    cache = PromptCache(tmp_path / "prompts", "model|adapter|build")
+    assert cache.load([1, 2, 3]) is None
+    cache.save([1, 2, 3], b"state")
+    assert cache.load([1, 2, 3]) == b"state"
+    assert cache.load([1, 2, 4]) is None  # other tokens: another file
+    assert PromptCache(tmp_path / "prompts", "other build").load([1, 2, 3]) is None
+    path = cache.path([1, 2, 3])
+    path.write_bytes(path.read_bytes()[:-1] + b"X")
+    assert cache.load([1, 2, 3]) is None
+    for n in range(PromptCache.KEEP + 3):
+        cache.save([n], b"s")
+        os.utime(cache.path([n]), (n + 1, n + 1))  # older first
+    assert len(list((tmp_path / "prompts").glob("*.kv"))) == PromptCache.KEEP
+    assert cache.load([PromptCache.KEEP + 2]) == b"s"
