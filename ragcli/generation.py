@@ -240,7 +240,7 @@ def busy_elsewhere(samples: int = 3) -> int | None:
 class PromptCache:
     """The keys and values a model computed for a prompt's shared beginning (mode auto's
     instruction and worked examples), kept on disk so that a new process loads them instead of
-    computing them again: about 200 tokens, 1 s of one core for SmolLM2, 4.5 MB.
+    computing them again: 157 tokens, about 1 s of one core for SmolLM2, 3.6 MB.
 
     One file per model file, adapter, llama.cpp build and token sequence (all in the file's
     name, a SHA-256); the file holds the tokens and the SHA-256 of the state after them, and a
@@ -494,8 +494,8 @@ class LlamaCppGenerator:
         return len(tokens)
 
     def scoring_threads(self) -> int:
-        """Threads for span scoring: the prefill threads (``batch_threads``), less the cores
-        other processes are using right now (``busy_elsewhere``), at least one. llama.cpp's
+        """Threads for span scoring: the prefill threads (``batch_threads``), less the threads
+        of any process (this one's too) running right now (``busy_elsewhere``), at least one. llama.cpp's
         threads meet after every operation, so a thread whose core another process takes holds
         the others up: on 2 cores, scoring a question took 0.60 s on 2 threads and 0.95 s on one
         when idle, but 1.4-1.8 s on 2 threads beside one CPU-bound process (or this process's

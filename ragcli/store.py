@@ -143,7 +143,8 @@ _READER_PROCESS = False
 
 def reader_process() -> None:
     """Declare this process a reader that hands no pandas objects to pyarrow (the CLI's ``ask``
-    and ``chat``): lance is then imported without pandas (``import_lance``)."""
+    and ``chat`` processes, cli.app.main): lance is then imported without pandas
+    (``import_lance``)."""
     global _READER_PROCESS
     _READER_PROCESS = True
 

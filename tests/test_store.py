@@ -108,3 +108,24 @@ def test_the_query_path_does_not_import_lancedb(store_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command, pandas", [("ask", False), ("status", True)])
+def test_the_cli_ask_process_never_imports_pandas(handbook_store: Path, cli_env: dict[str, str],
+                                                  command: str, pandas: bool) -> None:
+    """cli.app.main declares `ask` (and `chat`) processes readers; other commands import as
+    usual. Read from the interpreter's own import log."""
+    import os
+    import subprocess
+    import sys
+
+    runner = Path(__file__).resolve().parent / "run_with_fakes.py"
+    args = ["ask", "How many weeks of parental leave?", "--mode", "extractive", "--json"] \
+        if command == "ask" else ["status", "--json"]
+    out = subprocess.run([sys.executable, "-X", "importtime", str(runner), *args],
+                         capture_output=True, text=True, env={**os.environ, **cli_env})
+    assert out.returncode == 0, out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "lance" in imported
+    assert ("pandas.core.api" in imported) is pandas

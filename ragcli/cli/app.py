@@ -35,5 +35,17 @@ app.command("eval")(evaluate.eval_command)
 app.command()(tune.tune)
 
 
+READER_COMMANDS = ("ask", "chat")
+"""Commands whose process only reads a store and hands no pandas data to pyarrow: lance is
+imported without pandas there (store.import_lance, 0.45 s of a cold ask)."""
+
+
 def main() -> None:
+    import sys
+
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    if command in READER_COMMANDS:  # here, not in the commands: the process must be the CLI's
+        from ..store import reader_process
+
+        reader_process()
     app()

@@ -63,9 +63,6 @@ def ask(
     from ..embedder import get_embedder
     from ..errors import UsageError
     from ..identity import resolve_identity
-    from ..store import reader_process
-
-    reader_process()  # lance without pandas: 0.45 s of a cold ask (store.import_lance)
     if (question is None) == (batch is None):
         raise UsageError("give a question or --batch FILE, not both" if question is not None
                          else "give a question (or --batch FILE)")

@@ -62,9 +62,6 @@ def chat(
     from ..answering import Answerer
     from ..embedder import get_embedder
     from ..identity import resolve_identity
-    from ..store import reader_process
-
-    reader_process()  # lance without pandas (store.import_lance)
     model, route = model_or_large(model, route)
     settings = settings_from(config, store=store, model=model, mode=mode, route=route,
                              adapter=adapter_flag(adapter, no_adapter))
