@@ -145,7 +145,7 @@ def cached_file_sha256(path: Path) -> str:
     stat = path.stat()
     key = f"{os.path.realpath(path)}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|" \
           f"{stat.st_ctime_ns}"
-    from .paths import sha256_cache
+    from .paths import sha256_cache, write_cache
 
     cache = sha256_cache()
     try:
@@ -159,13 +159,7 @@ def cached_file_sha256(path: Path) -> str:
     digest = file_sha256(path)
     known = {k: v for k, v in known.items() if not k.startswith(f"{os.path.realpath(path)}|")}
     known[key] = digest
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = cache.with_name(f".sha256.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1), encoding="utf-8")
-        os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only cache only costs time
+    write_cache(cache, json.dumps(known, indent=1).encode("utf-8"))
     return digest
 
 
@@ -276,25 +270,23 @@ class PromptCache:
     def save(self, tokens: Sequence[int], state: bytes) -> None:
         import json
 
+        from .paths import write_cache
+
         path = self.path(tokens)
         header = {"format": self.FORMAT, "tokens": list(tokens),
                   "sha256": hashlib.sha256(state).hexdigest()}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            with tmp.open("wb") as handle:
-                handle.write(json.dumps(header).encode() + b"\n")
-                handle.write(state)
-            os.replace(tmp, path)
+        if write_cache(path, json.dumps(header).encode() + b"\n" + state):
             self.prune(keep=path)
-        except OSError:
-            pass
 
     def prune(self, keep: Path) -> None:
         """Keep the ``KEEP`` newest files (other models, adapters or llama.cpp builds)."""
-        files = sorted(self.directory.glob("*.kv"), key=lambda f: f.stat().st_mtime, reverse=True)
-        for old in [f for f in files if f != keep][self.KEEP - 1:]:
-            old.unlink(missing_ok=True)
+        try:
+            files = sorted(self.directory.glob("*.kv"), key=lambda f: f.stat().st_mtime,
+                           reverse=True)
+            for old in [f for f in files if f != keep][self.KEEP - 1:]:
+                old.unlink(missing_ok=True)
+        except OSError:
+            pass  # another process pruned meanwhile
 
 
 def _exclusive(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -66,6 +66,21 @@ def prompt_cache() -> Path:
     return cache_home() / "prompts"
 
 
+def write_cache(path: Path, data: bytes) -> bool:
+    """Put a cache file in place whole (a temporary file of this process renamed over it, so
+    concurrent writers never mix), creating the owner-only directory; False when it cannot be
+    written: a read-only cache only costs time."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+    return True
+
+
 def beir_store(name: str) -> Path:
     return data_home() / "beir" / name
 
