@@ -111,8 +111,8 @@ def test_the_query_path_does_not_import_lancedb(store_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command, pandas", [("ask", False), ("status", True)])
-def test_only_the_reader_commands_import_lance_without_pandas(handbook_store: Path, cli_env: dict[str, str],
-                                                  command: str, pandas: bool) -> None:
+def test_only_the_reader_commands_import_lance_without_pandas(
+        handbook_store: Path, cli_env: dict[str, str], command: str, pandas: bool) -> None:
     """cli.app.main declares `ask` (and `chat`) processes readers; other commands import as
     usual. Read from the interpreter's own import log."""
     import os
