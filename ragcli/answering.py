@@ -547,6 +547,7 @@ def _retrieval_record(found: Retrieval, flagged: dict[str, tuple[str, ...]],
                       confidence: float) -> dict[str, Any]:
     return {
         "index_version": found.version,
+        "vector_leg": found.vector_leg,  # memory | lance: replay searches the same way
         "acl_filter": found.acl_filter,
         "effective_groups": list(found.groups),
         "confidence": confidence,  # after screening: removed text is no evidence

@@ -21,6 +21,7 @@ def answer_lines(lines: Iterable[str], answerer: Answerer, *, user: str | None,
     through the same identity rules as ``ask`` (``identity = os`` narrows only)."""
     settings = answerer.settings
     store = Store.open(settings.store)
+    held = False  # the vectors go into memory with the first question (Store.hold_vectors)
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -41,6 +42,9 @@ def answer_lines(lines: Iterable[str], answerer: Answerer, *, user: str | None,
                 asked = asked.split(",")
             who = resolve_identity(settings.identity, settings.users_file,
                                    item.get("user") or user, [str(g).strip() for g in asked])
+            if not held:
+                store.hold_vectors()
+                held = True
             result = answerer.ask(item["question"], user=who.user, groups=list(who.groups),
                                   store=store)
             yield {**({"id": ident} if ident is not None else {}), **result.to_json()}, 0

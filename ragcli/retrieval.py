@@ -42,6 +42,7 @@ class Retrieval:
     acl_filter: str
     version: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    vector_leg: str = "lance"  # memory | lance (Legs.vector_leg)
 
 
 def effective_groups(groups: Sequence[str]) -> tuple[str, ...]:
@@ -72,12 +73,24 @@ def evidence(question: str, hit: Hit) -> float:
 
 @dataclass(frozen=True)
 class Legs:
-    """What the two search legs returned for one question (both already ACL-prefiltered)."""
+    """What the two search legs returned for one question (both already ACL-prefiltered).
+
+    With the store's vectors held in memory (``Store.hold_vectors``), the vector rows are only
+    ``chunk_id``s, ``similarities`` holds every row's cosine to the question and ``fetch`` reads
+    the columns of the few hits retrieval keeps."""
 
     query_vector: Any
     vector_rows: list[dict[str, Any]]
     fts_rows: list[dict[str, Any]]
     timings_ms: dict[str, float]
+    similarities: Any = None
+    offsets: dict[str, int] | None = None
+    fetch: Callable[[Sequence[str]], dict[str, dict[str, Any]]] | None = None
+
+    @property
+    def vector_leg(self) -> str:
+        """memory | lance: which path searched the vectors (audit records keep it for replay)."""
+        return "memory" if self.similarities is not None else "lance"
 
 
 _FTS_POOL: Any = None  # one worker thread for the full-text leg, made on first use
@@ -99,10 +112,11 @@ def search_legs(store: Store, embedder: Embedder, question: str, allowed: Sequen
     release the GIL): the legs are independent, so the rows are the same as one after the other,
     and a warm retrieval costs about the slower leg instead of their sum."""
     timings: dict[str, float] = {}
+    held = store.held
 
     def fts() -> list[dict[str, Any]]:
         start = time.perf_counter()
-        rows = store.search_fts(question, allowed, candidates)
+        rows = store.search_fts(question, allowed, candidates, ids_only=held is not None)
         timings["fts_search"] = (time.perf_counter() - start) * 1000
         return rows
 
@@ -112,8 +126,16 @@ def search_legs(store: Store, embedder: Embedder, question: str, allowed: Sequen
     timings["embed"] = (time.perf_counter() - start) * 1000
     vector_rows: list[dict[str, Any]] = []
     fts_rows: list[dict[str, Any]] = []
+    similarities = None
     try:
-        if mode in ("hybrid", "vector"):
+        if held is not None:
+            start = time.perf_counter()
+            similarities = held.similarities(query_vector)
+            if mode in ("hybrid", "vector"):
+                vector_rows = [{"chunk_id": held.chunk_ids[offset]} for offset, _ in
+                               held.nearest(similarities, allowed, candidates)]
+            timings["vector_search"] = (time.perf_counter() - start) * 1000
+        elif mode in ("hybrid", "vector"):
             start = time.perf_counter()
             vector_rows = store.search_vector(query_vector, allowed, candidates)
             timings["vector_search"] = (time.perf_counter() - start) * 1000
@@ -122,12 +144,18 @@ def search_legs(store: Store, embedder: Embedder, question: str, allowed: Sequen
             fts_rows = pending.result()  # its error, if any, is raised here
     if mode == "fts":
         fts_rows = fts()
-    return Legs(query_vector, vector_rows, fts_rows, timings)
+    if held is None:
+        return Legs(query_vector, vector_rows, fts_rows, timings)
+    return Legs(query_vector, vector_rows, fts_rows, timings, similarities, held.offsets,
+                store.fetch)
 
 
-def fuse(legs: Legs, *, fts_weight: float, rrf_k: int) -> list[Hit]:
+def fuse(legs: Legs, *, fts_weight: float, rrf_k: int, keep: int | None = None) -> list[Hit]:
     """Weighted reciprocal rank fusion of the two legs: score = 1/(k + rank_vector) +
-    fts_weight/(k + rank_fts). Every hit gets its cosine similarity to the question."""
+    fts_weight/(k + rank_fts). Every hit gets its cosine similarity to the question.
+
+    ``keep``: the caller needs only the best ``keep`` hits of distinct text; with held vectors
+    the columns of the hits below those are never read (the list ends there)."""
     import numpy as np
 
     scores: dict[str, float] = {}
@@ -139,19 +167,30 @@ def fuse(legs: Legs, *, fts_weight: float, rrf_k: int) -> list[Hit]:
     for rank, row in enumerate(legs.fts_rows):
         scores[row["chunk_id"]] = (scores.get(row["chunk_id"], 0.0)
                                    + fts_weight / (rrf_k + rank + 1))
-        rows.setdefault(row["chunk_id"], row)
+        if "text" in row or row["chunk_id"] not in rows:
+            rows[row["chunk_id"]] = row
         bm25[row["chunk_id"]] = float(row["_score"])
     query = np.asarray(legs.query_vector, dtype=np.float32)
-    hits = []
-    for chunk_id, score in scores.items():
+    cosines: dict[str, float] = {}
+    for chunk_id in scores:
         row = rows[chunk_id]
-        if "_distance" in row:  # the vector leg's exact cosine distance
-            cosine = 1.0 - float(row["_distance"])
+        if legs.similarities is not None and legs.offsets is not None:  # held: the same product
+            cosines[chunk_id] = float(legs.similarities[legs.offsets[chunk_id]])
+        elif "_distance" in row:  # the vector leg's exact cosine distance
+            cosines[chunk_id] = 1.0 - float(row["_distance"])
         else:  # found by the full-text leg only: its vector came with it
-            cosine = float(np.asarray(row["vector"], dtype=np.float32) @ query)  # both L2-normalised
-        hits.append(_hit(row, score, cosine, bm25.get(chunk_id)))
-    hits.sort(key=lambda h: (-h.score, -(h.vector_score or 0.0), h.chunk_id))
-    return hits
+            cosines[chunk_id] = float(np.asarray(row["vector"], dtype=np.float32) @ query)
+    order = sorted(scores, key=lambda c: (-scores[c], -cosines[c], c))
+    if legs.fetch is not None:  # read the columns of the hits needed, a page at a time
+        texts: set[str] = set()
+        done = 0
+        while done < len(order) and (keep is None or len(texts) < keep):
+            page = order[done:] if keep is None else order[done:done + keep - len(texts) + 4]
+            rows.update(legs.fetch([c for c in page if "text" not in rows[c]]))
+            texts.update(" ".join(rows[c]["text"].split()).lower() for c in page)
+            done += len(page)
+        order = order[:done]
+    return [_hit(rows[c], scores[c], cosines[c], bm25.get(c)) for c in order]
 
 
 def deduplicate(hits: Sequence[Hit]) -> list[Hit]:
@@ -193,7 +232,8 @@ def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[s
     """Run the legs under the ACL prefilter, fuse, deduplicate, rerank, keep ``top_k``."""
     allowed = effective_groups(groups)
     legs = search_legs(store, embedder, question, allowed, candidates, mode)
-    hits = deduplicate(fuse(legs, fts_weight=fts_weight, rrf_k=rrf_k))
+    hits = deduplicate(fuse(legs, fts_weight=fts_weight, rrf_k=rrf_k,
+                            keep=None if reranker is not None else top_k))
     timings = dict(legs.timings_ms)
     if reranker is not None:
         start = time.perf_counter()
@@ -201,7 +241,8 @@ def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[s
         timings["rerank"] = (time.perf_counter() - start) * 1000
     hits = [replace(h, evidence=evidence(question, h)) for h in hits[:top_k]]
     confidence = max((h.evidence for h in hits), default=0.0)
-    return Retrieval(tuple(hits), confidence, allowed, acl_filter(allowed), store.version, timings)
+    return Retrieval(tuple(hits), confidence, allowed, acl_filter(allowed), store.version, timings,
+                     legs.vector_leg)
 
 
 def retrieve_configured(store: Store, embedder: Embedder, question: str, groups: Sequence[str],

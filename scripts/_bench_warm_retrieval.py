@@ -1,9 +1,13 @@
-"""Warm retrieval latency: the retrieve() that `ask` uses, in one process, over BEIR test queries.
+"""Warm retrieval latency: the retrieve() that `ask` uses, in one process, over BEIR test queries,
+two ways side by side (each query through both, alternately): the vector leg through lance (what
+a one-question `ask` does) and with the vectors held in memory (`Store.hold_vectors`: what `chat`
+and `ask --batch` do).
 
 A helper of scripts/bench, not an entry point.
-Usage: _bench_warm_retrieval.py STORE BEIR_DIR; prints one JSON line (p50/p95 in ms)."""
+Usage: _bench_warm_retrieval.py STORE BEIR_DIR [GROUP...]; prints one JSON line (ms)."""
 
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -14,18 +18,38 @@ from ragcli.retrieval import retrieve_configured
 from ragcli.settings import load_settings
 from ragcli.store import Store
 
-store = Store.open(Path(sys.argv[1]))
+groups = sys.argv[3:]
+stores = {"lance": Store.open(Path(sys.argv[1])), "held": Store.open(Path(sys.argv[1]))}
 queries = list(load_split(Path(sys.argv[2]), "test").queries.values())
 settings = load_settings({}, environ={})
 embedder = get_embedder(settings.embedder)
-store.require_embedder(embedder.id)
+stores["lance"].require_embedder(embedder.id)
+stores["held"].version  # opens the dataset (and imports lance): not part of holding
+start = time.perf_counter()
+stores["held"].hold_vectors(max_rows=None)
+hold_ms = (time.perf_counter() - start) * 1000
 for question in queries[:20]:  # warm-up: open the table, load the model and the indices
-    retrieve_configured(store, embedder, question, [], settings)
-times = []
+    for store in stores.values():
+        retrieve_configured(store, embedder, question, groups, settings)
+times: dict[str, list[float]] = {name: [] for name in stores}
+legs: dict[str, dict[str, list[float]]] = {name: {} for name in stores}
 for question in queries:
-    start = time.perf_counter()
-    retrieve_configured(store, embedder, question, [], settings)
-    times.append((time.perf_counter() - start) * 1000)
-times.sort()
-print(json.dumps({"queries": len(times), "p50_ms": times[len(times) // 2],
-                  "p95_ms": times[int(len(times) * 0.95) - 1]}))
+    for name, store in stores.items():
+        start = time.perf_counter()
+        found = retrieve_configured(store, embedder, question, groups, settings)
+        times[name].append((time.perf_counter() - start) * 1000)
+        for leg, ms in found.timings_ms.items():
+            legs[name].setdefault(leg, []).append(ms)
+
+
+def p95(values: list[float]) -> float:
+    return sorted(values)[int(len(values) * 0.95) - 1]
+
+
+out = {"queries": len(queries), "hold_ms": hold_ms}
+for name in stores:
+    out[f"{name}_p50_ms"] = statistics.median(times[name])
+    out[f"{name}_p95_ms"] = p95(times[name])
+    out[f"{name}_legs_p50_ms"] = {k: round(statistics.median(v), 2) for k, v in legs[name].items()}
+out["p50_ms"], out["p95_ms"] = out["lance_p50_ms"], out["lance_p95_ms"]
+print(json.dumps(out))

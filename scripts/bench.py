@@ -162,9 +162,13 @@ def main() -> None:
     # ---- warm retrieval ---------------------------------------------------------------------
     warm = json.loads(run([sys.executable, str(ROOT / "scripts" / "_bench_warm_retrieval.py"),
                            str(scifact), str(args.data)])[1])
-    rows.append((f"warm retrieval p50 / p95, hybrid, {warm['queries']} SciFact queries",
-                 f"{warm['p50_ms']:.1f} / {warm['p95_ms']:.1f} ms", "",
-                 f"{warm['p95_ms'] / 15:.2f} of target", "p95 <= 15 ms"))
+    rows.append((f"warm retrieval p50 / p95, hybrid, {warm['queries']} SciFact queries, "
+                 "vectors held (chat, ask --batch) vs through lance (one ask)",
+                 f"{warm['held_p50_ms']:.1f} / {warm['held_p95_ms']:.1f} ms",
+                 f"{warm['lance_p50_ms']:.1f} / {warm['lance_p95_ms']:.1f} ms",
+                 f"{warm['held_p95_ms'] / 15:.2f} of target", "p95 <= 15 ms"))
+    rows.append(("holding the vectors of those 12.6 k chunks (once per chat or batch)",
+                 f"{warm['hold_ms']:.0f} ms", "", "", ""))
 
     # ---- chat and batch: everything warm in one process ------------------------------------
     talk = json.loads(run([sys.executable, str(ROOT / "scripts" / "bench_chat.py"), str(store)],

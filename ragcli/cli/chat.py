@@ -155,7 +155,14 @@ class Session:
 
     def _warm(self) -> None:
         """Load what the first question would: the embedder, and the model in the modes that
-        use it (with mode auto's shared span prompt in the model's cache)."""
+        use it (with mode auto's shared span prompt in the model's cache), and the store's vectors
+        (``Store.hold_vectors``)."""
+        from ..errors import RagError
+
+        try:
+            self.store.hold_vectors()
+        except RagError:
+            pass  # an empty or unreadable store: the first question says so
         self.answerer.prefetch()
         self.answerer.embedder.embed(["warm up"])
 
