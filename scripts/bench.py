@@ -213,9 +213,21 @@ def main() -> None:
                          f"{ann['vector_leg_flat_p95_ms']:.1f} ms",
                          f"{ann['vector_leg_flat_p95_ms'] / ann['vector_leg_ann_p95_ms']:.1f}x "
                          "faster", ""))
-            rows.append((f"warm hybrid retrieval p50 / p95 at {size} chunks, ACL prefilter",
-                         f"{ann['hybrid_p50_ms']:.1f} / {ann['hybrid_p95_ms']:.1f} ms", "",
-                         f"{ann['hybrid_p95_ms'] / target:.2f} of target", f"p95 <= {target} ms"))
+            if "held_hybrid_p95_ms" in ann:  # chat and ask --batch hold the vectors
+                rows.append((f"warm hybrid retrieval p50 / p95 at {size} chunks, ACL prefilter, "
+                             "vectors held (chat, ask --batch) vs through lance (one ask)",
+                             f"{ann['held_hybrid_p50_ms']:.1f} / {ann['held_hybrid_p95_ms']:.1f} ms",
+                             f"{ann['hybrid_p50_ms']:.1f} / {ann['hybrid_p95_ms']:.1f} ms",
+                             f"{ann['held_hybrid_p95_ms'] / target:.2f} of target",
+                             f"p95 <= {target} ms"))
+                rows.append((f"holding {size} chunks: time, memory; recall@10 of the flat scan",
+                             f"{ann['hold_s']:.1f} s, {ann['hold_rss_mb']:.0f} MB; "
+                             f"{ann['held_recall_at_10']:.3f}", "", "", ""))
+            else:
+                rows.append((f"warm hybrid retrieval p50 / p95 at {size} chunks, ACL prefilter",
+                             f"{ann['hybrid_p50_ms']:.1f} / {ann['hybrid_p95_ms']:.1f} ms", "",
+                             f"{ann['hybrid_p95_ms'] / target:.2f} of target",
+                             f"p95 <= {target} ms"))
 
     print(f"\nragcli benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
           f"embedder {settings.embedder}, model {Path(record['model']['path']).name}")
