@@ -157,9 +157,14 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
 
     @property
     def onnx_path(self) -> Path:
+        """The exported file, named by the weights' SHA-256 (not by where they are installed:
+        every virtual environment with the same package shares one export instead of adding
+        150 MB to the cache each)."""
+        from .generation import cached_file_sha256
+
         weights = self.model_dir / "model.safetensors"
-        stamp = f"{weights.stat().st_size}-{int(weights.stat().st_mtime)}" if weights.exists() else "x"
-        digest = hashlib.sha256(f"{self.model_dir}|{stamp}|{ONNX_EXPORT_VERSION}".encode()).hexdigest()
+        stamp = cached_file_sha256(weights) if weights.exists() else str(self.model_dir)
+        digest = hashlib.sha256(f"{stamp}|{ONNX_EXPORT_VERSION}".encode()).hexdigest()
         return self.cache_dir / f"all-MiniLM-L6-v2-{self.variant}-{digest[:12]}.onnx"
 
     @cached_property

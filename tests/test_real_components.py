@@ -108,6 +108,23 @@ def test_onnx_embedders_match_sentence_transformers_without_torch(
     assert probe.stdout.strip() == "False"  # the exported model runs without torch
 
 
+def test_the_onnx_export_is_named_by_the_weights_not_their_place(embedder: MiniLMEmbedder,
+                                                                tmp_path: Path) -> None:
+    """Another virtual environment (the same weights elsewhere) reuses the export; other
+    weights get their own."""
+    import shutil
+
+    from ragcli.embedder import OnnxMiniLMEmbedder
+
+    installed = OnnxMiniLMEmbedder("fp32")
+    elsewhere = tmp_path / "venv2" / "model"
+    shutil.copytree(installed.model_dir, elsewhere)
+    assert OnnxMiniLMEmbedder("fp32", model_dir=elsewhere).onnx_path == installed.onnx_path
+    weights = elsewhere / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"x")
+    assert OnnxMiniLMEmbedder("fp32", model_dir=elsewhere).onnx_path != installed.onnx_path
+
+
 def test_handbook_chunks_fit_what_minilm_reads(embedder: MiniLMEmbedder) -> None:
     loaded = load_documents([HANDBOOK])
     chunks = [c for d in loaded.documents for c in chunk_document(d, embedder.count_tokens, 200)]
