@@ -128,6 +128,7 @@ class Trace(TypedDict, total=False):
     host: str
     redacted: bool
     index_version: int
+    vector_leg: str  # lance | memory (chat, ask --batch): replay searches the same way
     index_generation: str
     acl_filter: str
     effective_groups: list[str]

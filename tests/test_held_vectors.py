@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from fakes import HashEmbedder
 from ragcli.cli.app import app
 from ragcli.retrieval import effective_groups, retrieve_configured, search_legs
+from ragcli.schema import schema_problems
 from ragcli.settings import Settings
 from ragcli.store import Store
 
@@ -150,6 +151,7 @@ def test_batch_answers_record_the_memory_leg_and_replay_identically(
         shown = json.loads(runner.invoke(app, ["traces", "show", row["request_id"],
                                                "--json"]).stdout)
         assert shown["vector_leg"] == "memory"
+        assert schema_problems(shown, "trace") == []
         replayed = runner.invoke(app, ["replay", row["request_id"], "--json"])
         assert replayed.exit_code == 0, replayed.output
         assert json.loads(replayed.stdout)["outcome"] == "identical"
