@@ -75,9 +75,10 @@ def evidence(question: str, hit: Hit) -> float:
 class Legs:
     """What the two search legs returned for one question (both already ACL-prefiltered).
 
-    With the store's vectors held in memory (``Store.hold_vectors``), the vector rows are only
-    ``chunk_id``s, ``similarities`` holds every row's cosine to the question and ``fetch`` reads
-    the columns of the few hits retrieval keeps."""
+    The rows of a local store are ids only (``Store.lazy_rows``): ``fetch`` reads the columns of
+    the few hits retrieval keeps, ``vectors`` the vectors of hits only the full-text leg found.
+    With the store's vectors held in memory (``Store.hold_vectors``), ``similarities`` holds
+    every row's cosine to the question instead."""
 
     query_vector: Any
     vector_rows: list[dict[str, Any]]
@@ -86,6 +87,7 @@ class Legs:
     similarities: Any = None
     offsets: dict[str, int] | None = None
     fetch: Callable[[Sequence[str]], dict[str, dict[str, Any]]] | None = None
+    vectors: Callable[[Sequence[str]], dict[str, Any]] | None = None
 
     @property
     def vector_leg(self) -> str:
@@ -113,10 +115,11 @@ def search_legs(store: Store, embedder: Embedder, question: str, allowed: Sequen
     and a warm retrieval costs about the slower leg instead of their sum."""
     timings: dict[str, float] = {}
     held = store.held
+    lazy = held is None and store.lazy_rows
 
     def fts() -> list[dict[str, Any]]:
         start = time.perf_counter()
-        rows = store.search_fts(question, allowed, candidates, ids_only=held is not None)
+        rows = store.search_fts(question, allowed, candidates, ids_only=held is not None or lazy)
         timings["fts_search"] = (time.perf_counter() - start) * 1000
         return rows
 
@@ -137,13 +140,24 @@ def search_legs(store: Store, embedder: Embedder, question: str, allowed: Sequen
             timings["vector_search"] = (time.perf_counter() - start) * 1000
         elif mode in ("hybrid", "vector"):
             start = time.perf_counter()
-            vector_rows = store.search_vector(query_vector, allowed, candidates)
+            vector_rows = store.search_vector(query_vector, allowed, candidates, ids_only=lazy)
             timings["vector_search"] = (time.perf_counter() - start) * 1000
     finally:
         if pending is not None:
             fts_rows = pending.result()  # its error, if any, is raised here
     if mode == "fts":
         fts_rows = fts()
+    if held is None and lazy:
+        row_ids = {r["chunk_id"]: r["_rowid"] for r in fts_rows + vector_rows}
+
+        def fetch(chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+            return {r["chunk_id"]: r for r in store.take_rows([row_ids[c] for c in chunk_ids])}
+
+        def vectors(chunk_ids: Sequence[str]) -> dict[str, Any]:
+            return {r["chunk_id"]: r["vector"]
+                    for r in store.take_rows([row_ids[c] for c in chunk_ids], vectors=True)}
+
+        return Legs(query_vector, vector_rows, fts_rows, timings, fetch=fetch, vectors=vectors)
     if held is None:
         return Legs(query_vector, vector_rows, fts_rows, timings)
     return Legs(query_vector, vector_rows, fts_rows, timings, similarities, held.offsets,
@@ -154,7 +168,7 @@ def fuse(legs: Legs, *, fts_weight: float, rrf_k: int, keep: int | None = None) 
     """Weighted reciprocal rank fusion of the two legs: score = 1/(k + rank_vector) +
     fts_weight/(k + rank_fts). Every hit gets its cosine similarity to the question.
 
-    ``keep``: the caller needs only the best ``keep`` hits of distinct text; with held vectors
+    ``keep``: the caller needs only the best ``keep`` hits of distinct text; with ids-only rows
     the columns of the hits below those are never read (the list ends there)."""
     import numpy as np
 
@@ -167,10 +181,13 @@ def fuse(legs: Legs, *, fts_weight: float, rrf_k: int, keep: int | None = None) 
     for rank, row in enumerate(legs.fts_rows):
         scores[row["chunk_id"]] = (scores.get(row["chunk_id"], 0.0)
                                    + fts_weight / (rrf_k + rank + 1))
-        if "text" in row or row["chunk_id"] not in rows:
-            rows[row["chunk_id"]] = row
+        rows.setdefault(row["chunk_id"], row)  # a vector row keeps its exact _distance
         bm25[row["chunk_id"]] = float(row["_score"])
     query = np.asarray(legs.query_vector, dtype=np.float32)
+    unscored = [c for c in scores if "_distance" not in rows[c] and "vector" not in rows[c]]
+    if unscored and legs.similarities is None and legs.vectors is not None:
+        found = legs.vectors(unscored)  # found by the full-text leg only, its vector read now
+        rows.update({c: {**rows[c], "vector": found[c]} for c in unscored})
     cosines: dict[str, float] = {}
     for chunk_id in scores:
         row = rows[chunk_id]
@@ -178,10 +195,10 @@ def fuse(legs: Legs, *, fts_weight: float, rrf_k: int, keep: int | None = None) 
             cosines[chunk_id] = float(legs.similarities[legs.offsets[chunk_id]])
         elif "_distance" in row:  # the vector leg's exact cosine distance
             cosines[chunk_id] = 1.0 - float(row["_distance"])
-        else:  # found by the full-text leg only: its vector came with it
+        else:  # found by the full-text leg only: its vector came with it or was read above
             cosines[chunk_id] = float(np.asarray(row["vector"], dtype=np.float32) @ query)
     order = sorted(scores, key=lambda c: (-scores[c], -cosines[c], c))
-    if legs.fetch is not None:  # read the columns of the hits needed, a page at a time
+    if legs.fetch is not None:  # ids only: the columns of the hits needed, a page at a time
         texts: set[str] = set()
         done = 0
         while done < len(order) and (keep is None or len(texts) < keep):

@@ -715,11 +715,13 @@ class Store:
 
     # ---- searching -----------------------------------------------------------------------
     def search_vector(self, vector: np.ndarray, groups: Sequence[str], limit: int, *,
-                      exact: bool = False) -> list[dict[str, Any]]:
+                      exact: bool = False, ids_only: bool = False) -> list[dict[str, Any]]:
         """The ``limit`` rows nearest to ``vector`` that ``groups`` may read, with their cosine
         ``_distance`` and without their vectors. Through the vector index when the store has one
         (``exact`` forces the flat scan, as benchmarks compare); its candidates are re-ranked by
-        their exact vectors, so ``_distance`` is exact either way."""
+        their exact vectors, so ``_distance`` is exact either way. ``ids_only`` (a local store,
+        ``lazy_rows``): ``chunk_id``, ``_distance`` and ``_rowid`` only; ``take_rows`` reads the
+        rest of the few hits retrieval keeps."""
         with self._reading():
             reader = self._reader()
             if reader is not None:
@@ -727,15 +729,31 @@ class Store:
                                            "metric": "cosine"}
                 nearest.update({"use_index": False} if exact else
                                {"nprobes": ANN_NPROBES, "refine_factor": ANN_REFINE})
+                columns = ["chunk_id"] if ids_only else self._columns()
                 return self._rows(reader.to_table(
                     nearest=nearest, filter=acl_filter(groups), prefilter=True,
-                    columns=[*self._columns(), "_distance"]))
+                    columns=[*columns, "_distance"], with_row_id=ids_only))
             query = (self.table().search(vector, vector_column_name="vector")
                      .distance_type("cosine").where(acl_filter(groups), prefilter=True))
             query = query.bypass_vector_index() if exact else \
                 query.nprobes(ANN_NPROBES).refine_factor(ANN_REFINE)
             return self._rows(query.select([*self._columns(), "_distance"]).limit(limit)
                               .to_arrow())
+
+    @property
+    def lazy_rows(self) -> bool:
+        """Whether searches can return ids and row ids only (``ids_only``) and ``take_rows`` the
+        rest: a local store read through lance (``_reader``, without opening it yet)."""
+        return not self.remote and self._table is None
+
+    def take_rows(self, row_ids: Sequence[int], *, vectors: bool = False) -> list[dict[str, Any]]:
+        """The hit columns (or, with ``vectors``, ``chunk_id`` and ``vector``) of rows an
+        ``ids_only`` search of this same version returned (their ``_rowid``)."""
+        if not row_ids:
+            return []
+        with self._reading():
+            return self._rows(self._lance()._take_rows(
+                list(row_ids), columns=["chunk_id", "vector"] if vectors else self._columns()))
 
     def hold_vectors(self, max_rows: int | None = HOLD_MAX_ROWS) -> bool:
         """Read this version's vectors and hit columns into memory for the vector leg
@@ -760,8 +778,9 @@ class Store:
                    ids_only: bool = False) -> list[dict[str, Any]]:
         """The ``limit`` best BM25 matches of ``text`` that ``groups`` may read, with ``_score``
         and their vectors (numpy rows: retrieval needs the cosine of those the vector leg did
-        not return). ``ids_only`` (the vectors are held): ``chunk_id`` and ``_score`` only, the
-        columns of those retrieval keeps come from ``fetch`` (half the time of the leg)."""
+        not return). ``ids_only`` (held vectors, or ``lazy_rows``): ``chunk_id``, ``_score`` and
+        ``_rowid`` only, the rest of those retrieval keeps read afterwards (half the time of the
+        leg)."""
         if not any(ch.isalnum() for ch in text):
             return []
         with self._reading():
@@ -772,7 +791,8 @@ class Store:
                 columns = ["chunk_id"] if ids_only else [*self._columns(), "vector"]
                 return self._rows(reader.to_table(
                     full_text_query=LanceMatch(text, "search_text"), filter=acl_filter(groups),
-                    prefilter=True, columns=[*columns, "_score"], limit=limit))
+                    prefilter=True, columns=[*columns, "_score"], limit=limit,
+                    with_row_id=ids_only))
             from lancedb.query import MatchQuery
 
             # MatchQuery is a pydantic model: its defaulted fields look required to mypy
@@ -865,6 +885,21 @@ class Store:
                                   "'ragcli reindex --rebuild PATHS'") from None
 
 
+_HOLD_THREADS = max(1, min(os.cpu_count() or 1, 4))  # slices of the held product at once
+_HOLD_SPLIT_ROWS = 20_000  # below this a thread hand-off costs more than it saves
+_HOLD_POOL: Any = None
+
+
+def _hold_pool() -> Any:
+    global _HOLD_POOL
+    if _HOLD_POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _HOLD_POOL = ThreadPoolExecutor(max_workers=max(_HOLD_THREADS - 1, 1),
+                                        thread_name_prefix="ragcli-held")
+    return _HOLD_POOL
+
+
 class HeldVectors:
     """The vectors and hit columns of one table version, read once by a warm process: the vector
     leg as an exact cosine product in numpy (one core, a fixed summation order) under the same
@@ -918,11 +953,27 @@ class HeldVectors:
             return mask
 
     def similarities(self, vector: np.ndarray) -> np.ndarray:
-        """The cosine of every held row to ``vector`` (rows and query are L2-normalised)."""
+        """The cosine of every held row to ``vector`` (rows and query are L2-normalised).
+
+        ``einsum`` computes each row's dot product in one fixed order whatever slice of the
+        matrix it is given (tested bitwise), so slices run on threads (it releases the GIL): the
+        same numbers on any number of cores, 3.3 instead of 5.5 ms at 100 k rows on 2."""
         import numpy as np
 
         query = np.asarray(vector, dtype=np.float32)
-        return np.einsum("ij,j->i", self.vectors, query)  # single-threaded, one order everywhere
+        out = np.empty(len(self.vectors), dtype=np.float32)
+        parts = _HOLD_THREADS if len(self.vectors) >= _HOLD_SPLIT_ROWS else 1
+        bounds = [len(self.vectors) * k // parts for k in range(parts + 1)]
+
+        def part(k: int) -> None:
+            lo, hi = bounds[k], bounds[k + 1]
+            np.einsum("ij,j->i", self.vectors[lo:hi], query, out=out[lo:hi])
+
+        pending = [_hold_pool().submit(part, k) for k in range(1, parts)]
+        part(0)
+        for future in pending:
+            future.result()
+        return out
 
     def nearest(self, similarities: np.ndarray, groups: Sequence[str],
                 limit: int) -> list[tuple[int, float]]:

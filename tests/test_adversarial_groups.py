@@ -53,7 +53,9 @@ def test_a_hostile_user_is_only_recorded(user: str, tmp_path: Path) -> None:
 def test_the_filter_itself_holds_when_validation_is_bypassed(store: Path, group: str) -> None:
     """Defence in depth: the search filter quotes whatever it is given."""
     legs = search_legs(Store.open(store), HashEmbedder(), SALARY, ("public", group), 50)
-    docs = {r["doc_id"] for r in legs.vector_rows + legs.fts_rows}
+    assert legs.fetch is not None  # a local store: the legs return ids, fetch reads the rows
+    docs = {r["doc_id"] for r in legs.fetch([r["chunk_id"] for r in
+                                             legs.vector_rows + legs.fts_rows]).values()}
     assert docs and "hr/salary-bands.md" not in docs and "hr/disciplinary-procedure.md" not in docs
 
 

@@ -159,3 +159,41 @@ def test_batch_answers_record_the_memory_leg_and_replay_identically(
     asked = json.loads(runner.invoke(app, ["traces", "show", json.loads(single.stdout)["request_id"],
                                            "--json"]).stdout)
     assert asked["vector_leg"] == "lance"  # a cold ask reads lance once instead
+
+
+def test_the_product_is_the_same_on_any_number_of_threads(handbook_store: Path,
+                                                          hash_embedder: HashEmbedder,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bitwise: a chat on 4 cores and its replay on 1 rank the same rows the same way."""
+    from ragcli import store as store_module
+
+    held = held_store(handbook_store).held
+    assert held is not None
+    rng = np.random.default_rng(0)
+    dim = held.vectors.shape[1]
+    held.vectors = rng.normal(size=(5003, dim)).astype(np.float32)  # odd sizes: uneven slices
+    queries = [hash_embedder.embed([q])[0] for q in QUESTIONS]
+    alone = [held.similarities(q) for q in queries]
+    monkeypatch.setattr(store_module, "_HOLD_SPLIT_ROWS", 1)
+    for threads in (2, 3, 4):
+        monkeypatch.setattr(store_module, "_HOLD_THREADS", threads)
+        for query, expected in zip(queries, alone, strict=True):
+            assert np.array_equal(held.similarities(query), expected)
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "vector", "fts"])
+def test_ids_only_legs_retrieve_exactly_what_whole_rows_did(
+        handbook_store: Path, hash_embedder: HashEmbedder, mode: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local store's legs return ids (the columns of the kept hits and the vectors of hits
+    only the full-text leg found are read afterwards): the same hits, scores and texts, bit for
+    bit, as legs returning whole rows (what an object-storage store still does)."""
+    settings = Settings(top_k=5, candidates=20, retrieval=mode)
+    lazy = [retrieve_configured(Store.open(handbook_store), hash_embedder, q, g, settings)
+            for q in QUESTIONS for g in GROUPS]
+    monkeypatch.setattr(Store, "lazy_rows", property(lambda self: False))
+    whole = [retrieve_configured(Store.open(handbook_store), hash_embedder, q, g, settings)
+             for q in QUESTIONS for g in GROUPS]
+    assert [a.hits for a in lazy] == [b.hits for b in whole]
+    assert [a.confidence for a in lazy] == [b.confidence for b in whole]
+    assert sum(len(a.hits) for a in lazy) > 50
