@@ -61,8 +61,9 @@ _NEVER = timedelta(days=365 * 100)  # optimize() without its own version cleanup
 VECTOR_INDEX = "vector_idx"
 ANN_MIN_ROWS = 50_000
 """A store with at least this many chunks gets a vector (ANN) index at the end of ingest/reindex;
-below it the vector leg is a flat scan (exact; ~30 ms warm at SciFact's 12.6 k chunks, where the
-indexed 100 k store takes 16-23 ms: a lower size was not measured). docs/scaling.md."""
+below it lance's vector leg is a flat scan (exact; ~20-25 ms warm at SciFact's 12.6 k chunks,
+where the indexed 100 k store takes 13-18 ms: a lower size was not measured). A warm process
+holding the vectors (``HOLD_MAX_ROWS``) searches them in memory instead. docs/scaling.md."""
 ANN_TYPE = "IVF_PQ"  # chosen over IVF_HNSW_SQ by scripts/bench_ann.py (docs/scaling.md)
 ANN_NPROBES = 32  # IVF partitions searched at least: recall@10 0.974 of the flat scan at 1 M chunks
 ANN_REFINE = 10  # re-rank limit x 10 candidates by their exact vectors: distances are exact
