@@ -376,6 +376,7 @@ class Store:
         elif exists:
             db.drop_table(TABLE)
         self._table = None
+        self._dataset = self.held = None  # what was read before the reset is gone
         entry = {"at": datetime.now(UTC).isoformat(), "reason": reason,
                  "kind": "in-place" if in_place or not exists else "new-table",
                  "embedder_before": self.manifest.embedder, "embedder_after": embedder_id,
@@ -432,10 +433,17 @@ class Store:
 
     def has_table(self) -> bool:
         try:
-            self.table()
+            if self._reader_possible():
+                self._lance()  # no lancedb import (1.2 s) for a reader or a writer with no work
+            else:
+                self.table()
         except StoreMissingError:
             return False
         return True
+
+    def _reader_possible(self) -> bool:
+        """Whether reads can go through lance itself (``_reader``) without opening it yet."""
+        return not self.remote and self._table is None
 
     def require_current(self) -> None:
         """Readers need the current table layout; an older store is rebuilt by ``reindex``."""
@@ -549,6 +557,11 @@ class Store:
 
     def scan(self, columns: Sequence[str]) -> list[dict[str, Any]]:
         """Every row, only the named columns (no vectors unless asked)."""
+        reader = self._reader()
+        if reader is not None:  # what a reindex with nothing to do reads: no lancedb import
+            with self._reading():
+                found: list[dict[str, Any]] = reader.to_table(columns=list(columns)).to_pylist()
+            return found
         table = self.table()
         total = table.count_rows()
         if total == 0:
@@ -744,8 +757,8 @@ class Store:
     @property
     def lazy_rows(self) -> bool:
         """Whether searches can return ids and row ids only (``ids_only``) and ``take_rows`` the
-        rest: a local store read through lance (``_reader``, without opening it yet)."""
-        return not self.remote and self._table is None
+        rest: a local store read through lance (``_reader``)."""
+        return self._reader_possible()
 
     def take_rows(self, row_ids: Sequence[int], *, vectors: bool = False) -> list[dict[str, Any]]:
         """The hit columns (or, with ``vectors``, ``chunk_id`` and ``vector``) of rows an
