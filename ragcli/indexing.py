@@ -379,12 +379,13 @@ def status_document(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)
     """``ragcli status``: what the store holds (documents, chunks, corpora, version, embedder,
     disk bytes), its last run, its vector index (or the size at which one is built), and which
     sources changed since (``staleness``)."""
-    from .store import ANN_MIN_ROWS
+    from .store import ANN_MIN_ROWS, HOLD_MAX_ROWS
 
     documents = store.documents()
+    chunks = sum(d["chunks"] for d in documents.values())
     last = store.last_run() or {}
     return {"store": str(store.path), "documents": len(documents),
-            "chunks": sum(d["chunks"] for d in documents.values()),
+            "chunks": chunks,
             "version": store.version, "embedder": store.manifest.embedder,
             "corpora": dict(store.manifest.corpora),
             "created_at": store.manifest.created_at,
@@ -393,6 +394,9 @@ def status_document(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)
             "disk_bytes": store.disk_bytes(),
             "vector_index": store.vector_index() or {"type": "none (flat scan)",
                                                      "built_at_rows": ANN_MIN_ROWS},
+            # how chat and ask --batch search the vectors (Store.hold_vectors)
+            "warm_vector_leg": {"path": "memory" if chunks <= HOLD_MAX_ROWS else "lance",
+                                "hold_max_rows": HOLD_MAX_ROWS},
             "staleness": staleness(store, default_acl).to_json()}
 
 

@@ -120,7 +120,7 @@ def replay(record: Trace, *, against: str, embedder: Embedder,
     store = current.at_version(recorded_version) \
         if against == "recorded" and recorded_version is not None else current
     if record.get("vector_leg") == "memory":  # searched by a warm process (chat, ask --batch)
-        store.hold_vectors(max_rows=None)
+        store.hold_vectors(any_size=True)
     answerer = Answerer(settings, embedder,
                         lambda: generator or generator_factory(settings.model, settings))
     answer, new = answerer.rerun(question, user=record.get("user") or "",

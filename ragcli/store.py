@@ -769,15 +769,16 @@ class Store:
             return self._rows(self._lance()._take_rows(
                 list(row_ids), columns=["chunk_id", "vector"] if vectors else self._columns()))
 
-    def hold_vectors(self, max_rows: int | None = HOLD_MAX_ROWS) -> bool:
+    def hold_vectors(self, *, any_size: bool = False) -> bool:
         """Read this version's vectors and hit columns into memory for the vector leg
-        (``HeldVectors``), unless it has more than ``max_rows`` chunks (None: any size) or is not
-        a local store. True when held."""
+        (``HeldVectors``), unless it has more than ``HOLD_MAX_ROWS`` chunks (``any_size``: as
+        replay does for a request that was searched that way) or is not a local store. True
+        when held."""
         if self.held is not None:
             return True
         with self._reading():
             reader = self._reader()
-            if reader is None or (max_rows is not None and reader.count_rows() > max_rows):
+            if reader is None or (not any_size and reader.count_rows() > HOLD_MAX_ROWS):
                 return False
             self.held = HeldVectors(reader, self.path, self._columns())
         return True

@@ -26,7 +26,7 @@ embedder = get_embedder(settings.embedder)
 stores["lance"].require_embedder(embedder.id)
 opened = stores["held"].version  # opens the dataset (and imports lance): not holding
 start = time.perf_counter()
-stores["held"].hold_vectors(max_rows=None)
+stores["held"].hold_vectors(any_size=True)
 hold_ms = (time.perf_counter() - start) * 1000
 for question in queries[:20]:  # warm-up: open the table, load the model and the indices
     for store in stores.values():

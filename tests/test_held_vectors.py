@@ -131,11 +131,15 @@ def test_the_nearest_rows_are_exact_and_ordered(handbook_store: Path,
     assert len(held.nearest(similarities, ["public"], 10_000)) == len(readable)
 
 
-def test_a_store_over_the_size_limit_is_not_held(handbook_store: Path) -> None:
+def test_a_store_over_the_size_limit_is_not_held(handbook_store: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragcli import store as store_module
+
     store = Store.open(handbook_store)
-    assert not store.hold_vectors(max_rows=3)
+    monkeypatch.setattr(store_module, "HOLD_MAX_ROWS", 3)
+    assert not store.hold_vectors()
     assert store.held is None and store.fetch(["x"]) == {}
-    assert store.hold_vectors(max_rows=None) and store.held is not None
+    assert store.hold_vectors(any_size=True) and store.held is not None
 
 
 def test_batch_answers_record_the_memory_leg_and_replay_identically(
