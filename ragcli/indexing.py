@@ -395,7 +395,8 @@ def status_document(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)
             "vector_index": store.vector_index() or {"type": "none (flat scan)",
                                                      "built_at_rows": ANN_MIN_ROWS},
             # how chat and ask --batch search the vectors (Store.hold_vectors)
-            "warm_vector_leg": {"path": "memory" if chunks <= HOLD_MAX_ROWS else "lance",
+            "warm_vector_leg": {"path": "memory" if chunks <= HOLD_MAX_ROWS and not store.remote
+                                else "lance",
                                 "hold_max_rows": HOLD_MAX_ROWS},
             "staleness": staleness(store, default_acl).to_json()}
 

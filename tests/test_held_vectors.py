@@ -201,3 +201,24 @@ def test_ids_only_legs_retrieve_exactly_what_whole_rows_did(
     assert [a.hits for a in lazy] == [b.hits for b in whole]
     assert [a.confidence for a in lazy] == [b.confidence for b in whole]
     assert sum(len(a.hits) for a in lazy) > 50
+
+
+def test_a_batch_whose_store_cannot_be_held_answers_through_lance(
+        handbook_store: Path, cli_env: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragcli.errors import StoreError
+
+    def damaged(self: Store, *, any_size: bool = False) -> bool:
+        raise StoreError("store is damaged: it holds non-finite vectors")
+
+    monkeypatch.setattr(Store, "hold_vectors", damaged)
+    batch = tmp_path / "q.jsonl"
+    batch.write_text("\n".join(json.dumps(q) for q in QUESTIONS[:2]) + "\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["ask", "--batch", str(batch), "--mode", "extractive"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 2 and all("request_id" in r for r in rows)
+    shown = json.loads(runner.invoke(app, ["traces", "show", rows[0]["request_id"],
+                                           "--json"]).stdout)
+    assert shown["vector_leg"] == "lance"
