@@ -11,7 +11,10 @@ or by one of eight teams; every query asks as ``team1`` (about 39 % of the rows 
 ACL prefilter is inside every search. The store is written through ragcli's own schema and indexed
 by ``Store.refresh_indices`` (the FTS, ACL and vector indices that ingest builds); queries are the
 SciFact test claims through ``retrieve_configured`` (what ``ask`` runs). Flat = the same search
-without the vector index. Prints one JSON line per size.
+without the vector index. At a size a warm process holds in memory (``HOLD_MAX_ROWS``), the same
+claims also go through a store holding its vectors (what ``chat`` and ``ask --batch`` do), each
+claim through both in turn, with the hold's time, memory and recall. Prints one JSON line per
+size.
 """
 
 from __future__ import annotations
