@@ -45,7 +45,7 @@ def answer_lines(lines: Iterable[str], answerer: Answerer, *, user: str | None,
             if not held:  # as chat does: a store that cannot be held is searched through lance
                 held = True
                 try:
-                    store.hold_vectors()
+                    store.hold_vectors(settings.hold_max_rows)
                 except RagError:
                     pass  # the question says what is wrong, if anything is
             result = answerer.ask(item["question"], user=who.user, groups=list(who.groups),

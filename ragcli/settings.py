@@ -34,6 +34,7 @@ class Settings:
     embedder: str = "minilm-onnx"  # MiniLM fp32 on onnxruntime: the same vectors on every CPU
     top_k: int = 3  # passages given to the model (SmolLM2-135M does best with 3)
     candidates: int = 50  # depth of each retrieval leg before fusion
+    hold_max_rows: int = 200_000  # chat and ask --batch hold a store's vectors up to this; 0 = never
     retrieval: str = "hybrid"  # hybrid | vector | fts
     mode: str = "auto"  # auto (the model picks a span of the best sentence) | generative | extractive
     fts_weight: float = 0.75  # weight of the full-text leg in RRF (tuned on SciFact train)
@@ -94,6 +95,10 @@ DOCS = {
                  "docs/evaluation.md), `minilm` (torch)"),
     "top_k": (None, "passages given to the model (SmolLM2-135M answers best with 3)"),
     "candidates": (None, "depth of each retrieval leg before fusion"),
+    "hold_max_rows": (None, "`chat` and `ask --batch` hold the vectors and passages of a store "
+                      "with at most this many chunks in memory (exact, faster retrieval; 1.5 KB "
+                      "of vector a chunk plus its text); 0 = never (search through lance); "
+                      "docs/asking.md"),
     "retrieval": (None, "`hybrid`, `vector` or `fts`"),
     "mode": (None, "`auto` (the model picks the short answer among spans of the best sentence), "
              "`generative` (the model writes, claims checked) or `extractive` (no model); "
@@ -148,6 +153,7 @@ means). docs/configuration.md is generated from this and the defaults (scripts/r
 _FIELDS = {f.name: f for f in fields(Settings)}
 _TYPES: dict[str, type] = {
     "store": Path, "model": Path, "adapter": str, "embedder": str, "top_k": int, "candidates": int,
+    "hold_max_rows": int,
     "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
     "seed": int, "threads": int, "batch_threads": int, "audit": Path, "retrieval": str,
     "fts_weight": float, "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int,
@@ -163,8 +169,9 @@ SYSTEM_CONFIG = Path("/etc/ragcli/ragcli.toml")
 """A deployment's settings that nothing else overrides: ``LOCKED`` keys read from here win over
 every flag, ``RAGCLI_*`` variable and project ragcli.toml (identity.py)."""
 LOCKED = ("identity", "users_file")
-_MINIMUM = {"top_k": 1, "candidates": 1, "context_tokens": 256, "max_tokens": 1, "threads": 1,
-            "batch_threads": 0, "rrf_k": 1, "max_answer_chars": 1, "large_timeout": 0.001,
+_MINIMUM = {"top_k": 1, "candidates": 1, "hold_max_rows": 0, "context_tokens": 256,
+            "max_tokens": 1, "threads": 1, "batch_threads": 0, "rrf_k": 1, "max_answer_chars": 1,
+            "large_timeout": 0.001,
             "large_retries": 0, "large_context_tokens": 256, "usd_per_1k_prompt": 0.0,
             "usd_per_1k_completion": 0.0, "usd_per_cpu_hour": 0.0}
 _KIND_NAMES = {int: "an integer", float: "a number", str: "a non-empty string", Path: "a path",

@@ -68,7 +68,7 @@ ANN_TYPE = "IVF_PQ"  # chosen over IVF_HNSW_SQ by scripts/bench_ann.py (docs/sca
 ANN_NPROBES = 32  # IVF partitions searched at least: recall@10 0.974 of the flat scan at 1 M chunks
 ANN_REFINE = 10  # re-rank limit x 10 candidates by their exact vectors: distances are exact
 ANN_RETRAIN_GROWTH = 0.5  # retrain once the rows added since training exceed half those trained on
-HOLD_MAX_ROWS = 200_000
+HOLD_MAX_ROWS = 200_000  # the default of the hold_max_rows setting
 """A warm process (``chat``, ``ask --batch``) keeps the vectors and hit columns of the table
 version it reads in memory up to this many chunks (300 MB of vectors at 384 dimensions, and the
 texts) and searches them exactly there (``HeldVectors``); above it the vector leg goes through
@@ -769,16 +769,17 @@ class Store:
             return self._rows(self._lance()._take_rows(
                 list(row_ids), columns=["chunk_id", "vector"] if vectors else self._columns()))
 
-    def hold_vectors(self, *, any_size: bool = False) -> bool:
+    def hold_vectors(self, max_rows: int | None = None, *, any_size: bool = False) -> bool:
         """Read this version's vectors and hit columns into memory for the vector leg
-        (``HeldVectors``), unless it has more than ``HOLD_MAX_ROWS`` chunks (``any_size``: as
-        replay does for a request that was searched that way) or is not a local store. True
-        when held."""
+        (``HeldVectors``), unless it has more than ``max_rows`` chunks (the ``hold_max_rows``
+        setting; None: ``HOLD_MAX_ROWS``; 0: never; ``any_size``: as replay does for a request
+        that was searched that way) or is not a local store. True when held."""
         if self.held is not None:
             return True
+        limit = HOLD_MAX_ROWS if max_rows is None else max_rows
         with self._reading():
             reader = self._reader()
-            if reader is None or (not any_size and reader.count_rows() > HOLD_MAX_ROWS):
+            if reader is None or (not any_size and (limit <= 0 or reader.count_rows() > limit)):
                 return False
             self.held = HeldVectors(reader, self.path, self._columns())
         return True

@@ -139,6 +139,7 @@ def test_a_store_over_the_size_limit_is_not_held(handbook_store: Path,
     monkeypatch.setattr(store_module, "HOLD_MAX_ROWS", 3)
     assert not store.hold_vectors()
     assert store.held is None and store.fetch(["x"]) == {}
+    assert not store.hold_vectors(0) and not store.hold_vectors(3) and store.held is None
     assert store.hold_vectors(any_size=True) and store.held is not None
 
 
@@ -208,7 +209,7 @@ def test_a_batch_whose_store_cannot_be_held_answers_through_lance(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ragcli.errors import StoreError
 
-    def damaged(self: Store, *, any_size: bool = False) -> bool:
+    def damaged(self: Store, max_rows: int | None = None, *, any_size: bool = False) -> bool:
         raise StoreError("store is damaged: it holds non-finite vectors")
 
     monkeypatch.setattr(Store, "hold_vectors", damaged)
@@ -222,3 +223,20 @@ def test_a_batch_whose_store_cannot_be_held_answers_through_lance(
     shown = json.loads(runner.invoke(app, ["traces", "show", rows[0]["request_id"],
                                            "--json"]).stdout)
     assert shown["vector_leg"] == "lance"
+
+
+def test_hold_max_rows_zero_keeps_a_batch_on_lance(handbook_store: Path, cli_env: dict[str, str],
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGCLI_HOLD_MAX_ROWS", "0")
+    batch = tmp_path / "q.jsonl"
+    batch.write_text(json.dumps(QUESTIONS[0]) + "\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["ask", "--batch", str(batch), "--mode", "extractive"])
+    assert result.exit_code == 0, result.output
+    request_id = json.loads(result.stdout)["request_id"]
+    shown = json.loads(runner.invoke(app, ["traces", "show", request_id, "--json"]).stdout)
+    assert shown["vector_leg"] == "lance"
+    monkeypatch.setenv("RAGCLI_HOLD_MAX_ROWS", "-1")
+    bad = runner.invoke(app, ["ask", "--batch", str(batch), "--mode", "extractive"])
+    assert bad.exit_code != 0 and "hold_max_rows" in bad.stderr and "Traceback" not in bad.output

@@ -109,8 +109,10 @@ def test_status_shows_the_vector_index(cli_env: dict[str, str], tmp_path: Path,
     data = json.loads(run_cli(["status", "--json"]).stdout)
     assert data["vector_index"] == {"type": "none (flat scan)", "built_at_rows": 1_000_000}
     assert data["warm_vector_leg"] == {"path": "memory", "hold_max_rows": 200_000}
-    monkeypatch.setattr(store_module, "HOLD_MAX_ROWS", 299)  # chat would search through lance
-    assert json.loads(run_cli(["status", "--json"]).stdout)["warm_vector_leg"]["path"] == "lance"
+    monkeypatch.setenv("RAGCLI_HOLD_MAX_ROWS", "299")  # chat would search through lance
+    assert json.loads(run_cli(["status", "--json"]).stdout)["warm_vector_leg"] == \
+        {"path": "lance", "hold_max_rows": 299}
+    monkeypatch.delenv("RAGCLI_HOLD_MAX_ROWS")
     monkeypatch.setattr(store_module, "ANN_MIN_ROWS", 256)
     corpus.write_text(corpus.read_text() + json.dumps({"_id": "new", "text": "alpha beta"}) + "\n")
     result = run_cli(["ingest", str(corpus)])

@@ -160,7 +160,7 @@ class Session:
         from ..errors import RagError
 
         try:
-            self.store.hold_vectors()
+            self.store.hold_vectors(self.answerer.settings.hold_max_rows)
         except RagError:
             pass  # an empty or unreadable store: the first question says so
         self.answerer.prefetch()

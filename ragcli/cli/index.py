@@ -102,7 +102,7 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
     settings = settings_from(config, store=store)
     opened = Store.open(settings.store)
     if not verify:
-        data = status_document(opened, settings.default_acl)
+        data = status_document(opened, settings.default_acl, settings.hold_max_rows)
         render.print_json(data) if as_json else render.status(data)
         return
     result = verify_report(opened)
