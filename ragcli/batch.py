@@ -42,12 +42,9 @@ def answer_lines(lines: Iterable[str], answerer: Answerer, *, user: str | None,
                 asked = asked.split(",")
             who = resolve_identity(settings.identity, settings.users_file,
                                    item.get("user") or user, [str(g).strip() for g in asked])
-            if not held:  # as chat does: a store that cannot be held is searched through lance
+            if not held:  # as chat does (a store that cannot be held is searched through lance)
                 held = True
-                try:
-                    store.hold_vectors(settings.hold_max_rows)
-                except RagError:
-                    pass  # the question says what is wrong, if anything is
+                store.hold_vectors(settings.hold_max_rows)
             result = answerer.ask(item["question"], user=who.user, groups=list(who.groups),
                                   store=store)
             yield {**({"id": ident} if ident is not None else {}), **result.to_json()}, 0

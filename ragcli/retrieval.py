@@ -184,8 +184,8 @@ def fuse(legs: Legs, *, fts_weight: float, rrf_k: int, keep: int | None = None) 
         rows.setdefault(row["chunk_id"], row)  # a vector row keeps its exact _distance
         bm25[row["chunk_id"]] = float(row["_score"])
     query = np.asarray(legs.query_vector, dtype=np.float32)
-    unscored = [c for c in scores if "_distance" not in rows[c] and "vector" not in rows[c]]
-    if unscored and legs.similarities is None and legs.vectors is not None:
+    if legs.similarities is None and legs.vectors is not None:  # ids-only rows, through lance
+        unscored = [c for c in scores if "_distance" not in rows[c] and "vector" not in rows[c]]
         found = legs.vectors(unscored)  # found by the full-text leg only, its vector read now
         rows.update({c: {**rows[c], "vector": found[c]} for c in unscored})
     cosines: dict[str, float] = {}
@@ -204,10 +204,15 @@ def fuse(legs: Legs, *, fts_weight: float, rrf_k: int, keep: int | None = None) 
         while done < len(order) and (keep is None or len(texts) < keep):
             page = order[done:] if keep is None else order[done:done + keep - len(texts) + 4]
             rows.update(legs.fetch([c for c in page if "text" not in rows[c]]))
-            texts.update(" ".join(rows[c]["text"].split()).lower() for c in page)
+            texts.update(_same_text(rows[c]["text"]) for c in page)
             done += len(page)
         order = order[:done]
     return [_hit(rows[c], scores[c], cosines[c], bm25.get(c)) for c in order]
+
+
+def _same_text(text: str) -> str:
+    """What two passages share when ``deduplicate`` counts them as one."""
+    return " ".join(text.split()).lower()
 
 
 def deduplicate(hits: Sequence[Hit]) -> list[Hit]:
@@ -215,7 +220,7 @@ def deduplicate(hits: Sequence[Hit]) -> list[Hit]:
     seen: set[str] = set()
     kept = []
     for hit in hits:
-        key = " ".join(hit.text.split()).lower()
+        key = _same_text(hit.text)
         if key not in seen:
             seen.add(key)
             kept.append(hit)

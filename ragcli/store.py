@@ -773,15 +773,20 @@ class Store:
         """Read this version's vectors and hit columns into memory for the vector leg
         (``HeldVectors``), unless it has more than ``max_rows`` chunks (the ``hold_max_rows``
         setting; None: ``HOLD_MAX_ROWS``; 0: never; ``any_size``: as replay does for a request
-        that was searched that way) or is not a local store. True when held."""
+        that was searched that way) or is not a local store. True when held. A store that is
+        empty, unreadable or damaged is not held either: it is then searched through lance,
+        whose searches say what is wrong with it (chat and batches go on as before)."""
         if self.held is not None:
             return True
         limit = HOLD_MAX_ROWS if max_rows is None else max_rows
-        with self._reading():
-            reader = self._reader()
-            if reader is None or (not any_size and (limit <= 0 or reader.count_rows() > limit)):
-                return False
-            self.held = HeldVectors(reader, self.path, self._columns())
+        try:
+            with self._reading():
+                reader = self._reader()
+                if reader is None or (not any_size and (limit <= 0 or reader.count_rows() > limit)):
+                    return False
+                self.held = HeldVectors(reader, self.path, self._columns())
+        except (StoreError, StoreMissingError):
+            return False
         return True
 
     def fetch(self, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -208,11 +208,13 @@ def test_a_batch_whose_store_cannot_be_held_answers_through_lance(
         handbook_store: Path, cli_env: dict[str, str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ragcli.errors import StoreError
+    from ragcli.store import HeldVectors
 
-    def damaged(self: Store, max_rows: int | None = None, *, any_size: bool = False) -> bool:
+    def damaged(self: HeldVectors, *args: object) -> None:
         raise StoreError("store is damaged: it holds non-finite vectors")
 
-    monkeypatch.setattr(Store, "hold_vectors", damaged)
+    monkeypatch.setattr(HeldVectors, "__init__", damaged)
+    assert not Store.open(handbook_store).hold_vectors()
     batch = tmp_path / "q.jsonl"
     batch.write_text("\n".join(json.dumps(q) for q in QUESTIONS[:2]) + "\n")
     runner = CliRunner()

@@ -62,6 +62,7 @@ def chat(
     from ..answering import Answerer
     from ..embedder import get_embedder
     from ..identity import resolve_identity
+
     model, route = model_or_large(model, route)
     settings = settings_from(config, store=store, model=model, mode=mode, route=route,
                              adapter=adapter_flag(adapter, no_adapter))
@@ -157,12 +158,7 @@ class Session:
         """Load what the first question would: the embedder, and the model in the modes that
         use it (with mode auto's shared span prompt in the model's cache), and the store's vectors
         (``Store.hold_vectors``)."""
-        from ..errors import RagError
-
-        try:
-            self.store.hold_vectors(self.answerer.settings.hold_max_rows)
-        except RagError:
-            pass  # an empty or unreadable store: the first question says so
+        self.store.hold_vectors(self.answerer.settings.hold_max_rows)
         self.answerer.prefetch()
         self.answerer.embedder.embed(["warm up"])
 
