@@ -863,9 +863,7 @@ class Store:
         client and pydantic models) and ``import lance`` 0.7-0.9 s; lancedb's searches call the
         same lance scanner with the same arguments (tests/test_store_and_ingest.py compares them).
         None (use the lancedb table) for object storage and once a writer opened the table."""
-        if self.remote or self._table is not None:
-            return None
-        return self._lance()
+        return self._lance() if self._reader_possible() else None
 
     def _lance(self) -> Any:
         with self._opening:
