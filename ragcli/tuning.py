@@ -455,6 +455,7 @@ def _natural(name: str) -> tuple[Any, ...]:
 # ---- the steps of `ragcli tune` (cli/tune.py shows their progress) -----------------------------
 def prepare_examples(data: Path, work: Path, settings: Any, base: Any, embedder: Any,
                      eligible: Sequence[Question], count: int, span_count: int, seed: int, *,
+                     absent_share: float = 0.2, moved_share: float = 0.25,
                      on_example: Callable[[], None] | None = None,
                      index_progress: Callable[[int, int], None] | None = None) -> list[Example]:
     """Build the examples through a store of ``data``'s corpus (in ``work``), or read the ones a
@@ -469,6 +470,8 @@ def prepare_examples(data: Path, work: Path, settings: Any, base: Any, embedder:
 
     key = hashlib.sha256(json.dumps({
         "questions": [q.id for q in eligible], "count": count, "span": span_count, "seed": seed,
+        **({} if (absent_share, moved_share) == (0.2, 0.25) else  # the key examples had before
+           {"shares": [absent_share, moved_share]}),
         "model": base.model_sha256(), "settings": settings.fingerprint(),
         "corpus": (data / "corpus.jsonl").stat().st_size}, sort_keys=True).encode()).hexdigest()
     cached = work / "examples.jsonl"
@@ -488,6 +491,7 @@ def prepare_examples(data: Path, work: Path, settings: Any, base: Any, embedder:
 
     built = build_examples(eligible, retrieve=retrieve, prompt_for=prompt_for,
                            top_k=settings.top_k, count=count, seed=seed, span_count=span_count,
+                           absent_share=absent_share, moved_share=moved_share,
                            on_example=on_example,
                            span_prompt_for=lambda q, s: base.render(span_messages(q, s)))
     save_examples(built, cached)

@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--sets", default="handbook,squad-a")
     parser.add_argument("--limit", type=int, default=0, help="the first N cases of each set")
     parser.add_argument("--squad", type=Path, default=SQUAD, help="the squad-a directory")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=CORPUS=GOLDENS",
+                        help="another golden set over a corpus (repeat); name it in --sets too, "
+                        "e.g. the halves scripts/split_articles.py writes")
     parser.add_argument("--adapters", default="default",
                         help="comma list: default (the shipped adapter), none, or GGUF paths")
     args = parser.parse_args()
@@ -58,10 +61,16 @@ def main() -> None:
     embedder = get_embedder(base.embedder)
     bench = ROOT / ".ragcli" / "bench"
     rows = []
-    for name, (corpus, goldens) in sets(args.squad).items():
+    chosen = sets(args.squad)
+    for spec in args.set:
+        name, corpus, goldens = spec.split("=", 2)
+        chosen[name] = (Path(corpus), Path(goldens))
+    for name, (corpus, goldens) in chosen.items():
         if name not in args.sets.split(","):
             continue
-        store = bench / f"answers-{name}-{base.embedder}"
+        # one store per corpus (the squad-a halves share squad-a's)
+        key = next(n for n, (c, _) in chosen.items() if c.resolve() == corpus.resolve())
+        store = bench / f"answers-{key}-{base.embedder}"
         reindex([corpus], store, embedder)
         cases = load_goldens(goldens)[:args.limit or None]
         for mode in args.modes.split(","):

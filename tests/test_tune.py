@@ -148,6 +148,31 @@ def test_examples_are_seeded_and_include_the_hard_cases(tmp_path: Path) -> None:
     assert any(not e.target.endswith("[1]") for e in moved)  # the answer is not always first
 
 
+def test_the_shares_of_hard_cases_are_what_was_asked(tmp_path: Path) -> None:
+    data = training_set(tmp_path / "set")
+    questions = [Question(f"{q.id}-{i}", q.text, q.answers, q.doc_id)
+                 for i, q in enumerate(load_questions(data) * 50)]
+
+    def kinds(absent: float, moved: float) -> dict[str, int]:
+        built = build_examples(questions, retrieve=fake_retriever, prompt_for=fake_prompt,
+                               top_k=3, count=400, seed=1, absent_share=absent,
+                               moved_share=moved)
+        return {k: sum(e.kind == k for e in built) for k in ("answer", "moved", "absent")}
+
+    assert kinds(0.0, 0.0) == {"answer": 400, "moved": 0, "absent": 0}
+    few, many = kinds(0.1, 0.3), kinds(0.3, 0.1)
+    assert 20 < few["absent"] < 60 < many["absent"] < 160  # ~40 and ~120 of 400
+    assert few["moved"] > many["moved"]
+
+
+def test_shares_over_one_are_a_usage_error(tmp_path: Path) -> None:
+    data = training_set(tmp_path / "set")
+    result = runner.invoke(app, ["tune", str(data), "--absent-share", "0.6", "--moved-share",
+                                 "0.5"])
+    assert result.exit_code == 2
+    assert "add up to more than 1" in result.output and "Traceback" not in result.output
+
+
 def test_rotary_permutation_matches_llama_cpp_layout() -> None:
     """permute_rows is convert_hf_to_gguf's permute; transformers' GGUF loader undoes it with
     the inverse below (its reverse_permute): the two compose to the identity."""

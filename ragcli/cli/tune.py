@@ -41,6 +41,11 @@ def tune(
                         "generative prompt (with shuffled and answer-less passages).")] = 1200,
     span_examples: Annotated[int, typer.Option("--span-examples", min=0, help="Examples in mode "
                              "auto's span prompt.")] = 800,
+    absent_share: Annotated[float, typer.Option("--absent-share", min=0.0, max=1.0, help="Share "
+                            "of the generative examples whose own document is taken out of the "
+                            "passages (target: I don't know.).")] = 0.2,
+    moved_share: Annotated[float, typer.Option("--moved-share", min=0.0, max=1.0, help="Share "
+                           "of the generative examples whose passages are shuffled.")] = 0.25,
     seed: Annotated[int, typer.Option("--seed", help="Seeds sampling, LoRA init, order.")] = 0,
     rank: Annotated[int, typer.Option("--rank", min=1, help="LoRA rank.")] = 16,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, help="LoRA alpha.")] = 32.0,
@@ -70,6 +75,9 @@ def tune(
     )
     from .evaluate import _calibration_pair
 
+    if absent_share + moved_share > 1:
+        raise UsageError(f"--absent-share {absent_share} and --moved-share {moved_share} add up "
+                         "to more than 1")
     if eval_mode not in ("generative", "auto"):
         raise UsageError(f"--eval-mode {eval_mode!r}: generative or auto")
     require_packages()
@@ -89,7 +97,8 @@ def tune(
     embedder = get_embedder(settings.embedder)
     with _bar("building examples", examples + span_examples) as advance:
         built = prepare_examples(data, work, settings, base, embedder, eligible, examples,
-                                 span_examples, seed, on_example=advance,
+                                 span_examples, seed, absent_share=absent_share,
+                                 moved_share=moved_share, on_example=advance,
                                  index_progress=progress_bar(False))
     kinds = Counter(e.kind for e in built)
     render.info(f"{len(built)} examples ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))})")
