@@ -133,7 +133,7 @@ def search_legs(store: Store, embedder: Embedder, question: str, allowed: Sequen
     try:
         if held is not None:
             start = time.perf_counter()
-            similarities = held.similarities(query_vector)
+            similarities = held.similarities(query_vector, allowed)
             if mode in ("hybrid", "vector"):
                 vector_rows = [{"chunk_id": held.chunk_ids[offset]} for offset, _ in
                                held.nearest(similarities, allowed, candidates)]

@@ -927,12 +927,28 @@ class HeldVectors:
     ``array_has_any`` filter and the late fetch of the columns), and the columns of the few hits
     retrieval keeps taken from memory (Arrow) instead of a ``take`` per column from disk.
     Its cosines differ from lance's by ~1e-7 (another summation order), so an audit record says
-    which path searched (``vector_leg``) and ``replay`` takes the same one."""
+    which path searched (``vector_leg``) and ``replay`` takes the same one.
+
+    The rows are held grouped by their ACL (rows with the same labels next to each other; the
+    scan order within a group): the rows one set of groups may read are then a few runs of the
+    matrix, and only those are multiplied (at 100 k chunks of which a caller reads 39 %, 39 % of
+    the work). The grouping is a layout only: which rows are readable is always decided from the
+    labels themselves (``readable``), and ties are broken by the scan order (``original``)."""
+
+    _MAX_RUNS = 256  # more runs than this (ACLs scattered over many label sets): the whole matrix
 
     def __init__(self, dataset: Any, path: Path | str, columns: Sequence[str]) -> None:
         import numpy as np
+        import pyarrow.compute as pc
 
         table = dataset.to_table(columns=[*columns, "vector"], scan_in_order=True)
+        # a layout key only (two label lists could join to one string: that merely places them
+        # together; the readable rows never come from this key)
+        joined = pc.fill_null(pc.binary_join(table.column("acl"), "\x1f"), "")
+        codes = pc.dictionary_encode(joined).combine_chunks().indices.to_numpy()
+        order = np.argsort(codes, kind="stable")
+        table = table.take(order)
+        self.original = order  # the scan-order offset of each held row: ties go by it
         column = table.column("vector").combine_chunks()
         vectors = column.flatten().to_numpy(zero_copy_only=False)
         self.vectors = np.ascontiguousarray(vectors.reshape(len(column), column.type.list_size),
@@ -944,7 +960,7 @@ class HeldVectors:
         self.chunk_ids: list[str] = self.columns.column("chunk_id").to_pylist()
         self.offsets = {chunk_id: n for n, chunk_id in enumerate(self.chunk_ids)}
         self._acl = self.columns.column("acl").combine_chunks()
-        self._masks: dict[tuple[str, ...], Any] = {}
+        self._views: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
         self._lock = threading.Lock()
 
     def rows(self, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -952,12 +968,14 @@ class HeldVectors:
         offsets = sorted({self.offsets[c] for c in chunk_ids})
         return {r["chunk_id"]: r for r in self.columns.take(offsets).to_pylist()}
 
-    def readable(self, groups: Sequence[str]) -> Any:
-        """A boolean row mask: the rows whose ACL holds any of ``groups`` (``acl_filter``)."""
+    def _view(self, groups: Sequence[str]) -> tuple[Any, Any, Any]:
+        """(mask, positions, runs) of the rows ``groups`` may read: a boolean row mask (the
+        rows whose ACL holds any of ``groups``, ``acl_filter``), its true positions, and its
+        runs as [start, end) pairs. The last eight group sets are kept."""
         key = tuple(sorted(set(groups)))
         with self._lock:
-            mask = self._masks.get(key)
-            if mask is None:
+            view = self._views.get(key)
+            if view is None:
                 import numpy as np
                 import pyarrow as pa
                 import pyarrow.compute as pc
@@ -969,42 +987,57 @@ class HeldVectors:
                 mask = np.zeros(len(self.chunk_ids), dtype=bool)
                 mask[owner[match]] = True
                 mask.flags.writeable = False
-                self._masks = {**dict(list(self._masks.items())[-7:]), key: mask}
-            return mask
+                edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.view(np.int8), [0]))))
+                view = (mask, np.flatnonzero(mask), edges.reshape(-1, 2))
+                self._views = {**dict(list(self._views.items())[-7:]), key: view}
+            return view
 
-    def similarities(self, vector: np.ndarray) -> np.ndarray:
-        """The cosine of every held row to ``vector`` (rows and query are L2-normalised).
+    def readable(self, groups: Sequence[str]) -> Any:
+        """A boolean row mask: the rows whose ACL holds any of ``groups`` (``acl_filter``)."""
+        return self._view(groups)[0]
+
+    def similarities(self, vector: np.ndarray, groups: Sequence[str] | None = None) -> np.ndarray:
+        """The cosine to ``vector`` of every held row ``groups`` may read (rows and query are
+        L2-normalised; the others are NaN), or of every row when ``groups`` is None.
 
         ``einsum`` computes each row's dot product in one fixed order whatever slice of the
-        matrix it is given (tested bitwise), so slices run on threads (it releases the GIL): the
-        same numbers on any number of cores, 3.3 instead of 5.5 ms at 100 k rows on 2."""
+        matrix it is given (tested bitwise), so the readable runs are cut into slices that run
+        on threads (it releases the GIL): the same numbers on any number of cores and whichever
+        rows are readable, 3.3 instead of 5.5 ms for 100 k rows on 2 cores."""
         import numpy as np
 
         from .generation import usable_cores
 
         query = np.asarray(vector, dtype=np.float32)
-        out = np.empty(len(self.vectors), dtype=np.float32)
-        parts = 1 if len(self.vectors) < _HOLD_SPLIT_ROWS else \
+        rows = len(self.vectors)
+        runs = [(0, rows)]
+        if groups is not None:
+            found = self._view(groups)[2]
+            if len(found) <= self._MAX_RUNS:
+                runs = [(int(lo), int(hi)) for lo, hi in found]
+        out = np.full(rows, np.nan, dtype=np.float32)
+        total = sum(hi - lo for lo, hi in runs)
+        parts = 1 if total < _HOLD_SPLIT_ROWS else \
             min(_HOLD_THREADS or usable_cores(_HOLD_MAX_THREADS), _HOLD_MAX_THREADS)
-        bounds = [len(self.vectors) * k // parts for k in range(parts + 1)]
 
-        def part(k: int) -> None:
-            lo, hi = bounds[k], bounds[k + 1]
-            np.einsum("ij,j->i", self.vectors[lo:hi], query, out=out[lo:hi])
+        def part(pieces: list[tuple[int, int]]) -> None:
+            for lo, hi in pieces:
+                np.einsum("ij,j->i", self.vectors[lo:hi], query, out=out[lo:hi])
 
-        pending = [_hold_pool().submit(part, k) for k in range(1, parts)]
-        part(0)
+        slices = _cut(runs, parts)
+        pending = [_hold_pool().submit(part, pieces) for pieces in slices[1:]]
+        part(slices[0])
         for future in pending:
             future.result()
         return out
 
     def nearest(self, similarities: np.ndarray, groups: Sequence[str],
                 limit: int) -> list[tuple[int, float]]:
-        """(offset, cosine) of the ``limit`` most similar rows ``groups`` may read, best first
-        (ties by offset)."""
+        """(row, cosine) of the ``limit`` most similar rows ``groups`` may read, best first
+        (ties by scan order)."""
         import numpy as np
 
-        readable = np.flatnonzero(self.readable(groups))
+        readable = self._view(groups)[1]
         if limit <= 0 or not len(readable):
             return []
         scores = similarities[readable]
@@ -1012,8 +1045,26 @@ class HeldVectors:
             top = np.argpartition(-scores, limit - 1)[:limit]
         else:
             top = np.arange(len(readable))
-        top = top[np.lexsort((readable[top], -scores[top]))]
+        top = top[np.lexsort((self.original[readable[top]], -scores[top]))]
         return [(int(readable[n]), float(scores[n])) for n in top]
+
+
+def _cut(runs: Sequence[tuple[int, int]], parts: int) -> list[list[tuple[int, int]]]:
+    """``runs`` ([start, end) row ranges) cut into ``parts`` lists of about as many rows each."""
+    total = sum(hi - lo for lo, hi in runs)
+    out: list[list[tuple[int, int]]] = [[] for _ in range(max(1, parts))]
+    bounds = [total * k // len(out) for k in range(1, len(out) + 1)]
+    done, k = 0, 0
+    for lo, hi in runs:
+        while lo < hi:
+            take = min(hi - lo, bounds[k] - done)
+            if take > 0:
+                out[k].append((lo, lo + take))
+                lo += take
+                done += take
+            if done >= bounds[k] and k < len(out) - 1:
+                k += 1
+    return out
 
 
 def _index_names(dataset: Any) -> set[str]:

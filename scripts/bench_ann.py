@@ -163,7 +163,7 @@ def measure(store, embedder, questions: list[str], settings) -> dict[str, float]
             retrieve_configured(held, embedder, question, USER_GROUPS, settings)
         for vector in qvectors:
             exact = store.search_vector(vector, allowed, 10, exact=True)
-            mine = held.held.nearest(held.held.similarities(vector), allowed, 10)
+            mine = held.held.nearest(held.held.similarities(vector, allowed), allowed, 10)
             truth = {r["chunk_id"] for r in exact}
             held_recalls.append(len(truth & {held.held.chunk_ids[n] for n, _ in mine})
                                 / max(len(truth), 1))

@@ -125,10 +125,48 @@ def test_the_nearest_rows_are_exact_and_ordered(handbook_store: Path,
     assert np.abs(similarities - expected).max() < 1e-5
     found = held.nearest(similarities, ["public"], 7)
     readable = [n for n in range(len(held.chunk_ids)) if held.readable(["public"])[n]]
-    best = sorted(readable, key=lambda n: (-similarities[n], n))[:7]
+    best = sorted(readable, key=lambda n: (-similarities[n], held.original[n]))[:7]
     assert [n for n, _ in found] == best
     assert held.nearest(similarities, ["public"], 0) == []
     assert len(held.nearest(similarities, ["public"], 10_000)) == len(readable)
+
+
+def test_only_the_readable_runs_are_multiplied_and_they_are_exact(
+        handbook_store: Path, hash_embedder: HashEmbedder) -> None:
+    """Rows are held grouped by ACL: a group set's readable rows are a few runs, and the
+    product over those runs gives bitwise the cosines of the whole product (NaN for the rows it
+    may not read); the rows are the same rows, in scan order within a group."""
+    from ragcli.store import _cut
+
+    held = held_store(handbook_store).held
+    assert held is not None
+    assert sorted(held.original.tolist()) == list(range(len(held.chunk_ids)))
+    acls = held.columns.column("acl").to_pylist()
+    assert len({tuple(a) for a in acls}) > 1  # the handbook has restricted documents
+    # rows with one ACL are contiguous
+    seen: list[tuple[str, ...]] = []
+    for acl in map(tuple, acls):
+        if not seen or seen[-1] != acl:
+            assert acl not in seen
+            seen.append(acl)
+    vector = hash_embedder.embed([QUESTIONS[1]])[0]
+    everything = held.similarities(vector)
+    for groups in GROUPS:
+        allowed = effective_groups(groups)
+        mask = held.readable(allowed)
+        part = held.similarities(vector, allowed)
+        assert np.array_equal(part[mask], everything[mask])
+        assert np.isnan(part[~mask]).all()
+        runs = held._view(allowed)[2]
+        assert len(runs) <= len(seen)
+    for runs, parts in (([(0, 10)], 3), ([(0, 4), (7, 9), (20, 21)], 2), ([(5, 6)], 4),
+                        ([(0, 100_003)], 4)):
+        cut = _cut(runs, parts)
+        assert len(cut) == parts
+        rows = [r for pieces in cut for lo, hi in pieces for r in range(lo, hi)]
+        assert rows == [r for lo, hi in runs for r in range(lo, hi)]
+        sizes = [sum(hi - lo for lo, hi in pieces) for pieces in cut]
+        assert max(sizes) - min(sizes) <= 1
 
 
 def test_a_store_over_the_size_limit_is_not_held(handbook_store: Path,
@@ -180,10 +218,16 @@ def test_the_product_is_the_same_on_any_number_of_threads(handbook_store: Path,
     queries = [hash_embedder.embed([q])[0] for q in QUESTIONS]
     alone = [held.similarities(q) for q in queries]
     monkeypatch.setattr(store_module, "_HOLD_SPLIT_ROWS", 1)
+    real = held_store(handbook_store).held  # and the readable runs of a real ACL layout
+    assert real is not None
+    runs_alone = [real.similarities(q, ["public", "hr"]) for q in queries]
     for threads in (2, 3, 4):
         monkeypatch.setattr(store_module, "_HOLD_THREADS", threads)
         for query, expected in zip(queries, alone, strict=True):
             assert np.array_equal(held.similarities(query), expected)
+        for query, expected in zip(queries, runs_alone, strict=True):
+            assert np.array_equal(real.similarities(query, ["public", "hr"]), expected,
+                                  equal_nan=True)
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "vector", "fts"])
