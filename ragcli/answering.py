@@ -399,8 +399,8 @@ class Answerer:
                 if checkpoint is not None:
                     checkpoint()  # the exact prompt is on disk before the model runs
 
-            def scorer(spans: Sequence[str]) -> list[float]:
-                scores = generator.score_continuations(messages, spans, on_prompt)[1]
+            def scorer(spans: Sequence[str], bonus: Sequence[float]) -> list[float | None]:
+                scores = generator.score_continuations(messages, spans, on_prompt, bonus=bonus)[1]
                 used = record.setdefault("usage", {}).setdefault(
                     ROUTE_SMALL, {"prompt_tokens": 0, "completion_tokens": 0, "source": "counted"})
                 used["prompt_tokens"] += int(getattr(generator, "scored_tokens", 0))

@@ -74,7 +74,9 @@ class Generator(Protocol):
 
     def score_continuations(self, messages: Sequence[tuple[str, str]],
                             continuations: Sequence[str],
-                            on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]: ...
+                            on_prompt: Callable[[str], None] | None = None, *,
+                            bonus: Sequence[float] | None = None,
+                            ) -> tuple[str, list[float | None]]: ...
 
 
 class Streamed:
@@ -372,11 +374,21 @@ class LlamaCppGenerator:
     @_exclusive
     def score_continuations(self, messages: Sequence[tuple[str, str]],
                             continuations: Sequence[str],
-                            on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]:
+                            on_prompt: Callable[[str], None] | None = None, *,
+                            bonus: Sequence[float] | None = None,
+                            ) -> tuple[str, list[float | None]]:
         """The rendered prompt, and log P(continuation, then end of turn | prompt) for each
         continuation, summed over its tokens. The prompt is evaluated once; each continuation
         re-uses its cached keys and values. ``on_prompt`` gets the rendered prompt before the
-        model runs. Raises PromptTooLong past ``SCORE_CONTEXT_TOKENS``."""
+        model runs. Raises PromptTooLong past ``SCORE_CONTEXT_TOKENS``.
+
+        ``bonus`` (one number per continuation): only the best ``score + bonus`` is wanted. A
+        continuation's score is a sum of log-probabilities, none above 0, so it is at most the
+        log-probability of its first token, which the prompt's last logits already give: the
+        continuations are evaluated best bound first, and once no bound left reaches the best
+        ``score + bonus`` found, the rest are not evaluated (None). The best is the one scoring
+        them all would find, with the same score: each is computed the same way either way
+        (tested bitwise). On the handbook questions, 4x fewer continuation tokens."""
         import numpy as np
         from llama_cpp import llama_set_n_threads
 
@@ -392,9 +404,15 @@ class LlamaCppGenerator:
         if len(prefix) + longest > SCORE_CONTEXT_TOKENS:
             raise PromptTooLong(f"span prompt of {len(prefix) + longest} tokens is over "
                                 f"{SCORE_CONTEXT_TOKENS}")
-        # keep the cached keys and values of the part of the prompt the last call shared (the
-        # instruction and worked examples): only the rest is evaluated; at least one token is,
-        # for its logits
+        if bonus is not None and len(bonus) != len(encoded):
+            raise ValueError("one bonus per continuation")
+        # keep the cached keys and values of the instruction and worked examples (``shared``):
+        # the rest is evaluated, always from there and as one call. Never from further on, even
+        # when the last call's prompt went on the same way (the same question again, a quote
+        # beginning with the same words): llama.cpp computes a batch of one token by another
+        # kernel than a longer one, and the scores moved by up to 0.7 (log-probability) when
+        # only the last token was evaluated again, so a question asked twice in one process,
+        # or replayed there, could choose another span than in a new process
         cached = llama.input_ids[:llama.n_tokens].tolist()
         common = 0
         while common < min(len(cached), len(prefix) - 1) and cached[common] == prefix[common]:
@@ -404,9 +422,17 @@ class LlamaCppGenerator:
         shared = self._shared_tokens(messages, prefix)
         if common < shared:  # a new process, or another instruction: the cache on disk
             common = self._restore_or_save(llama, prefix[:shared])
+        common = min(common, shared)
         llama.n_tokens = common
         llama.eval(prefix[common:])
         base = llama.n_tokens
+
+        def log_norms(logits: Any) -> Any:  # log of each row's softmax denominator
+            top = logits.max(axis=1, keepdims=True)
+            return np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+
+        first = np.array(llama.scores[base - 1:base], dtype=np.float64)  # the prompt's last
+        first_norm = log_norms(first)[0]
         # the spans of a sentence nest ("16", "16 weeks", "16 weeks of"): a continuation whose
         # tokens begin a longer one is scored from the longer one's logits (a causal model's
         # logits at a position see only the tokens before it), so each longest one is evaluated
@@ -419,18 +445,34 @@ class LlamaCppGenerator:
             after = bodies[order[j + 1]] if j + 1 < len(order) else None
             host[order[j]] = host[order[j + 1]] if after is not None and \
                 after[:len(body)] == body else order[j]
-        rows: dict[int, Any] = {}
-        for i in sorted(set(host.values())):  # with the end of turn: a batch of 2+ tokens, as
-            llama.n_tokens = base             # when each continuation was evaluated on its own
-            llama.eval(encoded[i])
-            rows[i] = np.array(llama.scores[base - 1:base + len(bodies[i])], dtype=np.float64)
-        self.scored_tokens = len(prefix) + sum(len(encoded[i]) for i in rows)
-        out = []
-        for i, tokens in enumerate(encoded):
-            logits = rows[host[i]][:len(tokens)]
-            top = logits.max(axis=1, keepdims=True)
-            norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
-            out.append(float((logits[np.arange(len(tokens)), tokens] - norm).sum()))
+        members: dict[int, list[int]] = {}
+        for i in range(len(encoded)):
+            members.setdefault(host[i], []).append(i)
+        hosts = sorted(members)
+        bound: dict[int, float] = {}
+        if bonus is not None:
+            bound = {h: max(float(first[0, encoded[i][0]] - first_norm) + bonus[i]
+                            for i in members[h]) for h in hosts}
+            hosts.sort(key=lambda h: (-bound[h], h))
+        out: list[float | None] = [None] * len(encoded)
+        best = -np.inf
+        evaluated = 0
+        for h in hosts:  # with the end of turn: a batch of 2+ tokens, as when each
+            if bonus is not None and bound[h] < best:  # continuation was evaluated on its own
+                break  # (hosts are in bound order: no one left can reach the best)
+            llama.n_tokens = base
+            llama.eval(encoded[h])
+            evaluated += len(encoded[h])
+            rows = np.array(llama.scores[base - 1:base + len(bodies[h])], dtype=np.float64)
+            norms = log_norms(rows)
+            norms[0] = first_norm  # the same number the bound used
+            for i in members[h]:
+                tokens = encoded[i]
+                score = float((rows[np.arange(len(tokens)), tokens] - norms[:len(tokens)]).sum())
+                out[i] = score
+                if bonus is not None:
+                    best = max(best, score + bonus[i])
+        self.scored_tokens = len(prefix) + evaluated
         llama.n_tokens = base
         return prompt, out
 

@@ -85,7 +85,9 @@ class Choice:
     scored: tuple[tuple[str, float], ...] = ()  # the best candidates and their scores
 
 
-SpanScorer = Callable[[Sequence[str]], list[float]]
+# (spans, bonus per span) -> each span's log-likelihood, or None for a span whose likelihood
+# plus bonus cannot be the best (Generator.score_continuations)
+SpanScorer = Callable[[Sequence[str], Sequence[float]], list[float | None]]
 """continuations -> the model's log-likelihood of each as the answer, end of turn included."""
 
 
@@ -117,9 +119,10 @@ def choose_span(question: str, quote: str, scorer: SpanScorer | None = None) -> 
     if not spans:
         return None
     rule_score = {s.text: s.score for s in ruled}
-    likelihoods = scorer([s.text for s in spans])
-    total = [lp + RULE_WEIGHT * rule_score.get(s.text, -0.5) + LENGTH_WEIGHT * len(s.text.split())
-             for s, lp in zip(spans, likelihoods, strict=True)]
-    order = sorted(range(len(spans)), key=lambda i: (-total[i], spans[i].start))
+    bonus = [RULE_WEIGHT * rule_score.get(s.text, -0.5) + LENGTH_WEIGHT * len(s.text.split())
+             for s in spans]
+    likelihoods = scorer([s.text for s in spans], bonus)
+    total = {i: lp + bonus[i] for i, lp in enumerate(likelihoods) if lp is not None}
+    order = sorted(total, key=lambda i: (-total[i], spans[i].start))
     return Choice(spans[order[0]], "model",
                   tuple((spans[i].text, round(total[i], 4)) for i in order[:5]))

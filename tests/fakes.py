@@ -83,7 +83,9 @@ class EchoGenerator:
 
     def score_continuations(self, messages: Sequence[tuple[str, str]],
                             continuations: Sequence[str],
-                            on_prompt: Callable[[str], None] | None = None) -> tuple[str, list[float]]:
+                            on_prompt: Callable[[str], None] | None = None, *,
+                            bonus: Sequence[float] | None = None,
+                            ) -> tuple[str, list[float | None]]:
         prompt = self.render(messages)
         if on_prompt is not None:
             on_prompt(prompt)

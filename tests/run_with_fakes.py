@@ -25,7 +25,7 @@ if os.environ.get("FAKE_GENERATOR") == "hang":
         def generate(self, prompt, **kwargs):  # type: ignore[no-untyped-def]
             time.sleep(3600)
 
-        def score_continuations(self, messages, continuations, on_prompt=None):  # type: ignore[no-untyped-def]
+        def score_continuations(self, messages, continuations, on_prompt=None, **kwargs):  # type: ignore[no-untyped-def]
             if on_prompt is not None:
                 on_prompt(self.render(messages))
             time.sleep(3600)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -294,6 +295,9 @@ def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
     other = span_messages("Who approves 450 EUR?", "Requests up to 500 EUR need the team lead.")
     one = LlamaCppGenerator(None, threads=1, batch_threads=1)
     _, cold = one.score_continuations(messages, spans)
+    # the same question again at once: the prompt is evaluated from the same place, not from
+    # its last token (a one-token batch is computed by another kernel: the scores moved)
+    assert one.score_continuations(messages, spans)[1] == cold
     one.score_continuations(other, ["team lead"])  # the cache now holds another question
     _, warm = one.score_continuations(messages, spans)
     assert one.score_threads == 1
@@ -333,6 +337,9 @@ def test_nested_spans_scored_from_the_longest_equal_spans_scored_alone(
     spans = [s.text for s in all_spans(question, sentence)]
     one = LlamaCppGenerator(None, threads=1, batch_threads=1)
     _, together = one.score_continuations(span_messages(question, sentence), spans)
+    # asked again at once, the prompt is evaluated again from the end of the worked examples,
+    # as in a new process: the same scores (from its last token alone they moved by up to 0.7)
+    assert one.score_continuations(span_messages(question, sentence), spans)[1] == together
     llama = one._scorer  # the prompt is cached: score each span alone after it
     base, alone = llama.n_tokens, []
     for span in spans:
@@ -346,6 +353,50 @@ def test_nested_spans_scored_from_the_longest_equal_spans_scored_alone(
     assert len(spans) > 20
     assert np.allclose(together, alone, atol=1e-4, rtol=0)
     assert int(np.argmax(together)) == int(np.argmax(alone))
+
+
+class Recorded:
+    """A span scorer for choose_span: the generator's bounded scores (kept), or given ones."""
+
+    def __init__(self, generator: Any, messages: Any, given: list[float | None] | None = None):
+        self.generator, self.messages, self.scores = generator, messages, given or []
+
+    def __call__(self, texts: Any, bonus: Any) -> list[float | None]:
+        if self.generator is not None:
+            self.scores = self.generator.score_continuations(self.messages, texts, bonus=bonus)[1]
+        return list(self.scores)
+
+
+def test_bounded_span_scoring_finds_the_best_span_scoring_all_would(
+        generator: LlamaCppGenerator) -> None:
+    """With a bonus per span (mode auto's rule and length terms), spans whose first token's
+    log-probability plus bonus cannot reach the best are not evaluated: the ones evaluated get
+    bitwise the scores scoring every span gives, and the chosen span is the same."""
+    from ragcli.reading import choose_span, span_messages
+    from ragcli.spans import all_spans
+
+    cases = [("Who approves expense requests of 450 EUR?",
+              "Requests up to 500 EUR need the approval of the team lead, above that the director."),
+             ("How many weeks of paid parental leave do non-birthing parents get?",
+              "Non-birthing parents receive 16 weeks of fully paid leave, taken within a year."),
+             ("What port does the local API listen on?",
+              "The local API listens on port 8421 and the admin console on port 9000 by default.")]
+    one = LlamaCppGenerator(None, threads=1, batch_threads=1)
+    skipped = 0
+    for question, sentence in cases:
+        messages = span_messages(question, sentence)
+        spans = [s.text for s in all_spans(question, sentence)]
+        full = one.score_continuations(messages, spans)[1]
+        assert None not in full
+        calls = Recorded(one, messages)
+        chosen = choose_span(question, sentence, calls)
+        everything = choose_span(question, sentence, Recorded(None, messages, full))
+        assert chosen is not None and everything is not None
+        assert chosen.span == everything.span and chosen.scored[0] == everything.scored[0]
+        scores = calls.scores
+        assert all(b is None or b == f for b, f in zip(scores, full, strict=True))
+        skipped += scores.count(None)
+    assert skipped > 0  # the bound does cut work on these
 
 
 def test_auto_mode_shows_a_span_of_its_quote_found_at_its_offsets(store: Path, tmp_path: Path) -> None:

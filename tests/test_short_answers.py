@@ -58,7 +58,7 @@ def test_a_date_question_gets_the_year_and_a_name_question_a_name() -> None:
 def test_a_model_chosen_span_is_always_a_substring_of_the_quote() -> None:
     sentence = "The bridge was designed by Maria Lopez in 1928 and completed in 1932."
     choice = choose_span("When was the bridge completed?", sentence,
-                         lambda spans: [float(len(s)) for s in spans])  # prefers the longest
+                         lambda spans, bonus: [float(len(s)) for s in spans])  # prefers the longest
     assert choice is not None and choice.method == "model"
     assert choice.span.text in sentence and sentence[choice.span.start:choice.span.end] == choice.span.text
 
