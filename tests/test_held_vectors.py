@@ -141,7 +141,8 @@ def test_only_the_readable_runs_are_multiplied_and_they_are_exact(
     held = held_store(handbook_store).held
     assert held is not None
     assert sorted(held.original.tolist()) == list(range(len(held.chunk_ids)))
-    acls = held.columns.column("acl").to_pylist()
+    scanned = held.columns.column("acl").to_pylist()  # the hit columns stay in scan order
+    acls = [scanned[n] for n in held.original.tolist()]  # the rows as held
     assert len({tuple(a) for a in acls}) > 1  # the handbook has restricted documents
     # rows with one ACL are contiguous
     seen: list[tuple[str, ...]] = []
