@@ -1056,8 +1056,12 @@ class HeldVectors:
         if limit <= 0 or not len(readable):
             return []
         scores = similarities[readable]
-        if len(readable) > limit:
-            top = np.argpartition(-scores, limit - 1)[:limit]
+        if len(readable) > limit:  # the best, and of rows tied at the cut the first scanned
+            cut = -np.partition(-scores, limit - 1)[limit - 1]
+            above = np.flatnonzero(scores > cut)
+            tied = np.flatnonzero(scores == cut)
+            tied = tied[np.argsort(self.original[readable[tied]], kind="stable")]
+            top = np.concatenate([above, tied[:limit - len(above)]])
         else:
             top = np.arange(len(readable))
         top = top[np.lexsort((self.original[readable[top]], -scores[top]))]

@@ -170,6 +170,21 @@ def test_only_the_readable_runs_are_multiplied_and_they_are_exact(
         assert max(sizes) - min(sizes) <= 1
 
 
+def test_ties_at_the_cut_go_to_the_first_scanned_rows(handbook_store: Path) -> None:
+    """Equal cosines (the same text in two documents has the same vector) at the cut of the
+    candidate list: the rows scanned first, whatever the held layout."""
+    held = held_store(handbook_store).held
+    assert held is not None
+    allowed = effective_groups(["hr"])
+    readable = np.flatnonzero(held.readable(allowed))
+    similarities = np.zeros(len(held.chunk_ids), dtype=np.float32)  # every row tied
+    best = readable[np.argmax(held.original[readable])]  # the last scanned, but the best
+    similarities[best] = 1.0
+    found = [n for n, _ in held.nearest(similarities, allowed, 5)]
+    first = sorted(readable.tolist(), key=lambda n: held.original[n])
+    assert found == [best, *[n for n in first if n != best][:4]]
+
+
 def test_a_store_over_the_size_limit_is_not_held(handbook_store: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from ragcli import store as store_module
