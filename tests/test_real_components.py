@@ -355,6 +355,26 @@ def test_nested_spans_scored_from_the_longest_equal_spans_scored_alone(
     assert int(np.argmax(together)) == int(np.argmax(alone))
 
 
+def test_the_span_prompt_needs_only_its_last_logits(generator: LlamaCppGenerator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The span prompt is evaluated computing only its last position's logits (the output layer
+    is a fifth of the work per token): the scores are those of computing every position's (equal
+    here, bitwise; within 1e-3 wherever llama.cpp picks another kernel for one row)."""
+    from ragcli import generation
+    from ragcli.reading import span_messages
+    from ragcli.spans import all_spans
+
+    question = "Who approves expense requests of 450 EUR?"
+    sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
+    spans = [s.text for s in all_spans(question, sentence)]
+    one = LlamaCppGenerator(None, threads=1, batch_threads=1)
+    last_only = one.score_continuations(span_messages(question, sentence), spans)[1]
+    monkeypatch.setattr(generation, "_eval_last_logits", lambda llama, tokens: llama.eval(tokens))
+    every = one.score_continuations(span_messages(question, sentence), spans)[1]
+    assert np.allclose(np.array(last_only, dtype=float), np.array(every, dtype=float), atol=1e-3,
+                       rtol=0)
+
+
 class Recorded:
     """A span scorer for choose_span: the generator's bounded scores (kept), or given ones."""
 
