@@ -778,11 +778,10 @@ class Store:
         whose searches say what is wrong with it (chat and batches go on as before)."""
         if self.held is not None:
             return True
-        limit = HOLD_MAX_ROWS if max_rows is None else max_rows
         try:
             with self._reading():
                 reader = self._reader()
-                if reader is None or (not any_size and (limit <= 0 or reader.count_rows() > limit)):
+                if reader is None or (not any_size and not holds(reader.count_rows(), max_rows)):
                     return False
                 self.held = HeldVectors(reader, self.path, self._columns())
         except (StoreError, StoreMissingError):
@@ -902,6 +901,13 @@ class Store:
             raise StoreError(f"store {self.path} cannot be read: {first_line(exc)}",
                              hint="check it with 'ragcli status --verify'; repair it with "
                                   "'ragcli reindex --rebuild PATHS'") from None
+
+
+def holds(rows: int, max_rows: int | None = None) -> bool:
+    """Whether a warm process holds a local store of ``rows`` chunks in memory under the
+    ``hold_max_rows`` setting ``max_rows`` (None: ``HOLD_MAX_ROWS``; 0: never)."""
+    limit = HOLD_MAX_ROWS if max_rows is None else max_rows
+    return 0 < limit and rows <= limit
 
 
 _HOLD_MAX_THREADS = 4  # slices of the held product at once, at most (one per usable core)
