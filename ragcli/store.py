@@ -553,6 +553,12 @@ class Store:
         return int(reader.version if reader is not None else self.table().version)
 
     def count_chunks(self) -> int:
+        """The rows of the version read, through lance itself where reads go that way: opening
+        the lancedb table would send every later search of this Store through lancedb."""
+        reader = self._reader()
+        if reader is not None:
+            with self._reading():
+                return int(reader.count_rows())
         return int(self.table().count_rows())
 
     def scan(self, columns: Sequence[str]) -> list[dict[str, Any]]:

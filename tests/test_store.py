@@ -64,6 +64,8 @@ def test_reads_through_lance_give_what_lancedb_gives(store_path: Path,
             assert plain(through_lance.search_fts(question, groups, 20)) == \
                 plain(through_lancedb.search_fts(question, groups, 20))
     assert through_lance.version == through_lancedb.version
+    assert through_lance.count_chunks() == through_lancedb.count_chunks() > 0
+    assert through_lance._reader() is not None  # counting did not open the lancedb table
     pinned = through_lance.at_version(through_lance.version)
     assert plain(pinned.search_fts("parental leave", ["public"], 5)) == \
         plain(through_lancedb.search_fts("parental leave", ["public"], 5))
