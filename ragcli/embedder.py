@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -147,12 +149,17 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
             self.id += f"+{int8_kernel_class()}"
         self.cache_dir = cache_dir or model_cache()
         self.threads = 0  # onnxruntime intra-op threads; 0 = its default (every core)
+        self.recent_texts = RECENT_TEXTS  # vectors kept for texts met again (0: none, as
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # benchmarks of a fresh
+        self._recent_lock = threading.Lock()  # question's latency want)
 
     def with_threads(self, threads: int) -> OnnxMiniLMEmbedder:
         """The same embedder on ``threads`` onnxruntime threads (``eval --perturb threads``)."""
         other = copy.copy(self)
         other.__dict__.pop("_session", None)  # a session of its own, with its own thread pool
         other.threads = threads
+        other._recent = OrderedDict()  # vectors of its own (what a perturbation compares)
+        other._recent_lock = threading.Lock()
         return other
 
     @property
@@ -202,6 +209,37 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
         return tokenizer
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalised float32 row per text. Embedded one at a time (``batch_size`` 1,
+        the default), a text's vector does not depend on the others, so the vectors of the last
+        ``recent_texts`` texts are kept and handed out again, the same bytes: a warm process
+        (``chat``, ``ask --batch``) embeds the question once for retrieval and the sentence
+        choice, and the sentences of passages earlier questions also met once."""
+        import numpy as np
+
+        if self.batch_size != 1 or self.recent_texts <= 0:
+            return self._embed(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        with self._recent_lock:
+            missing = []
+            for i, text in enumerate(texts):
+                found = self._recent.get(text)
+                if found is None:
+                    missing.append(i)
+                else:
+                    self._recent.move_to_end(text)
+                    out[i] = found
+        if missing:
+            fresh = self._embed([texts[i] for i in missing])
+            out[missing] = fresh
+            with self._recent_lock:
+                for i, row in zip(missing, fresh, strict=True):
+                    self._recent[texts[i]] = row.copy()  # not a view keeping ``fresh``
+                    self._recent.move_to_end(texts[i])
+                while len(self._recent) > self.recent_texts:
+                    self._recent.popitem(last=False)
+        return out
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
         import numpy as np
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -214,6 +252,10 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
             out[rows] = self._session.run(None, {"input_ids": ids, "attention_mask": mask,
                                                  "token_type_ids": np.zeros_like(ids)})[0]
         return out
+
+
+RECENT_TEXTS = 4096
+"""How many texts' vectors an ONNX embedder keeps (``embed``): 1.5 KB each, 6 MB at most."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ def main() -> None:
     name, data = args.embedder, args.data
     train, test = load_split(data, "train"), load_split(data, "test")
     embedder = get_embedder(name)
+    embedder.recent_texts = 0  # type: ignore[attr-defined]  # each configuration embeds afresh
     print(f"embedder {name}: {embedder.id}")
     store_path = ROOT / ".ragcli" / "bench" / (data.name if name == "minilm" else f"{data.name}-{name}")
     start = time.perf_counter()

@@ -87,6 +87,32 @@ def test_default_embedder_matches_the_committed_fp32_reference() -> None:
     assert "+" not in embedder.id  # nothing CPU-specific in the id of a portable embedder
 
 
+def test_kept_vectors_are_the_bytes_a_fresh_embedder_computes() -> None:
+    """A warm process hands out the vector of a text it met before (``recent_texts``): the same
+    bytes as a new embedder computes for it, whatever else is in the call; at most
+    ``recent_texts`` kept, least recently used out first; none kept with 0; a copy on another
+    thread count keeps its own."""
+    texts = ["How many weeks of paid parental leave do non-birthing parents get?",
+             "Production networks are reachable only through the prod-bastion exit node.",
+             "short", "x" * 3000]
+    fresh = get_embedder(Settings().embedder)
+    expected = fresh.embed(texts)
+    warm = get_embedder(Settings().embedder)
+    warm.recent_texts = 3
+    warm.embed(texts[:2])
+    assert list(warm._recent) == texts[:2]
+    got = warm.embed([texts[1], texts[2], texts[1], texts[3]])  # kept, new, kept, new
+    assert np.array_equal(got, expected[[1, 2, 1, 3]])
+    assert list(warm._recent) == [texts[1], texts[2], texts[3]]  # texts[0] was the oldest
+    got[:] = 0  # the caller's array is its own
+    assert np.array_equal(warm.embed(texts[1:]), expected[1:])
+    other = warm.with_threads(1)
+    assert not other._recent and warm._recent
+    off = get_embedder(Settings().embedder)
+    off.recent_texts = 0
+    assert np.array_equal(off.embed(texts), expected) and not off._recent
+
+
 @pytest.mark.parametrize("name, floor", [("minilm-onnx", 0.99999), ("minilm-onnx-int8", 0.95)])
 def test_onnx_embedders_match_sentence_transformers_without_torch(
         embedder: MiniLMEmbedder, name: str, floor: float) -> None:
