@@ -149,9 +149,11 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
             self.id += f"+{int8_kernel_class()}"
         self.cache_dir = cache_dir or model_cache()
         self.threads = 0  # onnxruntime intra-op threads; 0 = its default (every core)
-        self.recent_texts = RECENT_TEXTS  # vectors kept for texts met again (0: none, as
-        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # benchmarks of a fresh
-        self._recent_lock = threading.Lock()  # question's latency want)
+        # the vectors of the texts met last, handed out again by ``embed`` (0 keeps none: what a
+        # benchmark of a fresh question's latency wants)
+        self.recent_texts = RECENT_TEXTS
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._recent_lock = threading.Lock()
 
     def with_threads(self, threads: int) -> OnnxMiniLMEmbedder:
         """The same embedder on ``threads`` onnxruntime threads (``eval --perturb threads``)."""
@@ -255,7 +257,7 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
 
 
 RECENT_TEXTS = 4096
-"""How many texts' vectors an ONNX embedder keeps (``embed``): 1.5 KB each, 6 MB at most."""
+"""How many texts' vectors an ONNX embedder keeps (``embed``): 1.5 KB each (6 MB), plus the texts."""
 
 
 @dataclass(frozen=True)
