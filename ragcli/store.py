@@ -965,8 +965,9 @@ class HeldVectors:
         # one copy, chunk by chunk into place (each fresh 150 MB costs ~0.5 s of page faults)
         column = table.column("vector")
         rows, dim = len(column), column.type.list_size
-        where = np.empty(rows, dtype=np.int64)
-        where[order] = np.arange(rows)  # scan offset -> held row
+        if not grouped:
+            where = np.empty(rows, dtype=np.int64)
+            where[order] = np.arange(rows)  # scan offset -> held row
         self.vectors = np.empty((rows, dim), dtype=np.float32)
         start = 0
         for chunk in column.chunks:
