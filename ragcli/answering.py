@@ -90,10 +90,11 @@ class Answerer:
         ``ask`` pays less than retrieval plus model start-up: the GGUF weights load here, on the
         calling thread (llama.cpp silences the process's stdout and stderr while it loads, which
         must not swallow an answer or an error printed meanwhile), and in mode ``auto`` the span
-        prompt's shared part (instruction and worked examples) is then evaluated into the
-        model's cache on a background thread. The generator's methods wait for that (a lock in
-        the generator), so nothing runs on the model concurrently, and nothing computed changes:
-        span scores are the same with that part cached or not (tests/test_real_components.py).
+        prompt's shared part (instruction and worked examples) is then put in the model's
+        cache on a background thread (read from the prompt cache, else evaluated). The
+        generator's methods wait for that (a lock in the generator), so nothing runs on the
+        model concurrently, and nothing computed changes: span scores are the same with that
+        part cached or not (tests/test_real_components.py).
         A failure while warming is raised again by the first real use, on the calling thread."""
         if self.settings.mode == "extractive" or self._warming is not None \
                 or self.settings.route == ROUTE_LARGE:
@@ -103,12 +104,13 @@ class Answerer:
         if load is None:  # a generator without a separate load step: nothing to get ahead of
             return
         load(scoring=self.settings.mode == "auto")
-        if self.settings.mode != "auto":
+        prepare = getattr(generator, "prepare_scoring", None)
+        if self.settings.mode != "auto" or prepare is None:
             return
 
         def warm() -> None:
             try:
-                generator.score_continuations(span_messages("Warm up?", "Warm up."), ["Warm"])
+                prepare(span_messages("Warm up?", "Warm up."))
             except Exception:  # noqa: BLE001, S110 - the real call fails the same way, in ask
                 pass
 

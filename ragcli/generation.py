@@ -79,21 +79,25 @@ class Generator(Protocol):
                             ) -> tuple[str, list[float | None]]: ...
 
 
-def _eval_last_logits(llama: Any, tokens: Sequence[int]) -> None:
-    """``llama.eval(tokens)`` on a context that keeps every position's logits, computing only
-    the last position's: the output layer over a 49 k vocabulary is about a fifth of the model's
-    work per token, and of a span prompt only its last logits are read. They land in
-    ``llama.scores`` where ``eval`` puts them."""
+def _eval_rows(llama: Any, tokens: Sequence[int], start: int) -> Any:
+    """Evaluate ``tokens`` after the context's ``n_tokens`` (as ``llama.eval``), computing the
+    logits of rows ``start`` onwards only (a row's logits are the same whichever others are
+    computed: tests/test_real_components.py); returns them as float64, one row per token from
+    ``start``. ``tokens`` fit one batch (``SCORE_CONTEXT_TOKENS`` is below ``n_batch``)."""
     import numpy as np
 
-    keep = llama._logits_all
-    llama._logits_all = False
-    try:
-        llama.eval(tokens)
-    finally:
-        llama._logits_all = keep
-    last = np.ctypeslib.as_array(llama._ctx.get_logits_ith(-1), shape=(llama._n_vocab,))
-    llama.scores[llama.n_tokens - 1, :] = last
+    n_past = llama.n_tokens
+    llama._ctx.kv_cache_seq_rm(-1, n_past, -1)
+    batch = llama._batch
+    batch.set_batch(batch=list(tokens), n_past=n_past, logits_all=False)
+    for row in range(len(tokens)):
+        batch.batch.logits[row] = row >= start
+    llama._ctx.decode(batch)
+    llama.input_ids[n_past:n_past + len(tokens)] = tokens
+    llama.n_tokens = n_past + len(tokens)
+    count = len(tokens) - start
+    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(count, llama._n_vocab))
+    return np.array(logits, dtype=np.float64)
 
 
 class Streamed:
@@ -395,9 +399,11 @@ class LlamaCppGenerator:
                             bonus: Sequence[float] | None = None,
                             ) -> tuple[str, list[float | None]]:
         """The rendered prompt, and log P(continuation, then end of turn | prompt) for each
-        continuation, summed over its tokens. The prompt is evaluated once; each continuation
-        re-uses its cached keys and values. ``on_prompt`` gets the rendered prompt before the
-        model runs. Raises PromptTooLong past ``SCORE_CONTEXT_TOKENS``.
+        continuation, summed over its tokens. The prompt is evaluated once, in one call with
+        one continuation; each other continuation re-uses the prompt's cached keys and values.
+        Every score is bitwise the one evaluating the prompt alone and then each continuation in
+        a call of its own gives (220 questions, 3,999 scores). ``on_prompt`` gets the rendered
+        prompt before the model runs. Raises PromptTooLong past ``SCORE_CONTEXT_TOKENS``.
 
         ``bonus`` (one number per continuation): only the best ``score + bonus`` is wanted. A
         continuation's score is a sum of log-probabilities, none above 0, so it is at most the
@@ -440,16 +446,6 @@ class LlamaCppGenerator:
         if common < shared:  # a new process, or another instruction: the cache on disk
             common = self._restore_or_save(llama, prefix[:shared])
         common = min(common, shared)
-        llama.n_tokens = common
-        _eval_last_logits(llama, prefix[common:])
-        base = llama.n_tokens
-
-        def log_norms(logits: Any) -> Any:  # log of each row's softmax denominator
-            top = logits.max(axis=1, keepdims=True)
-            return np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
-
-        first = np.array(llama.scores[base - 1:base], dtype=np.float64)  # the prompt's last
-        first_norm = log_norms(first)[0]
         # the spans of a sentence nest ("16", "16 weeks", "16 weeks of"): a continuation whose
         # tokens begin a longer one is scored from the longer one's logits (a causal model's
         # logits at a position see only the tokens before it), so each longest one is evaluated
@@ -466,6 +462,24 @@ class LlamaCppGenerator:
         for i in range(len(encoded)):
             members.setdefault(host[i], []).append(i)
         hosts = sorted(members)
+        # the prompt and one continuation in one call (the one with the best bonus, which is
+        # usually the first evaluated anyway): its rows cost a third of what a call of their own
+        # does. Logits only for the rows read: the prompt's last and the continuation's
+        tail = list(prefix[common:])
+        merged = max(hosts, key=lambda h: (max(bonus[i] for i in members[h]), -h)) \
+            if hosts and bonus is not None else (hosts[0] if hosts else None)
+        with_first = list(bodies[merged]) if merged is not None else []
+        llama.n_tokens = common
+        rows = _eval_rows(llama, tail + with_first, len(tail) - 1)
+        llama.n_tokens = base = common + len(tail)
+
+        def log_norms(logits: Any) -> Any:  # log of each row's softmax denominator
+            top = logits.max(axis=1, keepdims=True)
+            return np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+
+        first = rows[:1]  # the prompt's last logits, also where llama.eval would put them
+        llama.scores[base - 1, :] = first[0]
+        first_norm = log_norms(first)[0]
         bound: dict[int, float] = {}
         if bonus is not None:
             bound = {h: max(float(first[0, encoded[i][0]] - first_norm) + bonus[i]
@@ -473,25 +487,52 @@ class LlamaCppGenerator:
             hosts.sort(key=lambda h: (-bound[h], h))
         out: list[float | None] = [None] * len(encoded)
         best = -np.inf
-        evaluated = 0
-        for h in hosts:  # with the end of turn: a batch of 2+ tokens, as when each
-            if bonus is not None and bound[h] < best:  # continuation was evaluated on its own
-                break  # (hosts are in bound order: no one left can reach the best)
-            llama.n_tokens = base
-            llama.eval(encoded[h])
-            evaluated += len(encoded[h])
-            rows = np.array(llama.scores[base - 1:base + len(bodies[h])], dtype=np.float64)
-            norms = log_norms(rows)
+
+        def score(h: int, rows: Any) -> None:  # rows: the prompt's last, then the body's
+            nonlocal best
+            norms = log_norms(rows[:len(bodies[h]) + 1])
             norms[0] = first_norm  # the same number the bound used
             for i in members[h]:
                 tokens = encoded[i]
-                score = float((rows[np.arange(len(tokens)), tokens] - norms[:len(tokens)]).sum())
-                out[i] = score
+                value = float((rows[np.arange(len(tokens)), tokens] - norms[:len(tokens)]).sum())
+                out[i] = value
                 if bonus is not None:
-                    best = max(best, score + bonus[i])
+                    best = max(best, value + bonus[i])
+
+        if merged is not None:
+            score(merged, rows)
+        evaluated = len(with_first)
+        for h in hosts:
+            if h == merged:
+                continue
+            if bonus is not None and bound[h] < best:
+                break  # (hosts are in bound order: no one left can reach the best)
+            # a call of 2+ tokens (llama.cpp computes a batch of one token by another kernel):
+            # the end of turn only after a one-token continuation (the logits after it are
+            # never read); none for an empty one, whose one row is the prompt's last
+            tokens = list(bodies[h]) + ([llama.token_eos()] if len(bodies[h]) == 1 else [])
+            llama.n_tokens = base
+            score(h, np.concatenate([first, _eval_rows(llama, tokens, 0)]) if tokens else first)
+            evaluated += len(tokens)
         self.scored_tokens = len(prefix) + evaluated
         llama.n_tokens = base
         return prompt, out
+
+    @_exclusive
+    def prepare_scoring(self, messages: Sequence[tuple[str, str]]) -> None:
+        """Put the shared beginning of span prompts like ``messages`` (the instruction and worked
+        examples) in the scoring context, as ``score_continuations`` does first: read from the
+        prompt cache, else computed and saved there. Nothing else is evaluated (a warm-up
+        question's own tokens cost 0.12 s of a core)."""
+        from llama_cpp import llama_set_n_threads
+
+        llama = self._scorer
+        threads = self.scoring_threads()
+        llama_set_n_threads(llama._ctx.ctx, threads, threads)
+        prefix = llama.tokenize(self.render(messages).encode("utf-8"), add_bos=True, special=True)
+        shared = self._shared_tokens(messages, prefix)
+        if llama.input_ids[:min(llama.n_tokens, shared)].tolist() != list(prefix[:shared]):
+            self._restore_or_save(llama, prefix[:shared])
 
     def _shared_tokens(self, messages: Sequence[tuple[str, str]], prefix: Sequence[int]) -> int:
         """How many of ``prefix``'s tokens are the same whatever the last message says (the

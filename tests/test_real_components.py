@@ -352,23 +352,29 @@ def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
 
 def test_nested_spans_scored_from_the_longest_equal_spans_scored_alone(
         generator: LlamaCppGenerator) -> None:
-    """score_continuations evaluates only the longest of nested spans and reads the shorter ones'
-    scores from its logits; evaluating every span on its own after the same prompt gives the same
-    numbers (a causal model's logits at a position see only the tokens before it)."""
+    """score_continuations evaluates the prompt in one call with one span, then only the longest
+    of nested spans, and reads the shorter ones' scores from its logits; evaluating the prompt
+    on its own and then every span on its own gives bitwise the same numbers (a causal model's
+    logits at a position see only the tokens before it, and llama.cpp computes each row of a
+    batch of two or more tokens the same way whichever other rows are in it)."""
     from ragcli.reading import span_messages
     from ragcli.spans import all_spans
 
     sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
     question = "Who approves expense requests of 450 EUR?"
     spans = [s.text for s in all_spans(question, sentence)]
+    messages = span_messages(question, sentence)
     one = LlamaCppGenerator(None, threads=1, batch_threads=1)
-    _, together = one.score_continuations(span_messages(question, sentence), spans)
+    _, together = one.score_continuations(messages, spans)
     # asked again at once, the prompt is evaluated again from the end of the worked examples,
     # as in a new process: the same scores (from its last token alone they moved by up to 0.7)
-    assert one.score_continuations(span_messages(question, sentence), spans)[1] == together
-    llama = one._scorer  # the prompt is cached: score each span alone after it
+    assert one.score_continuations(messages, spans)[1] == together
+    llama = one._scorer
+    prefix = llama.tokenize(one.render(messages).encode(), add_bos=True, special=True)
+    llama.n_tokens = one._shared_tokens(messages, prefix)  # the worked examples stay cached
+    llama.eval(prefix[llama.n_tokens:])  # the prompt alone, every row's logits
     base, alone = llama.n_tokens, []
-    for span in spans:
+    for span in spans:  # then each span alone after it
         tokens = llama.tokenize(span.encode(), add_bos=False, special=False) + [llama.token_eos()]
         llama.n_tokens = base
         llama.eval(tokens)
@@ -377,15 +383,14 @@ def test_nested_spans_scored_from_the_longest_equal_spans_scored_alone(
         norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
         alone.append(float((logits[np.arange(len(tokens)), tokens] - norm).sum()))
     assert len(spans) > 20
-    assert np.allclose(together, alone, atol=1e-4, rtol=0)
-    assert int(np.argmax(together)) == int(np.argmax(alone))
+    assert together == alone
 
 
-def test_the_span_prompt_needs_only_its_last_logits(generator: LlamaCppGenerator,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """The span prompt is evaluated computing only its last position's logits (the output layer
-    is a fifth of the work per token): the scores are those of computing every position's (equal
-    here, bitwise; within 1e-3 wherever llama.cpp picks another kernel for one row)."""
+def test_the_span_prompt_needs_only_the_logits_it_reads(generator: LlamaCppGenerator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A span prompt is evaluated computing only the logits of the rows read (the prompt's last
+    and the continuation's in the same call; the output layer is a fifth of the work per token):
+    the scores are those of computing every row's."""
     from ragcli import generation
     from ragcli.reading import span_messages
     from ragcli.spans import all_spans
@@ -394,11 +399,12 @@ def test_the_span_prompt_needs_only_its_last_logits(generator: LlamaCppGenerator
     sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
     spans = [s.text for s in all_spans(question, sentence)]
     one = LlamaCppGenerator(None, threads=1, batch_threads=1)
-    last_only = one.score_continuations(span_messages(question, sentence), spans)[1]
-    monkeypatch.setattr(generation, "_eval_last_logits", lambda llama, tokens: llama.eval(tokens))
+    read_only = one.score_continuations(span_messages(question, sentence), spans)[1]
+    rows = generation._eval_rows
+    monkeypatch.setattr(generation, "_eval_rows",
+                        lambda llama, tokens, start: rows(llama, tokens, 0)[start:])
     every = one.score_continuations(span_messages(question, sentence), spans)[1]
-    assert np.allclose(np.array(last_only, dtype=float), np.array(every, dtype=float), atol=1e-3,
-                       rtol=0)
+    assert read_only == every
 
 
 class Recorded:
