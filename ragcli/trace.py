@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -163,6 +164,9 @@ def read_trace(data: dict[str, Any]) -> Trace:
         data = {**data, "format": 1}
     return cast(Trace, data)
 
+BUSY_TIMEOUT_S = 30
+"""How long a write to the audit log waits for another writer."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS traces (
     request_id TEXT PRIMARY KEY,
@@ -184,12 +188,24 @@ class AuditLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             fresh = not self.path.exists()
-            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             if fresh:
                 os.chmod(self.path, 0o600)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=FULL")
-            connection.executescript(_SCHEMA)
+            # a new log being set up by several writers at once (concurrent asks, the workers
+            # of ask --batch): SQLite answers "database is locked" at once, without waiting,
+            # to one that changes the journal mode or upgrades its lock meanwhile; try again
+            deadline = time.monotonic() + BUSY_TIMEOUT_S
+            while True:
+                try:
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=FULL")
+                    connection.executescript(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        connection.close()
+                        raise
+                    time.sleep(0.01)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open audit log {self.path}: {exc}") from None
         return connection
