@@ -285,6 +285,8 @@ class Store:
         self._table: Any = None
         self._dataset: Any = None  # the table read through lance itself (local stores)
         self._opening = threading.Lock()  # the two search legs may open it at once
+        self._pinning = threading.Lock()  # pin_version, one thread at a time
+        self._tagger: Any = None  # a lance handle pin_version tags through (local stores)
         self._dataset_version: int | None = None  # a pinned view (at_version), local
         self.held: HeldVectors | None = None  # the vector leg in memory (hold_vectors)
 
@@ -376,7 +378,7 @@ class Store:
         elif exists:
             db.drop_table(TABLE)
         self._table = None
-        self._dataset = self.held = None  # what was read before the reset is gone
+        self._dataset = self.held = self._tagger = None  # what was read before the reset is gone
         entry = {"at": datetime.now(UTC).isoformat(), "reason": reason,
                  "kind": "in-place" if in_place or not exists else "new-table",
                  "embedder_before": self.manifest.embedder, "embedder_after": embedder_id,
@@ -708,15 +710,26 @@ class Store:
                 "needs_retraining": indexed + unindexed > retrain_at}
 
     def pin_version(self, version: int) -> None:
-        """Tag ``version`` so that cleanup keeps it while an audit record points at it."""
-        table = self._reader() or self.table()
-        name = f"{PIN_PREFIX}{version}"
-        try:
-            if name not in table.tags.list():
-                table.tags.create(name, version)
-        except (ValueError, RuntimeError, OSError) as exc:
-            if "exist" not in str(exc).lower():  # a concurrent ask pinned it first: fine
-                raise StoreError(f"cannot pin store version {version}: {exc}") from None
+        """Tag ``version`` so that cleanup keeps it while an audit record points at it. Safe
+        beside searches on other threads (ask --batch's workers share a Store): a local store
+        is tagged through a lance handle of its own, one thread at a time, because lance
+        refuses to tag through a handle a search is using ("Already borrowed")."""
+        with self._pinning:
+            if self._reader_possible():
+                if self._tagger is None:
+                    self._reader()  # opened, and checked, as reads open it
+                    uri = Path(self.path) / "lancedb" / f"{TABLE}.lance"
+                    self._tagger = import_lance().dataset(str(uri))
+                table = self._tagger
+            else:
+                table = self.table()
+            name = f"{PIN_PREFIX}{version}"
+            try:
+                if name not in table.tags.list():
+                    table.tags.create(name, version)
+            except (ValueError, RuntimeError, OSError) as exc:
+                if "exist" not in str(exc).lower():  # a concurrent ask pinned it first: fine
+                    raise StoreError(f"cannot pin store version {version}: {exc}") from None
 
     def last_run(self) -> dict[str, Any] | None:
         try:
