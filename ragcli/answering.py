@@ -64,6 +64,8 @@ class Answerer:
     embedder: Embedder
     generator_factory: Callable[[], Generator]
     large_factory: Callable[[], Generator] | None = None  # None: the server ``large_url`` names
+    cpu_time: Callable[[], float] = time.process_time  # what ``cost.cpu_s`` counts (ask --batch's
+    # workers: time.thread_time, their own thread's, not the process's, which others share)
     _generator: Generator | None = field(default=None, init=False)
     _large: Generator | None = field(default=None, init=False, repr=False)
     _warming: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -119,7 +121,8 @@ class Answerer:
 
     def with_settings(self, settings: Settings) -> Answerer:
         """The same embedder and (loaded) generator under other settings (chat's /mode)."""
-        other = Answerer(settings, self.embedder, self.generator_factory, self.large_factory)
+        other = Answerer(settings, self.embedder, self.generator_factory, self.large_factory,
+                         self.cpu_time)
         other._generator = self._generator
         other._large = self._large if settings.large_url == self.settings.large_url else None
         return other
@@ -132,7 +135,7 @@ class Answerer:
         chat catches, completes it as interrupted). ``store``: an open store to re-use."""
         request_id = new_id()
         started = time.perf_counter()
-        cpu = time.process_time()
+        cpu = self.cpu_time()
         record = self._base_record(request_id, question, user, groups)
         audit = AuditLog(self.settings.audit)
 
@@ -147,19 +150,19 @@ class Answerer:
             record.update(status=INTERRUPTED, error={"type": "KeyboardInterrupt",
                                                      "message": "stopped by the user"})
             record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
-            record["cost"] = self.cost(record, time.process_time() - cpu)
+            record["cost"] = self.cost(record, self.cpu_time() - cpu)
             audit.complete(kept(record))
             raise
         except Exception as exc:
             code = int(exc.exit_code) if isinstance(exc, RagError) else 1
             record["error"] = {"type": type(exc).__name__, "message": str(exc), "exit_code": code}
             record["timings_ms"] = {"total": (time.perf_counter() - started) * 1000}
-            record["cost"] = self.cost(record, time.process_time() - cpu)
+            record["cost"] = self.cost(record, self.cpu_time() - cpu)
             audit.complete(kept(record))
             raise
         answer.timings_ms["total"] = (time.perf_counter() - started) * 1000
         record["timings_ms"] = dict(answer.timings_ms)
-        record["cost"] = self.cost(record, time.process_time() - cpu)
+        record["cost"] = self.cost(record, self.cpu_time() - cpu)
         final = kept(record)
         audit.complete(final)
         return replace(answer, cost=record["cost"], trace=read_trace(final))

@@ -223,6 +223,10 @@ CASES = [
          "not both", files={"q.jsonl": "\"why?\"\n"}),
     Case("ask-batch-file-missing", ["ask", "--batch", "{w}/none.jsonl"], ExitCode.INPUT,
          "--batch"),
+    Case("ask-workers-without-batch", ["ask", Q, "--workers", "2"], ExitCode.USAGE,
+         "--workers goes with --batch"),
+    Case("ask-batch-workers-negative", ["ask", "--batch", "{w}/q.jsonl", "--workers", "-1"],
+         ExitCode.USAGE, "--workers", files={"q.jsonl": "\"why?\"\n"}),
     Case("tune-not-a-training-set", ["tune", "{w}"], ExitCode.USAGE, "is not a training set"),
 ]
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pexpect
@@ -125,6 +126,77 @@ def test_ask_batch_answers_every_line_and_reports_bad_ones(env: dict[str, str],
                            "extractive"], input=batch.read_text().splitlines()[0] + "\n",
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert same.returncode == 0 and json.loads(same.stdout)["id"] == "a"
+
+
+def test_batch_workers_answer_in_line_order_as_one_worker_does(env: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """--workers 3 answers several questions at once: the same JSON lines as one worker gives
+    (request IDs, timings and cost aside), in the order of the lines, bad lines included, and
+    one audit record per question."""
+    lines = [json.dumps({"id": f"q{n}", "question": QUESTIONS[n % 3],
+                         **({"groups": ["hr"]} if n % 2 else {})}) for n in range(9)]
+    lines.insert(4, "{\"question\": 7}")
+    batch = tmp_path / "questions.jsonl"
+    batch.write_text("\n".join(lines) + "\n")
+
+    def run(workers: int) -> tuple[list[dict], int]:  # type: ignore[type-arg]
+        result = subprocess.run([sys.executable, str(RUNNER), "ask", "--batch", str(batch),
+                                 "--mode", "extractive", "--workers", str(workers)],
+                                capture_output=True, text=True, env=env, cwd=tmp_path,
+                                timeout=120)
+        return [json.loads(x) for x in result.stdout.splitlines()], result.returncode
+
+    def same(row: dict) -> dict:  # type: ignore[type-arg]
+        return {k: v for k, v in row.items() if k not in ("request_id", "timings_ms", "cost")}
+
+    (one, one_code), (three, three_code) = run(1), run(3)
+    assert [r.get("id") for r in three] == [f"q{n}" for n in range(4)] + [None] + \
+        [f"q{n}" for n in range(4, 9)]
+    assert [same(r) for r in three] == [same(r) for r in one]
+    assert three[4]["line"] == 5 and one_code == three_code == 4
+    records = AuditLog(tmp_path / "audit.sqlite3").recent(100)
+    ids = {r["request_id"] for r in three if "request_id" in r}
+    assert len(ids) == 9 and ids <= {r["request_id"] for r in records}
+    assert all(r["status"] == "answered" for r in records if r["request_id"] in ids)
+
+
+def test_a_batch_line_that_is_not_utf8_is_that_lines_error(env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    """A batch file saved with a byte order mark, or with one line in another encoding: the
+    mark is skipped, the bad line gets its own error (exit 4), and the other lines are answered."""
+    batch = tmp_path / "questions.jsonl"
+    batch.write_bytes(b"\xef\xbb\xbf" + json.dumps(QUESTIONS[0]).encode() + b"\n"
+                      + b'"Qui approuve une d\xe9pense ?"\n' + json.dumps(QUESTIONS[1]).encode()
+                      + b"\n")
+    result = subprocess.run([sys.executable, str(RUNNER), "ask", "--batch", str(batch),
+                             "--mode", "extractive", "--workers", "2"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path, timeout=120)
+    rows = [json.loads(x) for x in result.stdout.splitlines()]
+    assert [r.get("question") for r in rows] == [QUESTIONS[0], None, QUESTIONS[1]]
+    assert rows[1] == {"line": 2, "error": "line 2: not UTF-8 text", "exit_code": 4}
+    assert result.returncode == 4 and "Traceback" not in result.stderr
+
+
+def test_batch_workers_answer_a_pipe_line_by_line(env: dict[str, str], tmp_path: Path) -> None:
+    """A program that writes a question and waits for its answer before the next one is
+    answered as it goes, with workers reading ahead: no deadlock, nothing held back."""
+    proc = subprocess.Popen([sys.executable, str(RUNNER), "ask", "--batch", "-", "--mode",
+                             "extractive", "--workers", "2"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
+    assert proc.stdin is not None and proc.stdout is not None
+    watchdog = threading.Timer(60, proc.kill)  # a deadlock fails the test instead of hanging it
+    watchdog.start()
+    try:
+        for question in QUESTIONS:
+            proc.stdin.write(json.dumps(question) + "\n")
+            proc.stdin.flush()
+            assert json.loads(proc.stdout.readline())["question"] == question
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        watchdog.cancel()
+        proc.kill()
 
 
 def test_chat_route_command_switches_to_the_served_model(env: dict[str, str],

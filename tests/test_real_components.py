@@ -465,6 +465,36 @@ def test_auto_mode_shows_a_span_of_its_quote_found_at_its_offsets(store: Path, t
     assert quote["chunk_id"] in {c["chunk_id"] for c in data["citations"]}
 
 
+def test_batch_workers_give_the_answers_one_worker_gives(store: Path, tmp_path: Path) -> None:
+    """ask --batch in mode auto with two workers (each its own model on one thread) answers as
+    one worker on every core does, question for question, each with its own audit record and
+    the CPU time of its own thread."""
+    golden = [json.loads(line) for line in
+              (HANDBOOK.parents[1] / "goldens" / "handbook.jsonl").read_text().splitlines()]
+    questions = [g["question"] for g in golden if not g.get("groups")][:6]
+    batch = tmp_path / "q.jsonl"
+    batch.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    audit = tmp_path / "audit.sqlite3"
+
+    def run(workers: str) -> list[dict]:  # type: ignore[type-arg]
+        result = runner.invoke(app, ["ask", "--batch", str(batch), "--store", str(store),
+                                     "--workers", workers], env={"RAGCLI_AUDIT": str(audit)})
+        assert result.exit_code == 0, result.output
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    def same(row: dict) -> dict:  # type: ignore[type-arg]
+        return {k: v for k, v in row.items() if k not in ("request_id", "timings_ms", "cost")}
+
+    one, two = run("1"), run("2")
+    assert [r["question"] for r in two] == questions
+    assert [same(r) for r in two] == [same(r) for r in one]
+    assert sum(r["verification"]["source"] == "model-span" for r in two) >= 4
+    assert all(0 < r["cost"]["cpu_s"] < r["cost"]["wall_ms"] / 1000 * 2 for r in two)
+    records = {r["request_id"]: r for r in AuditLog(audit).recent(20)}
+    assert all(records[r["request_id"]]["status"] == "answered" for r in one + two)
+    assert {records[r["request_id"]]["span_choice"]["threads"] for r in two} == {1}
+
+
 def random_adapter(path: Path, seed: int) -> Path:
     """A llama.cpp LoRA adapter for SmolLM2-135M with random tensors on two value projections:
     small, but enough to move the output."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +23,10 @@ from .common import (
 if TYPE_CHECKING:
     from ..settings import Settings
 
+MAX_BATCH_WORKERS = 4
+"""``ask --batch --workers 0``: one worker per usable core, at most this many (each holds a model
+context: docs/asking.md)."""
+
 
 def ask(
     question: Annotated[str | None, typer.Argument(help="The question (or --batch).",
@@ -32,6 +36,9 @@ def ask(
                      "{\"question\", \"id\", \"user\", \"groups\"}; one JSON line out per line, "
                      "errors included (exit: the first failed line's code).",
                      show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", min=0, max=64, help="With --batch: questions "
+                       "answered at once, each by a model of its own on one core; 0 = one per "
+                       "usable core, at most 4. The answers are the same for any number.")] = 0,
     user: Annotated[str | None, typer.Option("--user", help="Who is asking (recorded in the "
                     "audit log) [default: $USER; identity = os: the OS account]",
                     show_default=False)] = None,
@@ -70,8 +77,10 @@ def ask(
     settings = settings_from(config, store=store, model=model, top_k=top_k,
                              min_confidence=min_confidence, mode=mode, route=route,
                              adapter=adapter_flag(adapter, no_adapter))
+    if workers and batch is None:
+        raise UsageError("--workers goes with --batch")
     if batch is not None:
-        code = _batch(batch, settings, user, groups)
+        code = _batch(batch, settings, user, groups, workers)
         if code:
             raise typer.Exit(code)
         return
@@ -89,30 +98,45 @@ def ask(
         render.answer(result)
 
 
-def _batch(path: str, settings: Settings, user: str | None, groups: str) -> int:
-    """``ask --batch``: a JSON line out per line in (ragcli/batch.py); the first failed line's
-    exit code, or 0."""
+def _batch(path: str, settings: Settings, user: str | None, groups: str, workers: int) -> int:
+    """``ask --batch``: a JSON line out per line in (ragcli/batch.py) from ``workers`` answerers
+    (0: one per usable core, at most 4); the first failed line's exit code, or 0."""
     import sys
+    import time
 
     from ..answering import Answerer
     from ..batch import answer_lines
     from ..embedder import get_embedder
     from ..errors import InputError
+    from ..generation import usable_cores
 
     try:
-        lines = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+        # bytes: a line that is not UTF-8 is that line's error, not the batch's end
+        lines = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"--batch {path}: {exc.strerror or exc}") from None
-    answerer = Answerer(settings, get_embedder(settings.embedder),
-                        lambda: gguf_generator(settings))
-    answerer.prefetch()
+    count = workers or usable_cores(limit=MAX_BATCH_WORKERS)
+    embedder = get_embedder(settings.embedder)
+
+    def worker_generator() -> Any:
+        """A model of the worker's own, its prompt on one thread (the workers share the cores;
+        the scores and the output do not depend on the thread count)."""
+        generator = gguf_generator(settings)
+        one = getattr(generator, "with_batch_threads", None)
+        return one(1) if one is not None else generator
+
+    answerers = [Answerer(settings, embedder, lambda: gguf_generator(settings))] if count == 1 \
+        else [Answerer(settings, embedder, worker_generator, cpu_time=time.thread_time)
+              for _ in range(count)]
+    for answerer in answerers:  # on this thread: llama.cpp silences stdout while it loads
+        answerer.prefetch()
     first_error = 0
     try:
-        for out, code in answer_lines(lines, answerer, user=user,
+        for out, code in answer_lines(lines, answerers, user=user,
                                       groups=[g.strip() for g in groups.split(",")]):
             render.print_json_line(out)
             first_error = first_error or code
     finally:
-        if lines is not sys.stdin:
+        if lines is not sys.stdin.buffer:
             lines.close()
     return first_error
