@@ -18,6 +18,7 @@ readable passage mentions. Below ``Settings.min_confidence`` ragcli refuses with
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -95,15 +96,21 @@ class Legs:
         return "memory" if self.similarities is not None else "lance"
 
 
-_FTS_POOL: Any = None  # one worker thread for the full-text leg, made on first use
+_FTS_POOL: Any = None  # threads for the full-text leg, made on first use
+_FTS_THREADS = 4  # one per concurrent retrieval (ask --batch's workers); one caller uses one
+
+
+_FTS_MAKING = threading.Lock()
 
 
 def _fts_pool() -> Any:
     global _FTS_POOL
-    if _FTS_POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
+    with _FTS_MAKING:
+        if _FTS_POOL is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-        _FTS_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragcli-fts")
+            _FTS_POOL = ThreadPoolExecutor(max_workers=_FTS_THREADS,
+                                           thread_name_prefix="ragcli-fts")
     return _FTS_POOL
 
 
