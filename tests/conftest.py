@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,27 @@ from ragcli.embedder import EMBEDDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK = ROOT / "corpora" / "handbook"
+
+
+def at_once(work: Callable[[int], object], threads: int) -> list[BaseException]:
+    """Run ``work(0)``, ..., ``work(threads - 1)`` on that many threads released together; what
+    they raised (nothing, when the code under test is safe to share)."""
+    start = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        start.wait()
+        try:
+            work(n)
+        except BaseException as exc:  # noqa: BLE001 - collected for the caller's assertion
+            errors.append(exc)
+
+    started = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return errors
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # exported ONNX embedders are shared by all tests (each test gets its own XDG_CACHE_HOME)

@@ -108,24 +108,11 @@ def test_a_new_audit_log_set_up_by_several_writers_at_once_loses_nothing(tmp_pat
     """Writers that find no audit log yet (concurrent asks on a new machine, ask --batch's
     workers) all set it up at once: SQLite tells one of them "database is locked" without
     waiting while another changes the journal mode; it tries again, and no record is lost."""
-    import threading
+    from conftest import at_once
 
-    errors: list[BaseException] = []
     for attempt in range(40):
         log = AuditLog(tmp_path / f"audit-{attempt}.sqlite3")
-        start = threading.Barrier(4)
-
-        def write(n: int, log: AuditLog = log, start: threading.Barrier = start) -> None:
-            start.wait()
-            try:
-                log.append({"request_id": f"r{n}", "created_at": "2026-11-24T00:00:00+00:00",
-                            "user": "u", "status": "answered", "refused": False})
-            except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-                errors.append(exc)
-
-        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        errors = at_once(lambda n, log=log: log.append(  # type: ignore[misc]
+            {"request_id": f"r{n}", "created_at": "2026-11-24T00:00:00+00:00", "user": "u",
+             "status": "answered", "refused": False}), 4)
         assert errors == [] and len(list(log.recent(10))) == 4

@@ -163,33 +163,21 @@ def test_pinning_beside_searches_on_other_threads(store_path: Path,
     """ask --batch's workers share one Store: one pins the version it read (pin_version) while
     another searches. lance refuses to tag through a handle a search is using ("Already
     borrowed"), so pins go through a handle of their own, one at a time."""
-    import threading
-
+    from conftest import at_once
     from ragcli.retrieval import retrieve_configured
     from ragcli.settings import Settings
 
     store = Store.open(store_path)
     settings = Settings(store=store_path, embedder="test-hash")
     version = retrieve_configured(store, hash_embedder, "vacation days", ["hr"], settings).version
-    errors: list[BaseException] = []
-    start = threading.Barrier(4)
 
     def work(n: int) -> None:
-        start.wait()
-        try:
-            for i in range(25):
-                if (n + i) % 2:
-                    store.pin_version(version)
-                else:
-                    retrieve_configured(store, hash_embedder, "How long is a warning valid?",
-                                        ["hr"], settings)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
+        for i in range(25):
+            if (n + i) % 2:
+                store.pin_version(version)
+            else:
+                retrieve_configured(store, hash_embedder, "How long is a warning valid?", ["hr"],
+                                    settings)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert at_once(work, 4) == []
     assert f"audit-v{version}" in store._tagger.tags.list()
