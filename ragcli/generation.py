@@ -413,11 +413,8 @@ class LlamaCppGenerator:
         them all would find, with the same score: each is computed the same way either way
         (tested bitwise). On the handbook questions, 4x fewer continuation tokens."""
         import numpy as np
-        from llama_cpp import llama_set_n_threads
 
-        llama = self._scorer
-        self.score_threads = self.scoring_threads()
-        llama_set_n_threads(llama._ctx.ctx, self.score_threads, self.score_threads)
+        llama = self._scoring_context()
         prompt = self.render(messages)
         end = [llama.token_eos()]
         prefix = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
@@ -429,23 +426,9 @@ class LlamaCppGenerator:
                                 f"{SCORE_CONTEXT_TOKENS}")
         if bonus is not None and len(bonus) != len(encoded):
             raise ValueError("one bonus per continuation")
-        # keep the cached keys and values of the instruction and worked examples (``shared``):
-        # the rest is evaluated, always from there and as one call. Never from further on, even
-        # when the last call's prompt went on the same way (the same question again, a quote
-        # beginning with the same words): llama.cpp computes a batch of one token by another
-        # kernel than a longer one, and the scores moved by up to 0.7 (log-probability) when
-        # only the last token was evaluated again, so a question asked twice in one process,
-        # or replayed there, could choose another span than in a new process
-        cached = llama.input_ids[:llama.n_tokens].tolist()
-        common = 0
-        while common < min(len(cached), len(prefix) - 1) and cached[common] == prefix[common]:
-            common += 1
         if on_prompt is not None:
             on_prompt(prompt)
-        shared = self._shared_tokens(messages, prefix)
-        if common < shared:  # a new process, or another instruction: the cache on disk
-            common = self._restore_or_save(llama, prefix[:shared])
-        common = min(common, shared)
+        common = self._hold_shared(llama, messages, prefix)
         # the spans of a sentence nest ("16", "16 weeks", "16 weeks of"): a continuation whose
         # tokens begin a longer one is scored from the longer one's logits (a causal model's
         # logits at a position see only the tokens before it), so each longest one is evaluated
@@ -510,7 +493,7 @@ class LlamaCppGenerator:
             # a call of 2+ tokens (llama.cpp computes a batch of one token by another kernel):
             # the end of turn only after a one-token continuation (the logits after it are
             # never read); none for an empty one, whose one row is the prompt's last
-            tokens = list(bodies[h]) + ([llama.token_eos()] if len(bodies[h]) == 1 else [])
+            tokens = list(bodies[h]) + (end if len(bodies[h]) == 1 else [])
             llama.n_tokens = base
             score(h, np.concatenate([first, _eval_rows(llama, tokens, 0)]) if tokens else first)
             evaluated += len(tokens)
@@ -524,15 +507,39 @@ class LlamaCppGenerator:
         examples) in the scoring context, as ``score_continuations`` does first: read from the
         prompt cache, else computed and saved there. Nothing else is evaluated (a warm-up
         question's own tokens cost 0.12 s of a core)."""
+        llama = self._scoring_context()
+        prefix = llama.tokenize(self.render(messages).encode("utf-8"), add_bos=True, special=True)
+        self._hold_shared(llama, messages, prefix)
+
+    def _scoring_context(self) -> Any:
+        """The scoring context, on the threads this call may use (``scoring_threads``)."""
         from llama_cpp import llama_set_n_threads
 
         llama = self._scorer
-        threads = self.scoring_threads()
-        llama_set_n_threads(llama._ctx.ctx, threads, threads)
-        prefix = llama.tokenize(self.render(messages).encode("utf-8"), add_bos=True, special=True)
+        self.score_threads = self.scoring_threads()
+        llama_set_n_threads(llama._ctx.ctx, self.score_threads, self.score_threads)
+        return llama
+
+    def _hold_shared(self, llama: Any, messages: Sequence[tuple[str, str]],
+                     prefix: Sequence[int]) -> int:
+        """Make the context hold the keys and values of ``prefix``'s shared beginning (the
+        instruction and worked examples: ``_shared_tokens``), from the prompt cache on disk when
+        it does not (a new process, another instruction); returns how many tokens of ``prefix``
+        it holds, never more than that beginning. The rest of a prompt is evaluated, always from
+        there and as one call. Never from further on, even when the last call's prompt went on
+        the same way (the same question again, a quote beginning with the same words): llama.cpp
+        computes a batch of one token by another kernel than a longer one, and the scores moved
+        by up to 0.7 (log-probability) when only the last token was evaluated again, so a
+        question asked twice in one process, or replayed there, could choose another span than
+        in a new process."""
+        cached = llama.input_ids[:llama.n_tokens].tolist()
+        common = 0
+        while common < min(len(cached), len(prefix) - 1) and cached[common] == prefix[common]:
+            common += 1
         shared = self._shared_tokens(messages, prefix)
-        if llama.input_ids[:min(llama.n_tokens, shared)].tolist() != list(prefix[:shared]):
-            self._restore_or_save(llama, prefix[:shared])
+        if common < shared:
+            common = self._restore_or_save(llama, prefix[:shared])
+        return min(common, shared)
 
     def _shared_tokens(self, messages: Sequence[tuple[str, str]], prefix: Sequence[int]) -> int:
         """How many of ``prefix``'s tokens are the same whatever the last message says (the

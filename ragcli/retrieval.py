@@ -96,10 +96,8 @@ class Legs:
         return "memory" if self.similarities is not None else "lance"
 
 
-_FTS_POOL: Any = None  # threads for the full-text leg, made on first use
+_FTS_POOL: Any = None  # threads for the full-text leg, made on first use (under _FTS_MAKING)
 _FTS_THREADS = 4  # one per concurrent retrieval (ask --batch's workers); one caller uses one
-
-
 _FTS_MAKING = threading.Lock()
 
 

@@ -718,8 +718,7 @@ class Store:
             if self._reader_possible():
                 if self._tagger is None:
                     self._reader()  # opened, and checked, as reads open it
-                    uri = Path(self.path) / "lancedb" / f"{TABLE}.lance"
-                    self._tagger = import_lance().dataset(str(uri))
+                    self._tagger = import_lance().dataset(str(self._lance_uri()))
                 table = self._tagger
             else:
                 table = self.table()
@@ -887,12 +886,16 @@ class Store:
         with self._opening:
             return self._open_lance()
 
+    def _lance_uri(self) -> Path:
+        """The table's lance dataset directory (a local store)."""
+        return Path(self.path) / "lancedb" / f"{TABLE}.lance"
+
     def _open_lance(self) -> Any:
         if self._dataset is None:
             self.require_current()
             lance = import_lance()
 
-            uri = Path(self.path) / "lancedb" / f"{TABLE}.lance"
+            uri = self._lance_uri()
             if not uri.is_dir():
                 raise StoreMissingError(f"store {self.path} is empty",
                                         hint="run 'ragcli ingest PATH' first")
