@@ -199,6 +199,45 @@ def test_batch_workers_answer_a_pipe_line_by_line(env: dict[str, str], tmp_path:
         proc.kill()
 
 
+def test_chat_reload_reads_what_was_ingested_meanwhile(env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    """A session answers from the version it opened until /reload; then the new document."""
+    question = "How often are the office plants watered?"
+    proc = subprocess.Popen([sys.executable, str(RUNNER), "chat", "--mode", "extractive",
+                             "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def say(line: str) -> str:
+        proc.stdin.write(line + "\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        return proc.stdout.readline()  # type: ignore[union-attr]
+
+    def docs(line: str) -> set[str]:
+        return {r["doc_id"] for r in json.loads(line)["retrieved"]}
+
+    watchdog = threading.Timer(60, proc.kill)
+    watchdog.start()
+    try:
+        plants = "facilities/plants.md"
+        assert plants not in docs(say(question))
+        (tmp_path / "corpus" / "facilities").mkdir()
+        (tmp_path / "corpus" / plants).write_text(
+            "# Office plants\n\nThe office plants are watered every Tuesday by the "
+            "facilities team.\n", encoding="utf-8")
+        reindex([tmp_path / "corpus"], tmp_path / "store", HashEmbedder())
+        assert plants not in docs(say(question))  # the version the session opened
+        reloaded = say("/reload")
+        assert "version" in reloaded and "(was " in reloaded, reloaded
+        assert plants in docs(say(question))
+        assert "(unchanged)" in say("/reload")
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        watchdog.cancel()
+        proc.kill()
+
+
 def test_chat_route_command_switches_to_the_served_model(env: dict[str, str],
                                                          tmp_path: Path) -> None:
     from openai_stub import Stub

@@ -36,6 +36,7 @@ HELP = """commands:
   /sources [N]    the sources of the last answer; with N, the whole passage N
   /why            why the last answer is what it is: scores, confidence, screening
   /replay [ID]    re-run a request (default: the last one) and show what differs
+  /reload         read the store again (after an ingest or reindex elsewhere)
   /help           this list
   /quit           leave (or Ctrl-D); Ctrl-C stops an answer being made"""
 
@@ -194,7 +195,8 @@ class Session:
         arg = arg.strip()
         handlers = {"/help": self._help, "/groups": self._groups, "/mode": self._mode,
                     "/route": self._route,
-                    "/sources": self._sources, "/why": self._why, "/replay": self._replay}
+                    "/sources": self._sources, "/why": self._why, "/replay": self._replay,
+                    "/reload": self._reload}
         if name in ("/quit", "/exit"):
             return False
         handler = handlers.get(name)
@@ -282,6 +284,33 @@ class Session:
             check = last.verification
             out.print(f"  verification: {check.outcome} ({check.source})"
                       + (f"; failed: {'; '.join(check.failed)}" if check.failed else ""))
+
+    def _reload(self, arg: str) -> None:
+        """Open the store again: the session answers from the version it opened (and holds
+        its vectors) until told, so an ingest or reindex elsewhere shows up only after this.
+        A store that cannot be read now (emptied, another embedder) is said, and the session
+        keeps the one it had."""
+        from ..store import Store
+
+        settings = self.answerer.settings
+        before = self._version(self.store)
+        store = Store.open(settings.store)
+        store.require_embedder(self.answerer.embedder.id)
+        after = store.version
+        store.hold_vectors(settings.hold_max_rows)
+        self.store = store
+        render.stdout().print(f"store {settings.store}: version {after}"
+                              + (" (unchanged)" if after == before else
+                                 f" (was {before})" if before is not None else ""))
+
+    @staticmethod
+    def _version(store: Any) -> int | None:
+        from ..errors import RagError
+
+        try:
+            return int(store.version)
+        except RagError:  # an empty store has no version yet
+            return None
 
     def _replay(self, arg: str) -> None:
         from ..replay import replay_request
