@@ -542,11 +542,19 @@ class Store:
         return None
 
     def rows(self, chunk_ids: Sequence[str], columns: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """chunk_id -> row for the given chunks, whoever may read them (for audit diffs only)."""
+        """chunk_id -> row for the given chunks, whoever may read them (for audit diffs only).
+        Through lance itself where reads go that way (replay's drift check: no lancedb import)."""
         if not chunk_ids:
             return {}
-        rows = (self.table().search().where(f"chunk_id IN ({_sql_list(chunk_ids)})")
-                .select(["chunk_id", *columns]).limit(len(chunk_ids)).to_list())
+        where = f"chunk_id IN ({_sql_list(chunk_ids)})"
+        reader = self._reader()
+        if reader is not None:
+            with self._reading():
+                rows: list[dict[str, Any]] = reader.to_table(
+                    columns=["chunk_id", *columns], filter=where).to_pylist()
+        else:
+            rows = (self.table().search().where(where).select(["chunk_id", *columns])
+                    .limit(len(chunk_ids)).to_list())
         return {r["chunk_id"]: r for r in rows}
 
     @property

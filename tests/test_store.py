@@ -95,15 +95,18 @@ def test_a_reader_process_imports_lance_without_pandas(store_path: Path) -> None
 
 
 def test_the_query_path_does_not_import_lancedb(store_path: Path) -> None:
-    """`import lancedb` is 1.8-2.7 s of a cold ask (its REST namespace client); retrieval and
-    pinning the version need only lance."""
+    """`import lancedb` is 1.8-2.7 s of a cold ask (its REST namespace client); retrieval,
+    pinning the version and replay's drift check (``rows``) need only lance."""
     import subprocess
     import sys
 
     code = ("import sys; from ragcli.store import Store; from fakes import HashEmbedder; "
             f"s = Store.open({str(store_path)!r}); v = HashEmbedder().embed(['leave'])[0]; "
-            "s.search_vector(v, ['public'], 5); s.search_fts('leave', ['public'], 5); "
+            "s.search_vector(v, ['public'], 5); h = s.search_fts('leave', ['public'], 5); "
             "s.pin_version(s.version); s.at_version(s.version).search_fts('leave', ['public'], 5); "
+            "ids = [x['chunk_id'] for x in h]; r = s.rows(ids + ['nope'], ['chunk_hash', 'acl']); "
+            "assert ids and sorted(r) == sorted(ids), r; "
+            "assert all(r[c]['chunk_hash'] == x['chunk_hash'] for c, x in zip(ids, h)); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('lancedb', 'lance_namespace', 'torch', 'transformers', 'sentence_transformers', "
             "'llama_cpp', 'ragas', 'peft', 'ray')))")
