@@ -217,6 +217,23 @@ def resolve_adapter(setting: str | None, model_path: Path) -> Path | None:
     return check_model_file(Path(setting).expanduser(), "adapter")
 
 
+def adapter_base_sha256(llama: Any) -> str | None:
+    """The SHA-256 of the model a loaded LoRA adapter says it was trained for (``ragcli tune``
+    writes ``ragcli.base_sha256``); None without an adapter or without that field."""
+    import ctypes
+
+    import llama_cpp
+
+    adapter = getattr(llama, "_lora_adapter", None)
+    if adapter is None:
+        return None
+    buffer = ctypes.create_string_buffer(256)
+    if llama_cpp.llama_adapter_meta_val_str(adapter, b"ragcli.base_sha256", buffer,
+                                            len(buffer)) < 0:
+        return None
+    return buffer.value.decode("utf-8", "replace") or None
+
+
 def compiled_cpu_features() -> str:
     """"AVX AVX2 F16C FMA ..." : what llama.cpp's CPU backend was built to use."""
     import llama_cpp
@@ -364,9 +381,9 @@ class LlamaCppGenerator:
         from llama_cpp import Llama
 
         try:
-            return Llama(model_path=str(self.model_path), seed=self.seed, verbose=False,
-                         lora_path=str(self.adapter_path) if self.adapter_path else None,
-                         **options)
+            llama = Llama(model_path=str(self.model_path), seed=self.seed, verbose=False,
+                          lora_path=str(self.adapter_path) if self.adapter_path else None,
+                          **options)
         except (ValueError, RuntimeError, OSError) as exc:
             what = f"model {self.model_path}" + (f" with adapter {self.adapter_path}"
                                                  if self.adapter_path else "")
@@ -374,6 +391,17 @@ class LlamaCppGenerator:
                              hint="an adapter fits only the model it was trained for; "
                                   "--no-adapter runs the model alone" if self.adapter_path
                              else None) from None
+        base = adapter_base_sha256(llama)
+        if base is not None and base != self.model_sha256():
+            llama.close()
+            # llama.cpp loads an adapter onto any model whose tensor shapes match it (another
+            # quantisation, another fine-tune of the same architecture) and says nothing
+            raise ModelError(f"adapter {self.adapter_path} was trained for another model (sha256 "
+                             f"{base[:12]}...), not {self.model_path.name} (sha256 "
+                             f"{self.model_sha256()[:12]}...)",
+                             hint="an adapter fits only the model it was trained for; "
+                                  "--no-adapter runs the model alone")
+        return llama
 
     @cached_property
     def _llama(self) -> Any:

@@ -426,6 +426,13 @@ def adapter_arrays(peft_model: Any) -> dict[str, Any]:
 def write_adapter(peft_model: Any, config: TuneConfig, path: Path, *,
                   metadata: dict[str, str] | None = None) -> None:
     """A llama.cpp LoRA adapter file (f16 tensors), written to a temporary name and renamed."""
+    write_lora(adapter_arrays(peft_model), config.alpha, path, metadata=metadata)
+
+
+def write_lora(arrays: dict[str, Any], alpha: float, path: Path, *,
+               metadata: dict[str, str] | None = None) -> None:
+    """``arrays`` (GGUF tensor name -> numpy array) as a llama.cpp LoRA adapter file, with
+    ``metadata`` as ``ragcli.*`` strings (``base_sha256``: the model it fits, checked on load)."""
     import gguf
     import numpy as np
 
@@ -434,11 +441,11 @@ def write_adapter(peft_model: Any, config: TuneConfig, path: Path, *,
     writer = gguf.GGUFWriter(str(tmp), "llama")
     writer.add_type("adapter")
     writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", float(config.alpha))
+    writer.add_float32("adapter.lora.alpha", float(alpha))
     writer.add_name("ragcli grounding adapter")
     for key, value in sorted((metadata or {}).items()):
         writer.add_string(f"ragcli.{key}", value)
-    for name, array in sorted(adapter_arrays(peft_model).items(), key=lambda kv: _natural(kv[0])):
+    for name, array in sorted(arrays.items(), key=lambda kv: _natural(kv[0])):
         writer.add_tensor(name, array.astype(np.float16))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

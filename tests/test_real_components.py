@@ -495,26 +495,37 @@ def test_batch_workers_give_the_answers_one_worker_gives(store: Path, tmp_path: 
     assert {records[r["request_id"]]["span_choice"]["threads"] for r in two} == {1}
 
 
-def random_adapter(path: Path, seed: int) -> Path:
+def random_adapter(path: Path, seed: int, base_sha256: str | None = None) -> Path:
     """A llama.cpp LoRA adapter for SmolLM2-135M with random tensors on two value projections:
-    small, but enough to move the output."""
-    import gguf
+    small, but enough to move the output. ``base_sha256``: the model it says it fits."""
+    from ragcli.tuning import write_lora
 
     rng = np.random.default_rng(seed)
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_type("adapter")
-    writer.add_string("adapter.type", "lora")
-    writer.add_float32("adapter.lora.alpha", 4.0)
+    arrays = {}
     for layer in (28, 29):  # SmolLM2-135M: 576 wide, 3 key/value heads of 64
-        writer.add_tensor(f"blk.{layer}.attn_v.weight.lora_a",
-                          rng.normal(0, 0.3, size=(4, 576)).astype(np.float16))
-        writer.add_tensor(f"blk.{layer}.attn_v.weight.lora_b",
-                          rng.normal(0, 0.3, size=(192, 4)).astype(np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+        arrays[f"blk.{layer}.attn_v.weight.lora_a"] = rng.normal(0, 0.3, size=(4, 576))
+        arrays[f"blk.{layer}.attn_v.weight.lora_b"] = rng.normal(0, 0.3, size=(192, 4))
+    write_lora(arrays, 4.0, path, metadata={"base_sha256": base_sha256} if base_sha256 else None)
     return path
+
+
+def test_an_adapter_trained_for_another_model_is_refused(store: Path, tmp_path: Path) -> None:
+    """llama.cpp loads an adapter onto any model of the same shapes; the base model's SHA-256
+    that ragcli tune writes into it is checked on load (exit 7), and the right one loads."""
+    from ragcli.generation import default_model_path, file_sha256
+
+    audit = tmp_path / "audit.sqlite3"
+    other = random_adapter(tmp_path / "other.gguf", 1, base_sha256="0" * 64)
+    refused = runner.invoke(app, ["ask", HR_QUESTION, "--groups", "hr", "--mode", "generative",
+                                  "--adapter", str(other), "--store", str(store)],
+                            env={"RAGCLI_AUDIT": str(audit)})
+    assert refused.exit_code == 7, refused.output
+    assert "trained for another model" in refused.output and "Traceback" not in refused.output
+    right = random_adapter(tmp_path / "right.gguf", 1,
+                           base_sha256=file_sha256(default_model_path()))
+    data = ask(store, audit, HR_QUESTION, "--groups", "hr", "--mode", "generative",
+               "--adapter", str(right))
+    assert AuditLog(audit).get(data["request_id"])["model"]["adapter"]["path"] == str(right)
 
 
 def test_adapter_is_recorded_replayed_and_a_changed_adapter_is_exit_12(
