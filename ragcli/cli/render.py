@@ -101,14 +101,15 @@ def index_summary(report: Any, verb: str) -> None:
     """One line for cron logs; skipped files as warnings on stderr."""
     for skipped in report.skipped:
         warning(f"skipped {skipped.source}: {skipped.reason}")
-    version = "no store" if report.version is None else f"version {report.version}"
+    version = "store has no chunks yet" if report.version is None \
+        else f"store version {report.version}"
     total = report.added + report.changed + report.acl_changed + report.unchanged
     rebuilt = ", rebuilt from the sources (--rebuild, new embedder or store format)" if report.rebuilt else ""
     stdout().print(f"{verb} {total} documents ({report.added} added, {report.changed} changed, "
                    f"{report.acl_changed} acl changed, {report.deleted} deleted, "
                    f"{report.unchanged} unchanged), {report.chunks_written} chunks written "
                    f"({report.chunks_embedded} embedded), {len(report.skipped)} skipped, "
-                   f"store {version}{rebuilt}, {report.seconds:.1f} s")
+                   f"{version}{rebuilt}, {report.seconds:.1f} s")
 
 
 def answer(result: Any) -> None:
