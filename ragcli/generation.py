@@ -13,6 +13,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -77,6 +78,10 @@ class Generator(Protocol):
                             on_prompt: Callable[[str], None] | None = None, *,
                             bonus: Sequence[float] | None = None,
                             ) -> tuple[str, list[float | None]]: ...
+
+
+_LABEL = re.compile(r"[^\W\d_]+:[ \t]")
+"""A label that begins the last message of a scoring chat (``Text: ``): shared by every prompt."""
 
 
 def _eval_rows(llama: Any, tokens: Sequence[int], start: int) -> Any:
@@ -273,8 +278,9 @@ def busy_elsewhere(samples: int = 3) -> int | None:
 
 class PromptCache:
     """The keys and values a model computed for a prompt's shared beginning (mode auto's
-    instruction and worked examples), kept on disk so that a new process loads them instead of
-    computing them again: 157 tokens, about 1 s of one core for SmolLM2, 3.6 MB.
+    instruction, worked examples and the question's ``Text:`` label), kept on disk so that a new
+    process loads them instead of computing them again: 161 tokens, about 1 s of one core for
+    SmolLM2, 3.6 MB.
 
     One file per model file, adapter, llama.cpp build and token sequence (all in the file's
     name, a SHA-256); the file holds the tokens and the SHA-256 of the state after them, and a
@@ -570,19 +576,25 @@ class LlamaCppGenerator:
         return min(common, shared)
 
     def _shared_tokens(self, messages: Sequence[tuple[str, str]], prefix: Sequence[int]) -> int:
-        """How many of ``prefix``'s tokens are the same whatever the last message says (the
-        instruction and worked examples): the tokens it shares with the same chat ending in
-        another message, less two (a word can join the token before it)."""
-        key = tuple(messages[:-1])
+        """How many of ``prefix``'s tokens are the same whatever the last message says after
+        its first word (the instruction, the worked examples and the label every question's
+        message begins with, ``Text:``): the tokens it shares with the same chat whose last
+        message is that word and then something else. The label ends at white space, where no
+        token spans the boundary; with no label, two tokens less (a word can join the token
+        before it). Which tokens count changes no score (tests/test_real_components.py), only
+        how much of a prompt is read from the cache."""
+        role, content = messages[-1]
+        label = _LABEL.match(content)
+        head = label.group() if label else ""
+        key = (tuple(messages[:-1]), role, head)
         if key not in self._shared:
             llama = self._scorer
-            role = messages[-1][0]
-            other = llama.tokenize(self.render([*messages[:-1], (role, "\x01 0")]).encode("utf-8"),
-                                   add_bos=True, special=True)
+            other = llama.tokenize(self.render([*messages[:-1], (role, head + "\x01 0")])
+                                   .encode("utf-8"), add_bos=True, special=True)
             same = 0
             while same < min(len(other), len(prefix)) and other[same] == prefix[same]:
                 same += 1
-            self._shared = {key: max(0, same - 2)}  # one instruction at a time is enough
+            self._shared = {key: max(0, same - (0 if head else 2))}  # one instruction at a time
         return min(self._shared[key], len(prefix) - 1)
 
     def _restore_or_save(self, llama: Any, tokens: Sequence[int]) -> int:

@@ -350,6 +350,30 @@ def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
     assert spans[int(np.argmax(cold))] in sentence
 
 
+def test_where_the_cached_part_of_a_span_prompt_ends_changes_no_score(tmp_path: Path) -> None:
+    """The part of a span prompt read from the cache ends after the label the question's message
+    begins with ("Text:"; it ended before that message, four tokens earlier): split there, four
+    or two tokens earlier or three later, the scores are bitwise the same."""
+    from ragcli.reading import span_messages
+    from ragcli.spans import all_spans
+
+    sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
+    question = "Who approves expense requests of 450 EUR?"
+    spans = [s.text for s in all_spans(question, sentence)]
+    messages = span_messages(question, sentence)
+    one = LlamaCppGenerator(None, threads=1, batch_threads=1)
+    _, scores = one.score_continuations(messages, spans)
+    llama = one._scorer
+    prefix = llama.tokenize(one.render(messages).encode(), add_bos=True, special=True)
+    shared = one._shared_tokens(messages, prefix)
+    assert llama.detokenize(prefix[shared - 2:shared]) == b"Text:"
+    assert llama.detokenize(prefix[shared:shared + 2]) == b" Requests"  # the quote: not cached
+    for cut in (shared - 4, shared - 2, shared + 3):
+        other = LlamaCppGenerator(None, threads=1, batch_threads=1)
+        other._shared_tokens = lambda m, p, cut=cut: cut  # type: ignore[method-assign]
+        assert other.score_continuations(messages, spans)[1] == scores
+
+
 def test_nested_spans_scored_from_the_longest_equal_spans_scored_alone(
         generator: LlamaCppGenerator) -> None:
     """score_continuations evaluates the prompt in one call with one span, then only the longest
