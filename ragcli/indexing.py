@@ -381,7 +381,7 @@ def status_document(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)
     disk bytes), its last run, its vector index (or the size at which one is built), and which
     sources changed since (``staleness``), and how ``chat`` and ``ask --batch`` will search its
     vectors with the ``hold_max_rows`` setting (None: its default)."""
-    from .store import ANN_MIN_ROWS, HOLD_MAX_ROWS, holds
+    from .store import ANN_MIN_ROWS, hold_limit, holds
 
     documents = store.documents()
     chunks = sum(d["chunks"] for d in documents.values())
@@ -399,8 +399,7 @@ def status_document(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)
             # how chat and ask --batch search the vectors (Store.hold_vectors)
             "warm_vector_leg": {"path": "memory" if holds(chunks, hold_max_rows)
                                 and not store.remote else "lance",
-                                "hold_max_rows": HOLD_MAX_ROWS if hold_max_rows is None
-                                else hold_max_rows},
+                                "hold_max_rows": hold_limit(hold_max_rows)},
             "staleness": staleness(store, default_acl).to_json()}
 
 

@@ -933,10 +933,16 @@ class Store:
                                   "'ragcli reindex --rebuild PATHS'") from None
 
 
+def hold_limit(max_rows: int | None = None) -> int:
+    """The most chunks a warm process holds under the ``hold_max_rows`` setting ``max_rows``
+    (None: ``HOLD_MAX_ROWS``; 0: never)."""
+    return HOLD_MAX_ROWS if max_rows is None else max_rows
+
+
 def holds(rows: int, max_rows: int | None = None) -> bool:
     """Whether a warm process holds a local store of ``rows`` chunks in memory under the
-    ``hold_max_rows`` setting ``max_rows`` (None: ``HOLD_MAX_ROWS``; 0: never)."""
-    limit = HOLD_MAX_ROWS if max_rows is None else max_rows
+    ``hold_max_rows`` setting ``max_rows`` (``hold_limit``)."""
+    limit = hold_limit(max_rows)
     return 0 < limit and rows <= limit
 
 
