@@ -350,17 +350,21 @@ def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
     assert spans[int(np.argmax(cold))] in sentence
 
 
-def test_where_the_cached_part_of_a_span_prompt_ends_changes_no_score(tmp_path: Path) -> None:
-    """The part of a span prompt read from the cache ends after the label the question's message
-    begins with ("Text:"; it ended before that message, four tokens earlier): split there, four
-    or two tokens earlier or three later, the scores are bitwise the same."""
+def expense_span_case() -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """A span prompt and its candidate spans (nested ones among them) for the scoring tests."""
     from ragcli.reading import span_messages
     from ragcli.spans import all_spans
 
     sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
     question = "Who approves expense requests of 450 EUR?"
-    spans = [s.text for s in all_spans(question, sentence)]
-    messages = span_messages(question, sentence)
+    return span_messages(question, sentence), [s.text for s in all_spans(question, sentence)]
+
+
+def test_where_the_cached_part_of_a_span_prompt_ends_changes_no_score(tmp_path: Path) -> None:
+    """The part of a span prompt read from the cache ends after the label the question's message
+    begins with ("Text:"; it ended before that message, four tokens earlier): split there, four
+    or two tokens earlier or three later, the scores are bitwise the same."""
+    messages, spans = expense_span_case()
     one = LlamaCppGenerator(None, threads=1, batch_threads=1)
     _, scores = one.score_continuations(messages, spans)
     llama = one._scorer
@@ -381,13 +385,7 @@ def test_nested_spans_scored_from_the_longest_equal_spans_scored_alone(
     on its own and then every span on its own gives bitwise the same numbers (a causal model's
     logits at a position see only the tokens before it, and llama.cpp computes each row of a
     batch of two or more tokens the same way whichever other rows are in it)."""
-    from ragcli.reading import span_messages
-    from ragcli.spans import all_spans
-
-    sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
-    question = "Who approves expense requests of 450 EUR?"
-    spans = [s.text for s in all_spans(question, sentence)]
-    messages = span_messages(question, sentence)
+    messages, spans = expense_span_case()
     one = LlamaCppGenerator(None, threads=1, batch_threads=1)
     _, together = one.score_continuations(messages, spans)
     # asked again at once, the prompt is evaluated again from the end of the worked examples,
