@@ -233,6 +233,8 @@ def test_chat_reload_reads_what_was_ingested_meanwhile(env: dict[str, str],
         assert "(unchanged)" in say("/reload")
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0
+        # the question after the reindex was told, once, that a newer version is there
+        assert proc.stderr.read().count("/reload reads it") == 1  # type: ignore[union-attr]
     finally:
         watchdog.cancel()
         proc.kill()

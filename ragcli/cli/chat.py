@@ -89,12 +89,14 @@ class Session:
     last: Any = None
     first_error: int = 0
     store: Any = field(default=None, repr=False)
+    _last_run: tuple[int, int] | None = field(default=None, repr=False)
 
     def run(self) -> int:
         from ..store import Store
 
         self.store = Store.open(self.answerer.settings.store)
         self.store.require_embedder(self.answerer.embedder.id)
+        self._last_run = self._last_run_stamp()
         history = self._readline() if self.interactive else None
         if self.interactive:
             import signal
@@ -168,6 +170,7 @@ class Session:
     def _ask(self, question: str) -> None:
         from ..errors import RagError
 
+        self._notice_newer_version()
         stream = None if self.as_json else render.token_stream()
         try:
             result = self.answerer.ask(question, user=self.user, groups=self.groups,
@@ -299,9 +302,36 @@ class Session:
         after = store.version
         store.hold_vectors(settings.hold_max_rows)
         self.store = store
+        self._last_run = self._last_run_stamp()
         render.stdout().print(f"store {settings.store}: version {after}"
                               + (" (unchanged)" if after == before else
                                  f" (was {before})" if before is not None else ""))
+
+    def _last_run_stamp(self) -> tuple[int, int] | None:
+        """When and how big the store's last-run file is (every ingest and reindex rewrites
+        it); None for object storage, where looking costs a request."""
+        if self.store.remote:
+            return None
+        try:
+            stat = Path(self.store.backing.where("last_run")).stat()
+        except OSError:
+            return (0, 0)
+        return stat.st_mtime_ns, stat.st_size
+
+    def _notice_newer_version(self) -> None:
+        """Say once (on stderr) that an ingest or reindex made a newer version than the one
+        this session answers from; ``/reload`` reads it. A stat per question, no store read
+        unless the last-run file changed."""
+        stamp = self._last_run_stamp()
+        if stamp is None or stamp == self._last_run:
+            return
+        self._last_run = stamp
+        run = self.store.last_run() or {}
+        newer, current = run.get("version"), self._version(self.store)
+        if isinstance(newer, int) and newer != current:
+            render.warning(f"the store has a newer version ({newer}, by {run.get('command', 'a write')} "
+                           f"at {run.get('finished_at', '?')}) than this session's "
+                           f"({current}); /reload reads it")
 
     @staticmethod
     def _version(store: Any) -> int | None:
