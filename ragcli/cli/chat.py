@@ -331,7 +331,7 @@ class Session:
         if isinstance(newer, int) and newer != current:
             render.warning(f"the store has a newer version ({newer}, by {run.get('command', 'a write')} "
                            f"at {run.get('finished_at', '?')}) than this session's "
-                           f"({current}); /reload reads it")
+                           f"({'empty' if current is None else current}); /reload reads it")
 
     @staticmethod
     def _version(store: Any) -> int | None:
