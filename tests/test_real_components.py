@@ -360,7 +360,7 @@ def expense_span_case() -> tuple[tuple[tuple[str, str], ...], list[str]]:
     return span_messages(question, sentence), [s.text for s in all_spans(question, sentence)]
 
 
-def test_where_the_cached_part_of_a_span_prompt_ends_changes_no_score(tmp_path: Path) -> None:
+def test_where_the_cached_part_of_a_span_prompt_ends_changes_no_score() -> None:
     """The part of a span prompt read from the cache ends after the label the question's message
     begins with ("Text:"; it ended before that message, four tokens earlier): split there, four
     or two tokens earlier or three later, the scores are bitwise the same."""
