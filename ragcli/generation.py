@@ -84,6 +84,14 @@ _LABEL = re.compile(r"[^\W\d_]+:[ \t]")
 """A label that begins the last message of a scoring chat (``Text: ``): shared by every prompt."""
 
 
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens ``a`` and ``b`` begin with alike."""
+    same = 0
+    while same < min(len(a), len(b)) and a[same] == b[same]:
+        same += 1
+    return same
+
+
 def _eval_rows(llama: Any, tokens: Sequence[int], start: int) -> Any:
     """Evaluate ``tokens`` after the context's ``n_tokens`` (as ``llama.eval``), computing the
     logits of rows ``start`` onwards only (a row's logits are the same whichever others are
@@ -537,8 +545,8 @@ class LlamaCppGenerator:
 
     @_exclusive
     def prepare_scoring(self, messages: Sequence[tuple[str, str]]) -> None:
-        """Put the shared beginning of span prompts like ``messages`` (the instruction and worked
-        examples) in the scoring context, as ``score_continuations`` does first: read from the
+        """Put the shared beginning of span prompts like ``messages`` (the instruction, worked
+        examples and label) in the scoring context, as ``score_continuations`` does first: read from the
         prompt cache, else computed and saved there. Nothing else is evaluated (a warm-up
         question's own tokens cost 0.12 s of a core)."""
         llama = self._scoring_context()
@@ -557,7 +565,7 @@ class LlamaCppGenerator:
     def _hold_shared(self, llama: Any, messages: Sequence[tuple[str, str]],
                      prefix: Sequence[int]) -> int:
         """Make the context hold the keys and values of ``prefix``'s shared beginning (the
-        instruction and worked examples: ``_shared_tokens``), from the prompt cache on disk when
+        instruction, worked examples and label: ``_shared_tokens``), from the prompt cache on disk when
         it does not (a new process, another instruction); returns how many tokens of ``prefix``
         it holds, never more than that beginning. The rest of a prompt is evaluated, always from
         there and as one call. Never from further on, even when the last call's prompt went on
@@ -566,10 +574,7 @@ class LlamaCppGenerator:
         by up to 0.7 (log-probability) when only the last token was evaluated again, so a
         question asked twice in one process, or replayed there, could choose another span than
         in a new process."""
-        cached = llama.input_ids[:llama.n_tokens].tolist()
-        common = 0
-        while common < min(len(cached), len(prefix) - 1) and cached[common] == prefix[common]:
-            common += 1
+        common = _common_prefix(llama.input_ids[:llama.n_tokens].tolist(), prefix[:-1])
         shared = self._shared_tokens(messages, prefix)
         if common < shared:
             common = self._restore_or_save(llama, prefix[:shared])
@@ -577,9 +582,9 @@ class LlamaCppGenerator:
 
     def _shared_tokens(self, messages: Sequence[tuple[str, str]], prefix: Sequence[int]) -> int:
         """How many of ``prefix``'s tokens are the same whatever the last message says after
-        its first word (the instruction, the worked examples and the label every question's
-        message begins with, ``Text:``): the tokens it shares with the same chat whose last
-        message is that word and then something else. The label ends at white space, where no
+        its label (the instruction, the worked examples and the label every question's message
+        begins with, ``Text:``): the tokens it shares with the same chat whose last message is
+        that label and then something else. The label ends at white space, where no
         token spans the boundary; with no label, two tokens less (a word can join the token
         before it). Which tokens count changes no score (tests/test_real_components.py), only
         how much of a prompt is read from the cache."""
@@ -591,9 +596,7 @@ class LlamaCppGenerator:
             llama = self._scorer
             other = llama.tokenize(self.render([*messages[:-1], (role, head + "\x01 0")])
                                    .encode("utf-8"), add_bos=True, special=True)
-            same = 0
-            while same < min(len(other), len(prefix)) and other[same] == prefix[same]:
-                same += 1
+            same = _common_prefix(other, prefix)
             self._shared = {key: max(0, same - (0 if head else 2))}  # one instruction at a time
         return min(self._shared[key], len(prefix) - 1)
 

@@ -164,6 +164,7 @@ def read_trace(data: dict[str, Any]) -> Trace:
         data = {**data, "format": 1}
     return cast(Trace, data)
 
+
 BUSY_TIMEOUT_S = 30
 """How long a write to the audit log waits for another writer."""
 

@@ -92,10 +92,7 @@ class Session:
     _last_run: tuple[int, int] | None = field(default=None, repr=False)
 
     def run(self) -> int:
-        from ..store import Store
-
-        self.store = Store.open(self.answerer.settings.store)
-        self.store.require_embedder(self.answerer.embedder.id)
+        self.store = self._open_store()
         self._last_run = self._last_run_stamp()
         history = self._readline() if self.interactive else None
         if self.interactive:
@@ -293,12 +290,9 @@ class Session:
         its vectors) until told, so an ingest or reindex elsewhere shows up only after this.
         A store that cannot be read now (emptied, another embedder) is said, and the session
         keeps the one it had."""
-        from ..store import Store
-
         settings = self.answerer.settings
         before = self._version(self.store)
-        store = Store.open(settings.store)
-        store.require_embedder(self.answerer.embedder.id)
+        store = self._open_store()
         after = store.version
         store.hold_vectors(settings.hold_max_rows)
         self.store = store
@@ -306,6 +300,14 @@ class Session:
         render.stdout().print(f"store {settings.store}: version {after}"
                               + (" (unchanged)" if after == before else
                                  f" (was {before})" if before is not None else ""))
+
+    def _open_store(self) -> Any:
+        """The configured store, checked to hold this embedder's vectors."""
+        from ..store import Store
+
+        store = Store.open(self.answerer.settings.store)
+        store.require_embedder(self.answerer.embedder.id)
+        return store
 
     def _last_run_stamp(self) -> tuple[int, int] | None:
         """When and how big the store's last-run file is (every ingest and reindex rewrites
