@@ -33,9 +33,10 @@ __all__ = ["Answer", "Answerer", "EvalResult", "ExitCode", "IndexReport", "RagEr
            "Store", "Trace", "__version__", "answerer", "ask", "evaluate", "ingest", "load_settings",
            "reindex"]
 
-_WHERE = {"Answer": "models", "Answerer": "answering", "EvalResult": "evaluation",
-          "ExitCode": "errors", "IndexReport": "indexing", "RagError": "errors",
-          "Settings": "settings", "Store": "store", "Trace": "trace", "answerer": "api", "ask": "api",
+_WHERE = {"Answer": "answer.result", "Answerer": "answer.answering", "EvalResult": "evaluate.evaluation",
+          "ExitCode": "errors", "IndexReport": "ingest.indexing", "RagError": "errors",
+          "Settings": "settings", "Store": "store.store", "Trace": "audit.trace", "answerer": "api",
+          "ask": "api",
           "evaluate": "api", "ingest": "api", "load_settings": "settings", "reindex": "api"}
 
 

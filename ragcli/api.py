@@ -25,18 +25,18 @@ from typing import TYPE_CHECKING
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from .answering import Answerer
-    from .evaluation import EvalResult
-    from .indexing import IndexReport
-    from .models import Answer
+    from .answer.answering import Answerer
+    from .answer.result import Answer
+    from .evaluate.evaluation import EvalResult
+    from .ingest.indexing import IndexReport
 
 
 def answerer(settings: Settings | None = None) -> Answerer:
-    """An :class:`~ragcli.answering.Answerer` on the settings' store, embedder and GGUF model
+    """An :class:`~ragcli.answer.answering.Answerer` on the settings' store, embedder and GGUF model
     (loaded on first use and kept: ask it many questions)."""
-    from .answering import Answerer
-    from .embedder import get_embedder
-    from .generation import LlamaCppGenerator
+    from .answer.answering import Answerer
+    from .runtimes.embedder import get_embedder
+    from .runtimes.generation import LlamaCppGenerator
 
     settings = settings or load_settings()
     return Answerer(settings, get_embedder(settings.embedder),
@@ -46,8 +46,8 @@ def answerer(settings: Settings | None = None) -> Answerer:
 def ingest(paths: Sequence[Path | str], settings: Settings | None = None, *,
            corpus: str | None = None) -> IndexReport:
     """``ragcli ingest PATHS``: index new and changed documents, never delete."""
-    from .embedder import get_embedder
-    from .indexing import index_paths
+    from .ingest.indexing import index_paths
+    from .runtimes.embedder import get_embedder
 
     settings = settings or load_settings()
     return index_paths([Path(p) for p in paths], settings.store, get_embedder(settings.embedder),
@@ -57,8 +57,8 @@ def ingest(paths: Sequence[Path | str], settings: Settings | None = None, *,
 def reindex(paths: Sequence[Path | str], settings: Settings | None = None, *,
             corpus: str | None = None) -> IndexReport:
     """``ragcli reindex PATHS``: add, update and delete so the store matches its sources."""
-    from .embedder import get_embedder
-    from .indexing import index_paths
+    from .ingest.indexing import index_paths
+    from .runtimes.embedder import get_embedder
 
     settings = settings or load_settings()
     return index_paths([Path(p) for p in paths], settings.store, get_embedder(settings.embedder),
@@ -76,7 +76,7 @@ def evaluate(goldens: Path | str, settings: Settings | None = None, *,
              repeat: int = 1) -> EvalResult:
     """``ragcli eval GOLDENS`` without the gate: every case run and scored, the aggregate metrics
     in ``result.metrics``."""
-    from .evaluation import evaluate as run
-    from .evaluation import load_goldens
+    from .evaluate.evaluation import evaluate as run
+    from .evaluate.evaluation import load_goldens
 
     return run(load_goldens(Path(goldens)), answerer(settings), repeat=repeat)

@@ -14,7 +14,9 @@ report file: the one place both are decided.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 
@@ -62,7 +64,7 @@ def sha256_cache() -> Path:
 
 
 def prompt_cache() -> Path:
-    """The span prompt's shared part as the model's keys and values (generation.PromptCache)."""
+    """The span prompt's shared part as the model's keys and values (runtimes/prompt_cache.py)."""
     return cache_home() / "prompts"
 
 
@@ -110,3 +112,60 @@ def write_output(path: Path, text: str, flag: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise InputError(f"cannot write {flag} {path}: {exc.strerror or exc}") from None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cached_file_sha256(path: Path) -> str:
+    """``file_sha256``, remembered per file identity: device, inode, size, mtime and ctime.
+
+    Hashing the 98 MB default model took a few hundred milliseconds on every ``ask``. Any write to
+    the file, or a new file at the path, changes its ctime or inode (which no user can set back),
+    so a changed model is always hashed again. Kept in ``$XDG_CACHE_HOME/ragcli/sha256.json``."""
+    import json
+
+    stat = path.stat()
+    key = f"{os.path.realpath(path)}|{stat.st_dev}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}|" \
+          f"{stat.st_ctime_ns}"
+
+    cache = sha256_cache()
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), str):
+        return str(known[key])
+    digest = file_sha256(path)
+    known = {k: v for k, v in known.items() if not k.startswith(f"{os.path.realpath(path)}|")}
+    known[key] = digest
+    write_cache(cache, json.dumps(known, indent=1).encode("utf-8"))
+    return digest
+
+
+URI_SCHEMES = ("s3", "s3+ddb", "gs", "az", "abfs", "abfss")
+
+
+_URI = re.compile(r"^([a-z][a-z0-9+.-]*)://")
+
+
+def is_uri(location: object) -> bool:
+    """True for an object-storage store location such as ``s3://bucket/prefix``."""
+    return isinstance(location, str) and _URI.match(location) is not None
+
+
+def check_uri(location: str) -> str:
+    """``location`` if it is an object-storage URI ragcli can use, else a one-line error."""
+    match = _URI.match(location)
+    scheme = match.group(1) if match else ""
+    if scheme not in URI_SCHEMES or not location[len(scheme) + 3:].split("/")[0]:
+        raise ValueError(f"{location!r} is not a store directory or an "
+                         f"{', '.join(s + '://' for s in URI_SCHEMES[:4])} URI with a bucket")
+    return location.rstrip("/")

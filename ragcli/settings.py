@@ -17,13 +17,15 @@ import hashlib
 import json
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, UsageError
-from .paths import default_audit, default_store
+from .models import parse_acl
+from .paths import check_uri, default_audit, default_store
 
 
 @dataclass(frozen=True)
@@ -192,8 +194,6 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if not isinstance(value, str | Path) or not str(value):
                 raise ValueError
             if name == "store" and isinstance(value, str) and "://" in value:
-                from .store import check_uri  # light: lancedb is imported only when used
-
                 try:
                     return check_uri(value)  # object storage: s3://bucket/prefix
                 except ValueError as exc:
@@ -203,11 +203,9 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             items = value.split(",") if isinstance(value, str) else value
             if not isinstance(items, list | tuple):
                 raise ValueError
-            from .sources import SkipFile, parse_acl
-
             try:
                 result = parse_acl([str(i).strip() for i in items], name)
-            except SkipFile:
+            except ValueError:
                 raise ValueError from None
         elif kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
@@ -229,8 +227,6 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: {name} must be one of {', '.join(_CHOICES[name])}, "
                           f"got {result!r}")
     if name == "large_url":
-        from .remote import check_url  # light: the standard library only
-
         try:
             check_url(result)
         except ValueError as exc:
@@ -297,3 +293,18 @@ def load_settings(
                 if isinstance(values[name], Path) and not values[name].is_absolute():
                     values[name] = SYSTEM_CONFIG.parent / values[name]
     return Settings(**values)
+
+
+def check_url(url: str) -> str:
+    """A base URL ragcli can call: http or https, with a host. Raises ValueError."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {url!r}")
+    if parts.username or parts.password or parts.query:
+        raise ValueError("must not hold a user, password or query (it is recorded in every audit "
+                         "record); put the key in the variable large_api_key_env names")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"has a bad port: {url!r}") from None
+    return url

@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from ragcli.beir import load_split
-from ragcli.embedder import get_embedder
-from ragcli.retrieval import retrieve_configured
+from ragcli.evaluate.beir import load_split
+from ragcli.runtimes.embedder import get_embedder
+from ragcli.search.retrieval import retrieve_configured
 from ragcli.settings import load_settings
-from ragcli.store import Store
+from ragcli.store.store import Store
 
 groups = sys.argv[3:]
 stores = {"lance": Store.open(Path(sys.argv[1])), "held": Store.open(Path(sys.argv[1]))}

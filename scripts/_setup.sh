@@ -59,7 +59,7 @@ if [ "$want" != "$have" ]; then
 fi
 # export the default ONNX embedder once (into ~/.cache/ragcli/models), so that no ask pays for it
 "$VENV/bin/python" - <<'PY'
-from ragcli.embedder import get_embedder
+from ragcli.runtimes.embedder import get_embedder
 from ragcli.settings import Settings
 embedder = get_embedder(Settings().embedder)
 if not embedder.onnx_path.is_file():

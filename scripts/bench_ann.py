@@ -73,7 +73,8 @@ def build_store(path: Path, size: int, pieces: list[tuple[str, str, str]], vecto
                 embedder_id: str) -> tuple[object, dict[str, float]]:
     import pyarrow as pa
 
-    from ragcli.store import Store, _schema
+    from ragcli.store.store import Store
+    from ragcli.store.table import _schema
 
     rng = np.random.default_rng(0)
     store = Store.open_or_create(path, embedder_id, vectors.shape[1])
@@ -129,8 +130,8 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def measure(store, embedder, questions: list[str], settings) -> dict[str, float]:
-    from ragcli.retrieval import effective_groups, retrieve_configured
-    from ragcli.store import HOLD_MAX_ROWS
+    from ragcli.search.retrieval import effective_groups, retrieve_configured
+    from ragcli.store.held import HOLD_MAX_ROWS
 
     allowed = effective_groups(USER_GROUPS)
     qvectors = embedder.embed(questions)
@@ -153,7 +154,7 @@ def measure(store, embedder, questions: list[str], settings) -> dict[str, float]
     hybrid, held_hybrid, held_recalls = [], [], []
     held, hold = None, {}
     if store.count_chunks() <= HOLD_MAX_ROWS:  # what chat and ask --batch do at this size
-        from ragcli.store import Store
+        from ragcli.store.store import Store
 
         held = Store.open(store.path)
         _ = held.version  # the dataset open is not part of holding
@@ -219,14 +220,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="keeps vectors and stores")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--index", default=None, choices=["IVF_PQ", "IVF_HNSW_SQ"],
-                        help="the index type to build instead of ragcli's (ragcli.store.ANN_TYPE)")
+                        help="the index type to build instead of ragcli's (ragcli.store.indices.ANN_TYPE)")
     args = parser.parse_args()
-    from ragcli import store as store_module
+    from ragcli.store import indices as store_module
 
     if args.index:
         store_module.ANN_TYPE = args.index
-    from ragcli.beir import load_split
-    from ragcli.embedder import get_embedder
+    from ragcli.evaluate.beir import load_split
+    from ragcli.runtimes.embedder import get_embedder
     from ragcli.settings import load_settings
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ragcli-ann-"))
@@ -234,13 +235,13 @@ def main() -> None:
     settings = load_settings({}, environ={}, cwd=work)
     embedder = get_embedder(settings.embedder)
     # every query embedded afresh: a claim goes through several stores and loops, and a kept
-    # vector (ragcli/embedder.py) would time only the first of them
+    # vector (ragcli/runtimes/embedder.py) would time only the first of them
     embedder.recent_texts = 0  # type: ignore[attr-defined]
     pieces, vectors = real_vectors(args.data, work, embedder)
     questions = list(load_split(args.data, "test").queries.values())[:args.queries]
     for size in (int(s) for s in args.sizes.split(",")):
         path = work / f"store-{size}-{store_module.ANN_TYPE}"
-        from ragcli.store import Store
+        from ragcli.store.store import Store
 
         if Store.exists(path):
             store, timings = Store.open(path), {}

@@ -13,11 +13,11 @@ import argparse
 import time
 from pathlib import Path
 
-from ragcli.answering import Answerer
-from ragcli.embedder import get_embedder
-from ragcli.evaluation import evaluate, load_goldens
-from ragcli.generation import LlamaCppGenerator
-from ragcli.indexing import reindex
+from ragcli.answer.answering import Answerer
+from ragcli.evaluate.evaluation import evaluate, load_goldens
+from ragcli.ingest.indexing import reindex
+from ragcli.runtimes.embedder import get_embedder
+from ragcli.runtimes.generation import LlamaCppGenerator
 from ragcli.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from unittest import mock
 
+from ragcli.audit.trace import AuditLog
 from ragcli.settings import default_audit
-from ragcli.trace import AuditLog
 
 
 def one_request(log: AuditLog, n: int, prompt: str) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragcli.embedder import ONNX_VARIANTS, MiniLMEmbedder, OnnxMiniLMEmbedder, OnnxVariant
+from ragcli.runtimes.embedder import ONNX_VARIANTS, MiniLMEmbedder, OnnxMiniLMEmbedder, OnnxVariant
 
 ROOT = Path(__file__).resolve().parents[1]
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"

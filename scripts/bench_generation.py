@@ -20,7 +20,7 @@ import time
 
 from llama_cpp import Llama
 
-from ragcli.generation import LlamaCppGenerator, resolve_adapter
+from ragcli.runtimes.generation import LlamaCppGenerator, resolve_adapter
 from ragcli.settings import Settings
 
 LONG_REQUEST = "Write a detailed summary of every passage above, at least 200 words, in full sentences."

@@ -9,10 +9,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ragcli.embedder import get_embedder
-from ragcli.indexing import reindex
+from ragcli.ingest.indexing import reindex
+from ragcli.runtimes.embedder import get_embedder
 from ragcli.settings import Settings
-from ragcli.store import Store
+from ragcli.store.store import Store
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
 

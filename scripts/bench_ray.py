@@ -10,10 +10,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ragcli.distributed import RayEngine
-from ragcli.embedder import get_embedder
-from ragcli.generation import usable_cores
-from ragcli.indexing import LocalEngine, index_paths
+from ragcli.cpu import usable_cores
+from ragcli.ingest.distributed import RayEngine
+from ragcli.ingest.indexing import LocalEngine, index_paths
+from ragcli.runtimes.embedder import get_embedder
 from ragcli.settings import Settings
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"

@@ -6,12 +6,12 @@ import argparse
 import time
 from pathlib import Path
 
-from ragcli.beir import load_split, score_rankings
-from ragcli.embedder import get_embedder
-from ragcli.indexing import reindex
-from ragcli.retrieval import Legs, deduplicate, effective_groups, fuse, retrieve, search_legs
+from ragcli.evaluate.beir import load_split, score_rankings
+from ragcli.ingest.indexing import reindex
+from ragcli.runtimes.embedder import get_embedder
+from ragcli.search.retrieval import Legs, deduplicate, effective_groups, fuse, retrieve, search_legs
 from ragcli.settings import Settings
-from ragcli.store import Store
+from ragcli.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT.parent / "shared" / "data" / "scifact"

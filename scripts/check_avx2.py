@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ragcli.embedder import get_embedder
-from ragcli.generation import LlamaCppGenerator
+from ragcli.runtimes.embedder import get_embedder
+from ragcli.runtimes.generation import LlamaCppGenerator
 from ragcli.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,14 +54,14 @@ def child(job: Path) -> None:
 
 def prompts_for(questions: list[str], settings: Settings) -> tuple[list[str], list[dict]]:
     """The generation prompts, and mode auto's span-scoring jobs, for ``questions``."""
-    from ragcli.answering import screen_retrieval
-    from ragcli.extractive import extract_answer
-    from ragcli.indexing import reindex
-    from ragcli.prompting import build_prompt
-    from ragcli.reading import span_messages
-    from ragcli.retrieval import retrieve_configured
-    from ragcli.spans import all_spans
-    from ragcli.store import Store
+    from ragcli.answer.answering import screen_retrieval
+    from ragcli.answer.extractive import extract_answer
+    from ragcli.answer.prompting import build_prompt
+    from ragcli.answer.reading import span_messages
+    from ragcli.answer.spans import all_spans
+    from ragcli.ingest.indexing import reindex
+    from ragcli.search.retrieval import retrieve_configured
+    from ragcli.store.store import Store
 
     embedder = get_embedder(settings.embedder)
     store_path = ROOT / ".ragcli" / "check-avx2-store"

@@ -9,7 +9,7 @@ import pytest
 
 from fakes import EchoGenerator, HashEmbedder
 from ragcli import settings as settings_module
-from ragcli.embedder import EMBEDDERS
+from ragcli.runtimes.embedder import EMBEDDERS
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDBOOK = ROOT / "corpora" / "handbook"
@@ -61,7 +61,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def handbook_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The handbook indexed once per session with the hash embedder; use ``handbook_store``."""
-    from ragcli.indexing import ingest
+    from ragcli.ingest.indexing import ingest
 
     path = tmp_path_factory.mktemp("handbook") / "store"
     ingest([HANDBOOK], path, HashEmbedder())

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ragcli.generation import Generation, TokenCallback
+from ragcli.runtimes.generator import Generation, TokenCallback
 
 _WORD = re.compile(r"[a-z0-9]+")
 

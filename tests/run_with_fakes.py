@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fakes import HashEmbedder  # noqa: E402
 from ragcli.cli.app import main  # noqa: E402
-from ragcli.embedder import EMBEDDERS  # noqa: E402
+from ragcli.runtimes.embedder import EMBEDDERS  # noqa: E402
 
 EMBEDDERS["test-hash"] = HashEmbedder
 if os.environ.get("FAKE_GENERATOR") == "hang":

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import ask_json
 from ragcli.cli.app import app
-from ragcli.sources import AclResolver, load_documents
+from ragcli.ingest.sources import AclResolver, load_documents
 
 runner = CliRunner()
 SECRET = "The settlement with Northwind is 4.2 million EUR, payable in March."

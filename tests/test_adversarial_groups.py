@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from fakes import HashEmbedder
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.retrieval import search_legs
-from ragcli.store import Store
+from ragcli.search.retrieval import search_legs
+from ragcli.store.store import Store
 
 runner = CliRunner()
 HOSTILE = ["x') OR true --", "'", "hr'", "%", "hr' OR 'a'='a", "groupé", "hr,finance'", "a b",

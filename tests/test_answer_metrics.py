@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragcli.answer_metrics import answer_tokens, best_f1, contains_answer, exact_match, token_f1
+from ragcli.evaluate.answer_metrics import answer_tokens, best_f1, contains_answer, exact_match, token_f1
 
 
 @pytest.mark.parametrize(("answer", "expected"), [

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from fakes import EchoGenerator, HashEmbedder
-from ragcli.answering import Answerer
+from ragcli.answer.answering import Answerer
+from ragcli.audit.trace import AuditLog
 from ragcli.errors import StoreMissingError, UsageError
 from ragcli.settings import Settings
-from ragcli.trace import AuditLog
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_extractive_mode_cites_without_a_model(settings: Settings) -> None:
 
 
 def test_extract_reads_table_rows_as_header_value_pairs() -> None:
-    from ragcli.extractive import extract_answer
+    from ragcli.answer.extractive import extract_answer
     from ragcli.models import Hit
 
     table = Hit("p#0", "p", "/p", "Plans", "Kestrel pricing plans",

@@ -15,11 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from fakes import EchoGenerator
+from ragcli.audit.trace import AuditLog
 from ragcli.cli import ask as ask_command
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.store import Store
-from ragcli.trace import AuditLog
+from ragcli.store.store import Store
 
 runner = CliRunner()
 RUNNER = Path(__file__).resolve().parent / "run_with_fakes.py"

@@ -21,12 +21,12 @@ from typer.testing import CliRunner
 
 from conftest import HANDBOOK
 from fakes import HashEmbedder
+from ragcli.audit.trace import AuditLog
 from ragcli.cli.app import app
-from ragcli.embedder import EMBEDDERS
 from ragcli.errors import ExitCode
-from ragcli.indexing import ingest
-from ragcli.store import MANIFEST
-from ragcli.trace import AuditLog
+from ragcli.ingest.indexing import ingest
+from ragcli.runtimes.embedder import EMBEDDERS
+from ragcli.store.backings import MANIFEST
 
 runner = CliRunner()
 Q = "How many weeks of paid parental leave do non-birthing parents get?"

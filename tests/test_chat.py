@@ -18,8 +18,8 @@ import pytest
 
 from conftest import HANDBOOK
 from fakes import HashEmbedder
-from ragcli.indexing import reindex
-from ragcli.trace import AuditLog
+from ragcli.audit.trace import AuditLog
+from ragcli.ingest.indexing import reindex
 
 RUNNER = Path(__file__).resolve().parent / "run_with_fakes.py"
 QUESTIONS = ("How many weeks of paid parental leave do non-birthing parents get?",

@@ -3,9 +3,9 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ragcli.chunking import chunk_document, split_blocks
+from ragcli.ingest.chunking import chunk_document, split_blocks
+from ragcli.ingest.sources import content_hash
 from ragcli.models import Document
-from ragcli.sources import content_hash
 
 
 def words(text: str) -> int:

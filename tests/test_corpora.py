@@ -15,8 +15,8 @@ from conftest import HANDBOOK, ask_json
 from fakes import HashEmbedder
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.indexing import reindex
-from ragcli.store import Store
+from ragcli.ingest.indexing import reindex
+from ragcli.store.store import Store
 
 runner = CliRunner()
 

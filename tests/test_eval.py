@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import HANDBOOK, ROOT
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode, InputError
-from ragcli.evaluation import load_goldens
+from ragcli.evaluate.evaluation import load_goldens
 
 GOLDENS = ROOT / "goldens" / "handbook.jsonl"
 runner = CliRunner()
@@ -171,7 +171,7 @@ def test_a_case_that_stops_passing_is_a_regression(tmp_path: Path) -> None:
     baseline.write_text(json.dumps(data))
     store = Path(os.environ["RAGCLI_STORE"])
     from fakes import HashEmbedder
-    from ragcli.indexing import reindex
+    from ragcli.ingest.indexing import reindex
 
     corpus = tmp_path / "corpus"
     shutil.copytree(HANDBOOK, corpus)

@@ -12,11 +12,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ragcli.chunking import chunk_document
 from ragcli.errors import ConfigError, InputError
-from ragcli.evaluation import Golden, load_goldens
+from ragcli.evaluate.evaluation import Golden, load_goldens
+from ragcli.ingest.chunking import chunk_document
+from ragcli.ingest.sources import load_documents
 from ragcli.settings import Settings, load_settings
-from ragcli.sources import load_documents
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -22,8 +22,8 @@ from fakes import EchoGenerator, HashEmbedder
 from ragcli.cli import evaluate as evaluate_command
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.indexing import reindex
-from ragcli.perturbations import CONFIDENCE_MARGIN
+from ragcli.evaluate.perturbations import CONFIDENCE_MARGIN
+from ragcli.ingest.indexing import reindex
 
 GOLDENS = ROOT / "goldens" / "handbook.jsonl"
 runner = CliRunner()
@@ -223,7 +223,7 @@ def test_unknown_perturbation_is_a_usage_error(goldens: Path, baseline: Path) ->
 def test_every_gated_metric_has_the_right_direction() -> None:
     """A count or rate of bad outcomes must be gated as lower-is-better (a direction backwards
     would pass a regression and fail an improvement)."""
-    from ragcli.gate import LOWER_IS_BETTER
+    from ragcli.evaluate.gate import LOWER_IS_BETTER
 
     baseline = json.loads((ROOT / "goldens" / "baseline.json").read_text())
     bad_words = ("wrong", "leak", "error", "refused_answerable", "should_refuse", "followed",

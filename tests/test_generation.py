@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ragcli.generation import cached_file_sha256
+from ragcli.paths import cached_file_sha256
 
 
 def test_cached_hash_follows_every_change(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ def test_cached_hash_follows_every_change(tmp_path: Path) -> None:
 def test_scoring_threads_leave_the_cores_other_work_is_using(monkeypatch: pytest.MonkeyPatch) -> None:
     """Span scoring runs on batch_threads only while no other thread wants those cores: llama.cpp's
     threads meet after every operation, and one without a core holds the rest up."""
-    from ragcli import generation
+    from ragcli.runtimes import generation
 
     monkeypatch.setattr(generation, "usable_cores", lambda limit: 2)
     gen = generation.LlamaCppGenerator.__new__(generation.LlamaCppGenerator)
@@ -46,7 +46,7 @@ def test_scoring_threads_leave_the_cores_other_work_is_using(monkeypatch: pytest
 
 
 def test_busy_elsewhere_reads_the_running_count() -> None:
-    from ragcli.generation import busy_elsewhere
+    from ragcli.runtimes.generation import busy_elsewhere
 
     busy = busy_elsewhere()
     assert busy is None or busy >= 0  # None only where /proc/loadavg is missing
@@ -55,7 +55,7 @@ def test_busy_elsewhere_reads_the_running_count() -> None:
 
 
 def test_prompt_cache_round_trip_rejects_damage_and_keeps_the_newest(tmp_path: Path) -> None:
-    from ragcli.generation import PromptCache
+    from ragcli.runtimes.prompt_cache import PromptCache
 
     cache = PromptCache(tmp_path / "prompts", "model|adapter|build")
     assert cache.load([1, 2, 3]) is None

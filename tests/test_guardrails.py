@@ -1,4 +1,4 @@
-from ragcli.guardrails import check_answer, looks_like_refusal, split_sentences, support
+from ragcli.answer.guardrails import check_answer, looks_like_refusal, split_sentences, support
 from ragcli.models import Hit
 
 

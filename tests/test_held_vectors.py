@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from fakes import HashEmbedder
 from ragcli.cli.app import app
-from ragcli.retrieval import effective_groups, retrieve_configured, search_legs
 from ragcli.schema import schema_problems
+from ragcli.search.retrieval import effective_groups, retrieve_configured, search_legs
 from ragcli.settings import Settings
-from ragcli.store import Store
+from ragcli.store.store import Store
 
 QUESTIONS = ["How many weeks of paid parental leave do non-birthing parents get?",
              "What is the maximum salary of an L5 Staff Engineer in the salary bands?",
@@ -136,7 +136,7 @@ def test_only_the_readable_runs_are_multiplied_and_they_are_exact(
     """Rows are held grouped by ACL: a group set's readable rows are a few runs, and the
     product over those runs gives bitwise the cosines of the whole product (NaN for the rows it
     may not read); the rows are the same rows, in scan order within a group."""
-    from ragcli.store import _cut
+    from ragcli.store.held import _cut
 
     held = held_store(handbook_store).held
     assert held is not None
@@ -187,7 +187,7 @@ def test_ties_at_the_cut_go_to_the_first_scanned_rows(handbook_store: Path) -> N
 
 def test_a_store_over_the_size_limit_is_not_held(handbook_store: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from ragcli import store as store_module
+    from ragcli.store import held as store_module
 
     store = Store.open(handbook_store)
     monkeypatch.setattr(store_module, "HOLD_MAX_ROWS", 3)
@@ -224,7 +224,7 @@ def test_the_product_is_the_same_on_any_number_of_threads(handbook_store: Path,
                                                           hash_embedder: HashEmbedder,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Bitwise: a chat on 4 cores and its replay on 1 rank the same rows the same way."""
-    from ragcli import store as store_module
+    from ragcli.store import held as store_module
 
     held = held_store(handbook_store).held
     assert held is not None
@@ -268,7 +268,7 @@ def test_a_batch_whose_store_cannot_be_held_answers_through_lance(
         handbook_store: Path, cli_env: dict[str, str], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ragcli.errors import StoreError
-    from ragcli.store import HeldVectors
+    from ragcli.store.held import HeldVectors
 
     def damaged(self: HeldVectors, *args: object) -> None:
         raise StoreError("store is damaged: it holds non-finite vectors")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.identity import os_account
+from ragcli.search.identity import os_account
 from ragcli.settings import load_settings
 
 runner = CliRunner()

@@ -20,14 +20,14 @@ import pytest
 from conftest import HANDBOOK, ROOT
 from fakes import HashEmbedder
 from pdfs import make_pdf
+from ragcli.audit.trace import AuditLog
 from ragcli.errors import EmbedderMismatchError, InputError
-from ragcli.indexing import index_paths, ingest, reindex, staleness
-from ragcli.retrieval import retrieve_configured
+from ragcli.ingest.indexing import index_paths, ingest, reindex, staleness
+from ragcli.ingest.sources import load_documents
+from ragcli.search.retrieval import retrieve_configured
 from ragcli.settings import Settings
-from ragcli.sources import load_documents
-from ragcli.store import Store
-from ragcli.trace import AuditLog
-from ragcli.verify import verify
+from ragcli.store.store import Store
+from ragcli.store.verify import verify
 
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact" / "corpus.jsonl"
 RUNNER = Path(__file__).resolve().parent / "run_with_fakes.py"

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from ragcli.chunking import MAX_CHARS_PER_TOKEN
+from ragcli.ingest.chunking import MAX_CHARS_PER_TOKEN
 
 CHILD = r'''
 import json, resource, sys, tempfile, time, tracemalloc
 from pathlib import Path
 resource.setrlimit(resource.RLIMIT_CPU, (60, 60))
-from ragcli.chunking import chunk_document
-from ragcli.sources import load_documents
+from ragcli.ingest.chunking import chunk_document
+from ragcli.ingest.sources import load_documents
 kind = sys.argv[1]
 if kind == "minilm":
-    from ragcli.embedder import MiniLMEmbedder
+    from ragcli.runtimes.embedder import MiniLMEmbedder
     count = MiniLMEmbedder().count_tokens  # the real WordPiece tokenizer (no torch)
 else:
     count = lambda t: len(t.split())

@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 
 from conftest import HANDBOOK
 from ragcli.cli.app import app
-from ragcli.distributed import RayEngine
-from ragcli.embedder import get_embedder
-from ragcli.indexing import index_paths
+from ragcli.ingest.distributed import RayEngine
+from ragcli.ingest.indexing import index_paths
+from ragcli.runtimes.embedder import get_embedder
 from ragcli.settings import Settings
-from ragcli.store import Store
+from ragcli.store.store import Store
 
 pytestmark = pytest.mark.real
 runner = CliRunner()

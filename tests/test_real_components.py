@@ -15,14 +15,14 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import HANDBOOK
-from ragcli.chunking import chunk_document
+from ragcli.audit.trace import AuditLog
 from ragcli.cli.app import app
-from ragcli.embedder import MiniLMEmbedder, get_embedder
-from ragcli.generation import LlamaCppGenerator, default_model_path
+from ragcli.ingest.chunking import chunk_document
+from ragcli.ingest.sources import load_documents
+from ragcli.runtimes.embedder import MiniLMEmbedder, get_embedder
+from ragcli.runtimes.generation import LlamaCppGenerator, default_model_path
 from ragcli.schema import answer_schema
 from ragcli.settings import Settings
-from ragcli.sources import load_documents
-from ragcli.trace import AuditLog
 
 pytestmark = pytest.mark.real
 runner = CliRunner()
@@ -129,7 +129,7 @@ def test_onnx_embedders_match_sentence_transformers_without_torch(
     assert cosine.min() >= floor, cosine
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
     probe = subprocess.run([sys.executable, "-c", (
-        "import sys; from ragcli.embedder import get_embedder; "
+        "import sys; from ragcli.runtimes.embedder import get_embedder; "
         f"get_embedder('{name}').embed(['a question']); print('torch' in sys.modules)")],
         capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "False"  # the exported model runs without torch
@@ -141,7 +141,7 @@ def test_the_onnx_export_is_named_by_the_weights_not_their_place(embedder: MiniL
     weights get their own."""
     import shutil
 
-    from ragcli.embedder import OnnxMiniLMEmbedder
+    from ragcli.runtimes.embedder import OnnxMiniLMEmbedder
 
     installed = OnnxMiniLMEmbedder("fp32")
     elsewhere = tmp_path / "venv2" / "model"
@@ -251,7 +251,7 @@ def test_extractive_mode_answers_with_citations_and_no_model(store: Path, tmp_pa
 def test_every_golden_answer_cites_only_retrieved_readable_passages(
         store: Path, tmp_path: Path, generator: LlamaCppGenerator) -> None:
     """Issue 4's integrity property over all handbook goldens, with the real model."""
-    from ragcli.answering import Answerer
+    from ragcli.answer.answering import Answerer
     from ragcli.settings import Settings
 
     goldens = [json.loads(line) for line in
@@ -310,9 +310,9 @@ def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
     """Mode auto's choice is an argmax over these scores: they must not move between runs, a warm
     and a cold cache (the worked examples stay cached between calls), or the number of threads
     scoring runs on (batch_threads, less the cores other work is using at that moment)."""
-    from ragcli import generation
-    from ragcli.reading import span_messages
-    from ragcli.spans import all_spans
+    from ragcli.answer.reading import span_messages
+    from ragcli.answer.spans import all_spans
+    from ragcli.runtimes import generation
 
     sentence = "Non-birthing parents receive 16 weeks of fully paid leave."
     question = "How many weeks of paid parental leave do non-birthing parents get?"
@@ -352,8 +352,8 @@ def test_span_scores_are_the_same_with_any_thread_count_and_with_the_cache(
 
 def expense_span_case() -> tuple[tuple[tuple[str, str], ...], list[str]]:
     """A span prompt and its candidate spans (nested ones among them) for the scoring tests."""
-    from ragcli.reading import span_messages
-    from ragcli.spans import all_spans
+    from ragcli.answer.reading import span_messages
+    from ragcli.answer.spans import all_spans
 
     sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
     question = "Who approves expense requests of 450 EUR?"
@@ -413,9 +413,9 @@ def test_the_span_prompt_needs_only_the_logits_it_reads(generator: LlamaCppGener
     """A span prompt is evaluated computing only the logits of the rows read (the prompt's last
     and the continuation's in the same call; the output layer is a fifth of the work per token):
     the scores are those of computing every row's."""
-    from ragcli import generation
-    from ragcli.reading import span_messages
-    from ragcli.spans import all_spans
+    from ragcli.answer.reading import span_messages
+    from ragcli.answer.spans import all_spans
+    from ragcli.runtimes import generation
 
     question = "Who approves expense requests of 450 EUR?"
     sentence = "Requests up to 500 EUR need the approval of the team lead, above that the director."
@@ -446,8 +446,8 @@ def test_bounded_span_scoring_finds_the_best_span_scoring_all_would(
     """With a bonus per span (mode auto's rule and length terms), spans whose first token's
     log-probability plus bonus cannot reach the best are not evaluated: the ones evaluated get
     bitwise the scores scoring every span gives, and the chosen span is the same."""
-    from ragcli.reading import choose_span, span_messages
-    from ragcli.spans import all_spans
+    from ragcli.answer.reading import choose_span, span_messages
+    from ragcli.answer.spans import all_spans
 
     cases = [("Who approves expense requests of 450 EUR?",
               "Requests up to 500 EUR need the approval of the team lead, above that the director."),
@@ -474,7 +474,7 @@ def test_bounded_span_scoring_finds_the_best_span_scoring_all_would(
 
 
 def test_auto_mode_shows_a_span_of_its_quote_found_at_its_offsets(store: Path, tmp_path: Path) -> None:
-    from ragcli.store import Store
+    from ragcli.store.store import Store
 
     data = ask(store, tmp_path / "audit.sqlite3",
                "How many weeks of paid parental leave do non-birthing parents get?")
@@ -520,7 +520,7 @@ def test_batch_workers_give_the_answers_one_worker_gives(store: Path, tmp_path: 
 def random_adapter(path: Path, seed: int, base_sha256: str | None = None) -> Path:
     """A llama.cpp LoRA adapter for SmolLM2-135M with random tensors on two value projections:
     small, but enough to move the output. ``base_sha256``: the model it says it fits."""
-    from ragcli.tuning import write_lora
+    from ragcli.runtimes.tuning import write_lora
 
     rng = np.random.default_rng(seed)
     arrays = {}
@@ -534,7 +534,8 @@ def random_adapter(path: Path, seed: int, base_sha256: str | None = None) -> Pat
 def test_an_adapter_trained_for_another_model_is_refused(store: Path, tmp_path: Path) -> None:
     """llama.cpp loads an adapter onto any model of the same shapes; the base model's SHA-256
     that ragcli tune writes into it is checked on load (exit 7), and the right one loads."""
-    from ragcli.generation import default_model_path, file_sha256
+    from ragcli.paths import file_sha256
+    from ragcli.runtimes.generation import default_model_path
 
     audit = tmp_path / "audit.sqlite3"
     other = random_adapter(tmp_path / "other.gguf", 1, base_sha256="0" * 64)
@@ -552,7 +553,7 @@ def test_an_adapter_trained_for_another_model_is_refused(store: Path, tmp_path: 
 
 def test_adapter_is_recorded_replayed_and_a_changed_adapter_is_exit_12(
         store: Path, tmp_path: Path) -> None:
-    from ragcli.generation import file_sha256
+    from ragcli.paths import file_sha256
 
     audit = tmp_path / "audit.sqlite3"
     adapter = random_adapter(tmp_path / "adapter.gguf", 1)

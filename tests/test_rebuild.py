@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from conftest import HANDBOOK
 from fakes import HashEmbedder
 from ragcli.cli.app import app
-from ragcli.embedder import EMBEDDERS
 from ragcli.errors import ExitCode
-from ragcli.store import Store
+from ragcli.runtimes.embedder import EMBEDDERS
+from ragcli.store.store import Store
 
 runner = CliRunner()
 QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ragcli.answer.replay import ReplayReport
+from ragcli.answer.result import Answer
 from ragcli.cli import render
-from ragcli.gate import Verdict
-from ragcli.models import Answer, Citation, Hit, Quote, Verification
-from ragcli.replay import ReplayReport
+from ragcli.evaluate.gate import Verdict
+from ragcli.models import Citation, Hit, Quote, Verification
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("RAGCLI_UPDATE_SNAPSHOTS") == "1"  # read now: each test clears RAGCLI_*
@@ -113,8 +114,8 @@ def test_status() -> None:
 
 def test_eval_report() -> None:
     from ragcli.errors import ExitCode
-    from ragcli.evaluation import CaseResult, EvalResult, compute_metrics
-    from ragcli.goldens import Golden
+    from ragcli.evaluate.evaluation import CaseResult, EvalResult, compute_metrics
+    from ragcli.evaluate.goldens import Golden
 
     right = CaseResult(Golden("leave", "How long?", expected_docs=("hr/parental-leave.md",),
                               expected_answers=("16 weeks",)),

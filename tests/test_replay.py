@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 
 from conftest import HANDBOOK
 from fakes import EchoGenerator, HashEmbedder
-from ragcli.answering import Answerer
+from ragcli.answer.answering import Answerer
+from ragcli.answer.replay import replay
+from ragcli.audit.trace import AuditLog
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode, ModelChangedError, StoreError, StoreMissingError, VersionGoneError
-from ragcli.indexing import reindex
-from ragcli.replay import replay
+from ragcli.ingest.indexing import reindex
 from ragcli.settings import Settings
-from ragcli.trace import AuditLog
 
 QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"
 RUNNER = Path(__file__).resolve().parent / "run_with_fakes.py"

@@ -4,9 +4,9 @@ scores."""
 from pathlib import Path
 
 from fakes import HashEmbedder
-from ragcli.retrieval import retrieve_configured
+from ragcli.search.retrieval import retrieve_configured
 from ragcli.settings import Settings
-from ragcli.store import Store
+from ragcli.store.store import Store
 
 
 def test_acl_prefilter_inside_both_legs(handbook_store: Path, hash_embedder: HashEmbedder) -> None:

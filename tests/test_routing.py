@@ -1,6 +1,6 @@
 """Routing between the local model and an OpenAI-compatible server (docs/routing.md).
 
-Fast tests: the real client (ragcli/remote.py) against a scripted server on 127.0.0.1
+Fast tests: the real client (ragcli/runtimes/remote.py) against a scripted server on 127.0.0.1
 (tests/openai_stub.py), the store real, embedder and small model fakes. Real tests (marked
 ``real``): llama-cpp-python's own OpenAI-compatible server serving the shipped GGUF as the
 "large" model, started, stalled (SIGSTOP), killed mid-answer and given a wrong key. No test
@@ -26,7 +26,8 @@ from typer.testing import CliRunner
 
 from conftest import HANDBOOK
 from fakes import EchoGenerator, HashEmbedder
-from ragcli.answering import Answerer
+from ragcli.answer.answering import Answerer
+from ragcli.audit.trace import AuditLog, daily_stats
 from ragcli.cli.app import app
 from ragcli.errors import (
     BackendInvalidError,
@@ -35,9 +36,8 @@ from ragcli.errors import (
     ConfigError,
     ExitCode,
 )
-from ragcli.remote import Endpoint, OpenAIGenerator
+from ragcli.runtimes.remote import Endpoint, OpenAIGenerator
 from ragcli.settings import Settings, load_settings
-from ragcli.trace import AuditLog, daily_stats
 
 QUESTION = "How many weeks of parental leave?"
 KEY = "sk-test-0123456789"
@@ -329,7 +329,7 @@ def real_server() -> Iterator[dict[str, object]]:
     any GGUF serves), with an API key; stopped at the end of the module."""
     import llama_cpp.server  # noqa: F401 - the dev extra installs it; missing is a failure, not a skip
 
-    from ragcli.generation import default_model_path
+    from ragcli.runtimes.generation import default_model_path
 
     port = free_port()
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
@@ -444,9 +444,9 @@ def test_real_server_killed_mid_answer(real_server: dict[str, object]) -> None:
 def test_calibrate_route_chooses_the_best_band_within_the_budget() -> None:
     """Three answerable cases: the small model is right on a (confidence 0.9), wrong on b (0.6),
     and fails its checks on c (0.7); the large model is right on all three at 0.01 USD each."""
-    from ragcli.calibration import calibrate_route
-    from ragcli.evaluation import CaseResult
-    from ragcli.goldens import Golden
+    from ragcli.evaluate.calibration import calibrate_route
+    from ragcli.evaluate.evaluation import CaseResult
+    from ragcli.evaluate.goldens import Golden
 
     def case(name: str, answer: str, confidence: float, *, refused: bool = False,
              failed: str | None = None, usd: float = 0.0) -> CaseResult:

@@ -14,18 +14,19 @@ import pytest
 
 from conftest import HANDBOOK
 from fakes import EchoGenerator, HashEmbedder
-from ragcli.answering import Answerer, output_problems, redacted_text
-from ragcli.chunking import chunk_document
+from ragcli.answer.answering import Answerer, output_problems, redacted_text
+from ragcli.answer.prompting import format_passage
+from ragcli.answer.replay import replay
+from ragcli.answer.result import Answer
+from ragcli.audit.trace import AuditLog
 from ragcli.errors import UsageError
-from ragcli.generation import Generation
-from ragcli.models import Answer, Citation, Hit
-from ragcli.prompting import format_passage
-from ragcli.replay import replay
-from ragcli.screening import REDACTED, flags, screen_text
+from ragcli.ingest.chunking import chunk_document
+from ragcli.ingest.sources import load_documents
+from ragcli.models import Citation, Hit
+from ragcli.runtimes.generator import Generation
+from ragcli.search.screening import REDACTED, flags, screen_text
 from ragcli.settings import Settings
-from ragcli.sources import load_documents
-from ragcli.store import Store
-from ragcli.trace import AuditLog
+from ragcli.store.store import Store
 
 POISONED = {"it/printers.md", "engineering/staging.md", "onboarding/lunch-and-learn.md",
             "pricing/partner-program.md"}

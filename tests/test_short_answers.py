@@ -8,16 +8,16 @@ import pytest
 from typer.testing import CliRunner
 
 from fakes import EchoGenerator, HashEmbedder
-from ragcli.answering import Answerer
-from ragcli.claims import failed_claims
+from ragcli.answer.answering import Answerer
+from ragcli.answer.claims import failed_claims
+from ragcli.answer.reading import choose_span, locate, quote_for
+from ragcli.answer.spans import question_type, rule_spans
+from ragcli.audit.trace import AuditLog
 from ragcli.cli import ask as ask_command
 from ragcli.cli.app import app
 from ragcli.models import Hit
-from ragcli.reading import choose_span, locate, quote_for
 from ragcli.schema import schema_problems
 from ragcli.settings import Settings
-from ragcli.spans import question_type, rule_spans
-from ragcli.trace import AuditLog
 
 QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"
 
@@ -137,7 +137,7 @@ def test_a_generator_that_lies_about_a_number_is_never_shown(settings: Settings)
 def test_a_lie_with_nothing_verified_to_replace_it_is_refused(settings: Settings) -> None:
     liar = EchoGenerator(reply="Non-birthing parents receive 6 weeks of fully paid leave. [1]")
     answerer = Answerer(replace(settings, mode="generative"), HashEmbedder(), lambda: liar)
-    import ragcli.answering as answering
+    import ragcli.answer.answering as answering
 
     original = answering.extract_answer
     answering.extract_answer = lambda *args: None  # no sentence covers the question
@@ -181,7 +181,7 @@ def test_ask_json_carries_short_answer_quote_and_verification(handbook_store: Pa
     ("Who approves a purchase?", "Amount: 10,000 to 50,000; Approval: CFO", False)])
 def test_a_number_in_the_question_picks_the_range_that_holds_it(question: str, sentence: str,
                                                                inside: bool) -> None:
-    from ragcli.extractive import in_range
+    from ragcli.answer.extractive import in_range
 
     assert in_range(question, sentence) is inside
 
@@ -197,6 +197,6 @@ def test_a_table_rows_column_names_are_never_the_short_answer() -> None:
     row = "Amount (EUR, excluding VAT): 10,000 to 50,000; Approval needed: CFO"
     question = "Who must approve a purchase of 20,000 EUR?"
     assert rule_spans(question, row)[0].text == "CFO"
-    from ragcli.spans import all_spans
+    from ragcli.answer.spans import all_spans
 
     assert {"Amount", "Approval needed", "EUR"}.isdisjoint(s.text for s in all_spans(question, row))

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from ragcli.errors import InputError
-from ragcli.sources import load_documents
+from ragcli.ingest.sources import load_documents
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -8,8 +8,8 @@ import pytest
 from conftest import HANDBOOK
 from fakes import HashEmbedder
 from ragcli.errors import EmbedderMismatchError, LockedError, StoreMissingError
-from ragcli.indexing import ingest
-from ragcli.store import Store
+from ragcli.ingest.indexing import ingest
+from ragcli.store.store import Store
 
 
 @pytest.fixture
@@ -81,14 +81,15 @@ def test_a_reader_process_imports_lance_without_pandas(store_path: Path) -> None
     search = (f"s = Store.open({str(store_path)!r}); v = HashEmbedder().embed(['leave'])[0]; "
               "hits = s.search_vector(v, ['public'], 5) + s.search_fts('leave', ['public'], 5); "
               "print(len(hits) > 0, 'pandas' in sys.modules); ")
-    code = ("import sys; from ragcli.store import Store, reader_process; "
-            "from fakes import HashEmbedder; reader_process(); " + search +
+    code = ("import sys; from ragcli.store.backings import reader_process; "
+            "from ragcli.store.store import Store; from fakes import HashEmbedder; reader_process(); "
+            + search +
             "import pyarrow as pa, pandas as pd; "
             "print(pa.table({'a': [1, 2]}).to_pandas()['a'].sum())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent)
     assert out.stdout.split() == ["True", "False", "3"]
-    plain = "import sys; from ragcli.store import Store; from fakes import HashEmbedder; " + search
+    plain = "import sys; from ragcli.store.store import Store; from fakes import HashEmbedder; " + search
     out = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parent)
     assert out.stdout.split() == ["True", "True"]
@@ -100,7 +101,7 @@ def test_the_query_path_does_not_import_lancedb(store_path: Path) -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from ragcli.store import Store; from fakes import HashEmbedder; "
+    code = ("import sys; from ragcli.store.store import Store; from fakes import HashEmbedder; "
             f"s = Store.open({str(store_path)!r}); v = HashEmbedder().embed(['leave'])[0]; "
             "s.search_vector(v, ['public'], 5); h = s.search_fts('leave', ['public'], 5); "
             "s.pin_version(s.version); s.at_version(s.version).search_fts('leave', ['public'], 5); "
@@ -167,7 +168,7 @@ def test_pinning_beside_searches_on_other_threads(store_path: Path,
     another searches. lance refuses to tag through a handle a search is using ("Already
     borrowed"), so pins go through a handle of their own, one at a time."""
     from conftest import at_once
-    from ragcli.retrieval import retrieve_configured
+    from ragcli.search.retrieval import retrieve_configured
     from ragcli.settings import Settings
 
     store = Store.open(store_path)

@@ -14,13 +14,13 @@ from openai_stub import Stub
 from typer.testing import CliRunner
 
 from fakes import EchoGenerator, HashEmbedder
-from ragcli.answering import Answerer
+from ragcli.answer.answering import Answerer
+from ragcli.audit.trace import STARTED, TRACE_FORMAT, AuditLog
 from ragcli.cli.app import app
 from ragcli.errors import UsageError
-from ragcli.evaluation import Golden, evaluate
+from ragcli.evaluate.evaluation import Golden, evaluate
 from ragcli.schema import schema_problems
 from ragcli.settings import Settings
-from ragcli.trace import STARTED, TRACE_FORMAT, AuditLog
 
 OLD = Path(__file__).parent / "data" / "traces-format-1.jsonl"
 QUESTION = "How many weeks of parental leave?"

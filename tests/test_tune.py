@@ -16,16 +16,16 @@ from typer.testing import CliRunner
 
 from ragcli.cli.app import app
 from ragcli.errors import UsageError
-from ragcli.tuning import (
+from ragcli.evaluate.tuning import (
     IDK,
     Question,
     build_examples,
     excluded_questions,
     gold_span,
     load_questions,
-    permute_rows,
     target_for,
 )
+from ragcli.runtimes.tuning import permute_rows
 
 runner = CliRunner()
 
@@ -203,8 +203,8 @@ def test_adapter_flags_conflict_and_a_missing_adapter_is_a_model_error(
         tmp_path: Path, cli_env: dict[str, str]) -> None:
     both = runner.invoke(app, ["ask", "q?", "--adapter", "x.gguf", "--no-adapter"])
     assert both.exit_code == 2 and "cannot go together" in both.output
-    from ragcli.embedder import get_embedder
-    from ragcli.indexing import reindex
+    from ragcli.ingest.indexing import reindex
+    from ragcli.runtimes.embedder import get_embedder
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -220,7 +220,7 @@ def test_adapter_flags_conflict_and_a_missing_adapter_is_a_model_error(
 
 
 def _tiny_examples(tmp_path: Path) -> list:
-    from ragcli.tuning import Example
+    from ragcli.runtimes.tuning import Example
 
     rng = random.Random(0)
     out = []
@@ -244,8 +244,8 @@ def test_lora_trains_resumes_and_llama_cpp_computes_what_peft_computes(tmp_path:
     import torch
     from llama_cpp import Llama
 
-    from ragcli.generation import default_model_path
-    from ragcli.tuning import TuneConfig, encode, lora_tensors, train, write_adapter
+    from ragcli.runtimes.generation import default_model_path
+    from ragcli.runtimes.tuning import TuneConfig, encode, lora_tensors, train, write_adapter
 
     model_path = default_model_path()
     encoded = encode(_tiny_examples(tmp_path), model_path)

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from fakes import HashEmbedder
-from ragcli import store as store_module
 from ragcli.cli.app import app
 from ragcli.models import Chunk
-from ragcli.retrieval import effective_groups
-from ragcli.store import Store
+from ragcli.search.retrieval import effective_groups
+from ragcli.store import indices as store_module
+from ragcli.store.store import Store
 
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
          "sigma tau upsilon phi chi psi omega river stone cloud maple harbor copper violet lantern "

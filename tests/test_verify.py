@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import HANDBOOK
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
-from ragcli.store import Store
+from ragcli.store.store import Store
 
 runner = CliRunner()
 QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"

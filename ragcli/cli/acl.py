@@ -12,7 +12,7 @@ from .index import PathsArg
 def acl(paths: PathsArg, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     """Show each document's groups and the rule that gave them: front matter, an acl.toml rule or
     default (found from the file's directory upwards), or the default_acl setting."""
-    from ..sources import explain_acls
+    from ..ingest.sources import explain_acls
 
     settings = settings_from(config)
     documents, skipped = explain_acls([Path(p) for p in paths], settings.default_acl)

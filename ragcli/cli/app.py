@@ -45,7 +45,7 @@ def main() -> None:
 
     command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
     if command in READER_COMMANDS:  # here, not in the commands: the process must be the CLI's
-        from ..store import reader_process
+        from ..store.backings import reader_process
 
         reader_process()
     app()

@@ -66,10 +66,10 @@ def ask(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer a question from the store, with citations and a request ID."""
-    from ..answering import Answerer
-    from ..embedder import get_embedder
+    from ..answer.answering import Answerer
     from ..errors import UsageError
-    from ..identity import resolve_identity
+    from ..runtimes.embedder import get_embedder
+    from ..search.identity import resolve_identity
     if (question is None) == (batch is None):
         raise UsageError("give a question or --batch FILE, not both" if question is not None
                          else "give a question (or --batch FILE)")
@@ -99,16 +99,16 @@ def ask(
 
 
 def _batch(path: str, settings: Settings, user: str | None, groups: str, workers: int) -> int:
-    """``ask --batch``: a JSON line out per line in (ragcli/batch.py) from ``workers`` answerers
+    """``ask --batch``: a JSON line out per line in (ragcli/answer/batch.py) from ``workers`` answerers
     (0: one per usable core, at most 4); the first failed line's exit code, or 0."""
     import sys
     import time
 
-    from ..answering import Answerer
-    from ..batch import answer_lines
-    from ..embedder import get_embedder
+    from ..answer.answering import Answerer
+    from ..answer.batch import answer_lines
+    from ..cpu import usable_cores
     from ..errors import InputError
-    from ..generation import usable_cores
+    from ..runtimes.embedder import get_embedder
 
     try:
         # bytes: a line that is not UTF-8 is that line's error, not the batch's end

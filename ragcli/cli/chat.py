@@ -60,9 +60,9 @@ def chat(
 ) -> None:
     """Ask question after question in one session; everything stays loaded (exit 0, or the
     exit code of the first question that failed when stdin is not a terminal)."""
-    from ..answering import Answerer
-    from ..embedder import get_embedder
-    from ..identity import resolve_identity
+    from ..answer.answering import Answerer
+    from ..runtimes.embedder import get_embedder
+    from ..search.identity import resolve_identity
 
     model, route = model_or_large(model, route)
     settings = settings_from(config, store=store, model=model, mode=mode, route=route,
@@ -214,7 +214,7 @@ class Session:
 
     def _groups(self, arg: str) -> None:
         if arg:
-            from ..identity import resolve_identity
+            from ..search.identity import resolve_identity
 
             settings = self.answerer.settings
             who = resolve_identity(settings.identity, settings.users_file, self.user_flag,
@@ -303,7 +303,7 @@ class Session:
 
     def _open_store(self) -> Any:
         """The configured store, checked to hold this embedder's vectors."""
-        from ..store import Store
+        from ..store.store import Store
 
         store = Store.open(self.answerer.settings.store)
         store.require_embedder(self.answerer.embedder.id)
@@ -345,8 +345,8 @@ class Session:
             return None
 
     def _replay(self, arg: str) -> None:
-        from ..replay import replay_request
-        from ..trace import AuditLog
+        from ..answer.replay import replay_request
+        from ..audit.trace import AuditLog
 
         record = AuditLog(self.answerer.settings.audit).require(arg or self._need_last().request_id)
         render.replay(replay_request(record, embedder=self.answerer.embedder,

@@ -149,7 +149,7 @@ def model_or_large(model: Path | None, route: str | None) -> tuple[Path | None, 
 
 def gguf_generator(settings: Any, model: Path | None = None) -> Any:
     """The GGUF generator ``settings`` describe (the weights load on first use)."""
-    from ..generation import LlamaCppGenerator
+    from ..runtimes.generation import LlamaCppGenerator
 
     return LlamaCppGenerator.from_settings(settings, model)
 

@@ -75,7 +75,7 @@ def eval_command(
     from ..errors import UsageError
 
     if beir is not None:
-        from ..beir import evaluate_beir
+        from ..evaluate.beir import evaluate_beir
 
         beir_settings = settings_from(config, store=store)
         out = evaluate_beir(beir, split, beir_settings, beir_settings.store if store else None,
@@ -88,10 +88,10 @@ def eval_command(
         raise UsageError("--calibrate-set goes with --calibrate")
     if (budget is not None or max_escalated is not None) and not calibrate:
         raise UsageError("--budget and --max-escalated go with --calibrate --route small-first")
-    from ..answering import Answerer
-    from ..embedder import get_embedder
-    from ..gate import run_gate
-    from ..perturbations import parse_perturbations
+    from ..answer.answering import Answerer
+    from ..evaluate.gate import run_gate
+    from ..evaluate.perturbations import parse_perturbations
+    from ..runtimes.embedder import get_embedder
 
     names = parse_perturbations(perturb)
     settings = settings_from(config, store=store, mode=mode, top_k=top_k, route=route,
@@ -99,7 +99,7 @@ def eval_command(
     answerer = Answerer(settings, get_embedder(settings.embedder),
                         lambda: gguf_generator(settings))
     if calibrate:
-        from ..calibration import run_calibration
+        from ..evaluate.calibration import run_calibration
 
         report = run_calibration(goldens, answerer, budget_usd=budget, max_escalated=max_escalated,
                                  extra_sets=[_calibration_pair(s) for s in calibrate_set or ()],

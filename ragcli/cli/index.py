@@ -39,7 +39,7 @@ def _engine(engine: str, ray_address: str | None) -> Any:
         if ray_address:
             raise UsageError("--ray-address needs --engine ray")
         return None
-    from ..distributed import RayEngine
+    from ..ingest.distributed import RayEngine
 
     return RayEngine(ray_address)
 
@@ -48,9 +48,9 @@ def _index(paths: list[Path], store: str | None, config: Path | None, as_json: b
            *, delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
            engine: str = "local", ray_address: str | None = None,
            corpus: str | None = None) -> None:
-    from ..embedder import get_embedder
     from ..errors import UsageError
-    from ..indexing import index_paths
+    from ..ingest.indexing import index_paths
+    from ..runtimes.embedder import get_embedder
 
     if corpus is not None and len(paths) != 1:
         raise UsageError("--corpus names one corpus: give exactly one PATH with it")
@@ -96,8 +96,8 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
            = False) -> None:
     """What the store holds, when it was last indexed, and which sources changed since."""
     from ..errors import StoreError
-    from ..indexing import status_document, verify_report
-    from ..store import Store
+    from ..ingest.indexing import status_document, verify_report
+    from ..store.store import Store
 
     settings = settings_from(config, store=store)
     opened = Store.open(settings.store)

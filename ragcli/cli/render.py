@@ -18,7 +18,7 @@ from rich.text import Text
 from ..models import section_label
 
 if TYPE_CHECKING:
-    from ..trace import Trace
+    from ..audit.trace import Trace
 
 
 def _no_color() -> bool:

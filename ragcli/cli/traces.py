@@ -11,7 +11,7 @@ import typer
 from ..errors import ExitCode
 
 if TYPE_CHECKING:
-    from ..trace import Trace
+    from ..audit.trace import Trace
 from . import render
 from .common import AuditOpt, ConfigOpt, JsonOpt, RagGroup, gguf_generator, settings_from
 
@@ -37,8 +37,8 @@ def traces(
     """List recent requests, newest first."""
     if ctx.invoked_subcommand is not None:
         return
+    from ..audit.trace import AuditLog
     from ..errors import UsageError
-    from ..trace import AuditLog
 
     if refused + failed + interrupted > 1:
         raise UsageError("--refused, --failed and --interrupted exclude each other")
@@ -97,7 +97,7 @@ def traces_stats(
     """Per day: requests, refusals, failures, escalations, tokens, CPU, cost, latency p50/p95."""
     from datetime import UTC, datetime, timedelta
 
-    from ..trace import AuditLog, daily_stats
+    from ..audit.trace import AuditLog, daily_stats
 
     if since is None:
         since = (datetime.now(UTC) - timedelta(days=6)).date().isoformat()
@@ -116,7 +116,7 @@ def traces_export(audit: AuditOpt = None, config: ConfigOpt = None) -> None:
     """Every record as JSON Lines on stdout, oldest first."""
     import sys
 
-    from ..trace import AuditLog
+    from ..audit.trace import AuditLog
 
     settings = settings_from(config, audit=audit)
     for record in reversed(list(AuditLog(settings.audit).recent(None))):
@@ -124,7 +124,7 @@ def traces_export(audit: AuditOpt = None, config: ConfigOpt = None) -> None:
 
 
 def _find_record(request_id: str, config: Path | None, audit: Path | None) -> Trace:
-    from ..trace import AuditLog
+    from ..audit.trace import AuditLog
 
     return AuditLog(settings_from(config, audit=audit).audit).require(request_id)
 
@@ -143,8 +143,8 @@ def replay(
 ) -> None:
     """Re-run a past answer and show what differs (exit 0 identical, 10 drifted, 22
     unverifiable: a served model answered)."""
+    from ..answer.replay import replay_request
     from ..errors import UsageError
-    from ..replay import replay_request
 
     if against not in ("recorded", "latest"):
         raise UsageError("--against must be 'recorded' or 'latest'")

@@ -1,4 +1,4 @@
-"""tune: train a LoRA grounding adapter for the GGUF model on this CPU (ragcli/tuning.py)."""
+"""tune: train a LoRA grounding adapter for the GGUF model on this CPU (ragcli/runtimes/tuning.py)."""
 
 from __future__ import annotations
 
@@ -61,18 +61,10 @@ def tune(
 ) -> None:
     """Train a LoRA adapter that teaches the model to answer from its passages (exit 0 better
     than the base model on every --eval set, 18 not better). Needs pip install 'ragcli[tune]'."""
-    from ..embedder import get_embedder
     from ..errors import UsageError
-    from ..tuning import (
-        TuneConfig,
-        adapter_metadata,
-        compare_adapter,
-        eligible_questions,
-        load_questions,
-        prepare_examples,
-        require_packages,
-        write_adapter,
-    )
+    from ..evaluate.tuning import compare_adapter, eligible_questions, load_questions, prepare_examples
+    from ..runtimes.embedder import get_embedder
+    from ..runtimes.tuning import TuneConfig, adapter_metadata, require_packages, write_adapter
     from .evaluate import _calibration_pair
 
     if absent_share + moved_share > 1:
@@ -123,7 +115,7 @@ def tune(
 
 
 def _train(built: list[Any], model_path: Path, work: Path, config: Any) -> tuple[Any, dict]:
-    from ..tuning import encode, train, training_steps
+    from ..runtimes.tuning import encode, train, training_steps
 
     encoded = encode(built, model_path)
     render.info(f"training: {len(encoded)} examples, {config.epochs} epoch(s), checkpoint in "

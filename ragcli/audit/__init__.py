@@ -1,0 +1,2 @@
+"""The audit log: one typed record per request (trace), written by answering, read by replay,
+``traces`` and evaluation."""
