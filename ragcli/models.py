@@ -140,7 +140,8 @@ class Verification:
     outcome: ``verified`` (every claim is in its quote), ``repaired`` (the produced answer failed
     and was replaced by a verified extract), ``refused`` (it failed and nothing verified could
     replace it). ``failed`` names the claims that failed; ``source`` what produced the answer
-    shown: model (generated), model-span (a span the model chose), extract (rules, no model)."""
+    shown: model (generated), model-span (a span the model chose), reader-span (a span the
+    extractive reader chose), extract (rules, no model)."""
 
     outcome: str
     source: str

@@ -38,7 +38,9 @@ class Settings:
     candidates: int = 50  # depth of each retrieval leg before fusion
     hold_max_rows: int = 200_000  # chat and ask --batch hold a store's vectors up to this; 0 = never
     retrieval: str = "hybrid"  # hybrid | vector | fts
-    mode: str = "auto"  # auto (the model picks a span of the best sentence) | generative | extractive
+    mode: str = "auto"  # auto (a reader picks the short answer) | generative | extractive
+    span_reader: str = "gguf"  # mode auto: gguf (the model scores spans) | minilm (the reader trained here)
+    min_reader_score: float = 4.44  # span_reader minilm: refuse below (eval --calibrate, handbook + squad-a)
     fts_weight: float = 0.75  # weight of the full-text leg in RRF (tuned on SciFact train)
     rrf_k: int = 10  # reciprocal rank fusion constant (tuned on SciFact train)
     reranker: str | None = None  # "module:function" (question, hits) -> hits; none ships
@@ -102,9 +104,16 @@ DOCS = {
                       "of vector a chunk plus its text); 0 = never (search through lance); "
                       "docs/asking.md"),
     "retrieval": (None, "`hybrid`, `vector` or `fts`"),
-    "mode": (None, "`auto` (the model picks the short answer among spans of the best sentence), "
+    "mode": (None, "`auto` (a reader picks the short answer: `span_reader`), "
              "`generative` (the model writes, claims checked) or `extractive` (no model); "
              "docs/answers.md"),
+    "span_reader": (None, "who picks the short answer in mode `auto`: `gguf` (the GGUF model "
+                    "scores spans of the best sentence) or `minilm` (the extractive reader trained "
+                    "here reads the retrieved passages; no GGUF model runs; better on squad-a, "
+                    "worse on the handbook: docs/answers.md)"),
+    "min_reader_score": (None, "mode `auto` with `span_reader = minilm`: refuse when the reader's "
+                         "best span scores below this (its logits over the no-answer position; "
+                         "`ragcli eval --calibrate` chooses it; docs/answers.md)"),
     "fts_weight": (None, "weight of the full-text leg in the fusion (tuned on SciFact train)"),
     "rrf_k": (None, "reciprocal rank fusion constant (tuned on SciFact train)"),
     "reranker": ("none", "`module:function` taking `(question, hits)`, returning hits"),
@@ -160,12 +169,14 @@ _TYPES: dict[str, type] = {
     "seed": int, "threads": int, "batch_threads": int, "audit": Path, "retrieval": str,
     "fts_weight": float, "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int,
     "redact_audit": bool, "default_acl": tuple, "identity": str, "users_file": Path,
-    "route": str, "large_url": str, "large_model": str, "large_api_key_env": str,
+    "span_reader": str, "min_reader_score": float, "route": str, "large_url": str,
+    "large_model": str, "large_api_key_env": str,
     "large_timeout": float, "large_retries": int, "large_context_tokens": int,
     "escalate_below": float, "usd_per_1k_prompt": float, "usd_per_1k_completion": float,
     "usd_per_cpu_hour": float,
 }
 _CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("auto", "generative", "extractive"),
+            "span_reader": ("minilm", "gguf"),
             "identity": ("caller", "os"), "route": ("local", "small-first", "large")}
 SYSTEM_CONFIG = Path("/etc/ragcli/ragcli.toml")
 """A deployment's settings that nothing else overrides: ``LOCKED`` keys read from here win over

@@ -91,3 +91,35 @@ class EchoGenerator:
             on_prompt(prompt)
         self.prompts.append(prompt)
         return prompt, [100.0 if c == self.span else -10.0 * len(c.split()) for c in continuations]
+
+
+class RuleReader:
+    """A stand-in for the extractive reader: in each passage, the rules' best span of the
+    sentence that covers the question best, scored by that coverage plus the span's rule score."""
+
+    id = "test-rules"
+
+    def read(self, question: str, passages: Sequence[str]) -> list:
+        from ragcli.answer.spans import rule_spans
+        from ragcli.runtimes.reader import ReadSpan
+        from ragcli.text import content_terms, coverage
+
+        asked = content_terms(question)
+        found = []
+        for n, passage in enumerate(passages):
+            best = None
+            for match in re.finditer(r"[^.!?\n]+[.!?]?", passage):
+                sentence = match.group()
+                spans = rule_spans(question, sentence)
+                if spans:
+                    score = round(coverage(asked, sentence) * 10 + spans[0].score, 3)
+                    if best is None or score > best.score:
+                        begin = match.start() + spans[0].start
+                        best = ReadSpan(n, begin, begin + len(spans[0].text), spans[0].text, score)
+            if best is not None:
+                found.append(best)
+        return found
+
+    def record(self) -> dict[str, str]:
+        return {"id": self.id, "weights_sha256": "0" * 64, "onnx_sha256": "0" * 64,
+                "runtime": "test"}

@@ -48,9 +48,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def ask(store: Path, audit: Path, *args: str) -> dict:  # type: ignore[type-arg]
+def ask(store: Path, audit: Path, *args: str, **env: str) -> dict:  # type: ignore[type-arg]
     result = runner.invoke(app, ["ask", *args, "--store", str(store), "--json"],
-                           env={"RAGCLI_AUDIT": str(audit)})
+                           env={"RAGCLI_AUDIT": str(audit), **env})
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     jsonschema.validate(data, answer_schema())
@@ -500,7 +500,8 @@ def test_batch_workers_give_the_answers_one_worker_gives(store: Path, tmp_path: 
 
     def run(workers: str) -> list[dict]:  # type: ignore[type-arg]
         result = runner.invoke(app, ["ask", "--batch", str(batch), "--store", str(store),
-                                     "--workers", workers], env={"RAGCLI_AUDIT": str(audit)})
+                                     "--workers", workers],
+                               env={"RAGCLI_AUDIT": str(audit)})
         assert result.exit_code == 0, result.output
         return [json.loads(line) for line in result.stdout.splitlines()]
 
@@ -573,3 +574,66 @@ def test_adapter_is_recorded_replayed_and_a_changed_adapter_is_exit_12(
     changed = runner.invoke(app, ["replay", data["request_id"]], env={"RAGCLI_AUDIT": str(audit)})
     assert changed.exit_code == 12, changed.output
     assert "adapter" in changed.output and "changed" in changed.output
+
+
+def test_the_trained_reader_answers_and_is_named_by_file_hash(store: Path, tmp_path: Path) -> None:
+    """span_reader minilm: the trained extractive reader picks the span, named by file hash in the
+    answer and its record; its ONNX file is the one set-up built; no GGUF model is loaded."""
+    from ragcli.paths import file_sha256
+    from ragcli.runtimes.reader import READER_WEIGHTS, OnnxReader
+    from ragcli.store.store import Store
+
+    audit = tmp_path / "audit.sqlite3"
+    data = ask(store, audit, "How many weeks of paid parental leave do non-birthing parents get?",
+               RAGCLI_SPAN_READER="minilm")
+    assert data["mode"] == "auto" and not data["refused"] and data["short_answer"] == "16 weeks"
+    assert data["verification"] == {"outcome": "verified", "source": "reader-span", "failed": []}
+    assert data["reader"]["weights_sha256"] == file_sha256(READER_WEIGHTS)
+    assert data["reader"]["onnx_sha256"] == file_sha256(OnnxReader().onnx_path)
+    record = AuditLog(audit).get(data["request_id"])
+    assert record is not None and record["reader"] == data["reader"] and "model" not in record
+    quote = data["quote"]
+    text = Store.open(store).rows([quote["chunk_id"]], ["text"])[quote["chunk_id"]]["text"]
+    assert text[quote["start"]:quote["end"]] == quote["text"] and "16 weeks" in quote["text"]
+    replayed = runner.invoke(app, ["replay", data["request_id"]], env={"RAGCLI_AUDIT": str(audit)})
+    assert replayed.exit_code == 0, replayed.output
+
+
+def test_the_reader_reads_each_window_alone_whatever_the_threads_or_the_other_passages() -> None:
+    """The shipped reader's spans and scores are the same on one onnxruntime thread as on every
+    core, and a passage's best span does not depend on which passages are read beside it."""
+    from ragcli.runtimes.reader import OnnxReader, choose
+
+    passages = [(HANDBOOK / "hr" / "parental-leave.md").read_text(),
+                (HANDBOOK / "hr" / "expenses.md").read_text(),
+                "The office closes at 6 p.m. on Fridays. " * 80]  # several windows
+    question = "How many weeks of paid parental leave do non-birthing parents get?"
+    reader = OnnxReader()
+    spans = reader.read(question, passages)
+    assert reader.with_threads(1).read(question, passages) == spans
+    alone = reader.read(question, passages[:1])
+    assert [s for s in spans if s.passage == 0] == alone
+    best = choose(spans)
+    assert best is not None and best.passage == 0 and "16 weeks" in best.text
+
+
+def test_batch_workers_share_the_reader_and_answer_as_one_worker(store: Path, tmp_path: Path) -> None:
+    golden = [json.loads(line) for line in
+              (HANDBOOK.parents[1] / "goldens" / "handbook.jsonl").read_text().splitlines()]
+    batch = tmp_path / "q.jsonl"
+    batch.write_text("".join(json.dumps(g["question"]) + "\n" for g in golden[:8]))
+
+    def run(workers: str) -> list[dict]:  # type: ignore[type-arg]
+        result = runner.invoke(app, ["ask", "--batch", str(batch), "--store", str(store),
+                                     "--workers", workers],
+                               env={"RAGCLI_AUDIT": str(tmp_path / "audit.sqlite3"),
+                                    "RAGCLI_SPAN_READER": "minilm", "RAGCLI_MIN_READER_SCORE": "-100"})
+        assert result.exit_code == 0, result.output
+        return [{k: v for k, v in json.loads(line).items()
+                 if k not in ("request_id", "timings_ms", "cost")} for line in result.stdout.splitlines()]
+
+    one = run("1")
+    assert run("2") == one
+    assert sum(r["verification"] is not None and r["verification"]["source"] == "reader-span"
+               for r in one) >= 5
+

@@ -66,7 +66,7 @@ def test_exact_replay_is_identical(settings: Settings) -> None:
 def test_auto_mode_replays_the_span_choice(settings: Settings) -> None:
     """Mode auto records the span prompt and the chosen span; replay scores the spans again and
     reports a different choice (here: a model that now prefers another span) as a difference."""
-    auto = replace(settings, mode="auto")
+    auto = replace(settings, mode="auto", span_reader="gguf")  # the model chooses the span
     answer = Answerer(auto, HashEmbedder(), EchoGenerator).ask(QUESTION, user="ana", groups=[])
     record = AuditLog(settings.audit).get(answer.request_id)
     assert record["span_choice"]["method"] == "model" and record["short_answer"]

@@ -24,7 +24,9 @@ QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"
 
 @pytest.fixture
 def settings(tmp_path: Path, handbook_store: Path) -> Settings:
-    return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3", min_confidence=0.3)
+    # mode auto here is the GGUF model choosing the span (test_reader.py: the extractive reader)
+    return Settings(store=tmp_path / "store", audit=tmp_path / "audit.sqlite3", min_confidence=0.3,
+                    span_reader="gguf")
 
 
 def ask(settings: Settings, generator: EchoGenerator, mode: str, question: str = QUESTION):  # type: ignore[no-untyped-def]

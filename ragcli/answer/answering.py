@@ -3,8 +3,10 @@ writes its audit record.
 
 Refusal is decided here, by the system, before any model runs: no readable evidence, or evidence
 below ``Settings.min_confidence``, means "I don't know" and the closest sources searched. Then, by
-mode: ``auto`` takes the best sentence of the passages as the quote and lets the model choose the
-short answer among its spans (reading.py); ``extractive`` lets rules choose (no model);
+mode: ``auto`` lets a reader choose the short answer: the extractive reader trained here reads the
+passages and picks the best span across them, quoted with the sentence that holds it (reading.py,
+runtimes/reader.py; its score below ``min_reader_score`` is a refusal), or with ``span_reader =
+gguf`` the model scores spans of the best sentence; ``extractive`` lets rules choose (no model);
 ``generative`` has the model write, and checks every claim of it against the one sentence it
 cites (claims.py): a failure is repaired with the verified extract, or refused, never shown. An
 answer that declines, or of which no sentence is supported, is a refusal too. Every request,
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from .. import __version__
@@ -28,6 +31,7 @@ from ..ids import new_id
 from ..models import Citation, Hit, Quote, Verification
 from ..runtimes.embedder import Embedder
 from ..runtimes.generator import Generator, PromptTooLong, TokenCallback, model_record
+from ..runtimes.reader import Reader, get_reader
 from ..schema import schema_problems
 from ..search.retrieval import Retrieval, effective_groups, evidence, retrieve_configured
 from ..search.screening import Screened, screen
@@ -37,7 +41,7 @@ from .claims import failed_claims
 from .extractive import extract_answer
 from .guardrails import MARKER, REFUSAL, check_answer, looks_like_refusal, split_sentences
 from .prompting import build_prompt
-from .reading import Choice, choose_span, make_quote, quote_for, span_messages
+from .reading import Choice, choose_span, make_quote, quote_for, read_passages, span_messages
 from .result import Answer
 from .spans import rule_spans
 
@@ -47,11 +51,11 @@ ROUTE_SMALL = "small"
 """The attempt made by the local GGUF model (``route``'s values are in settings.py)."""
 ATTEMPT_FIELDS = ("status", "refused", "refusal_reason", "answer", "short_answer", "quote",
                   "verification", "citations", "prompt", "model", "output", "guardrails",
-                  "span_choice", "output_checks")
+                  "span_choice", "reader", "output_checks")
 """What one model's attempt writes into an audit record: under ``small-first`` each attempt keeps
 its own copy in ``attempts`` and the record's top level holds the one shown."""
 ESCALATING_REFUSALS = ("unsupported_answer", "unverified_claim", "model_declined", "output_check",
-                       "context_budget")
+                       "context_budget", "low_reader_score")
 """Refusals of the small model that the large one may do better on: its answer failed the checks
 or did not fit. Refusals for lack of evidence (none readable, confidence below min_confidence)
 never escalate: a larger model has no more right to answer without evidence."""
@@ -67,7 +71,9 @@ class Answerer:
     large_factory: Callable[[], Generator] | None = None  # None: the server ``large_url`` names
     cpu_time: Callable[[], float] = time.process_time  # what ``cost.cpu_s`` counts (ask --batch's
     # workers: time.thread_time, their own thread's, not the process's, which others share)
+    reader_factory: Callable[[], Reader] | None = None  # None: get_reader(settings.span_reader)
     _generator: Generator | None = field(default=None, init=False)
+    _reader: Reader | None = field(default=None, init=False, repr=False)
     _large: Generator | None = field(default=None, init=False, repr=False)
     _warming: threading.Thread | None = field(default=None, init=False, repr=False)
 
@@ -75,6 +81,17 @@ class Answerer:
         if self._generator is None:
             self._generator = self.generator_factory()
         return self._generator
+
+    @property
+    def uses_reader(self) -> bool:
+        """Whether the extractive reader picks short answers (then no GGUF model is needed)."""
+        settings = self.settings
+        return settings.mode == "auto" and settings.span_reader != "gguf" and settings.route != ROUTE_LARGE
+
+    def reader(self) -> Reader:
+        if self._reader is None:
+            self._reader = (self.reader_factory or partial(get_reader, self.settings.span_reader))()
+        return self._reader
 
     def large(self) -> Generator:
         """The large model (``route`` small-first or large): ``large_factory``'s, else the
@@ -99,6 +116,9 @@ class Answerer:
         model concurrently, and nothing computed changes: span scores are the same with that
         part cached or not (tests/test_real_components.py).
         A failure while warming is raised again by the first real use, on the calling thread."""
+        if self.uses_reader:  # the reader's session instead of the model (a fake has no load)
+            getattr(self.reader(), "load", lambda: None)()
+            return
         if self.settings.mode == "extractive" or self._warming is not None \
                 or self.settings.route == ROUTE_LARGE:
             return
@@ -123,8 +143,9 @@ class Answerer:
     def with_settings(self, settings: Settings) -> Answerer:
         """The same embedder and (loaded) generator under other settings (chat's /mode)."""
         other = Answerer(settings, self.embedder, self.generator_factory, self.large_factory,
-                         self.cpu_time)
+                         self.cpu_time, self.reader_factory)
         other._generator = self._generator
+        other._reader = self._reader if settings.span_reader == self.settings.span_reader else None
         other._large = self._large if settings.large_url == self.settings.large_url else None
         return other
 
@@ -166,7 +187,8 @@ class Answerer:
         record["cost"] = self.cost(record, self.cpu_time() - cpu)
         final = kept(record)
         audit.complete(final)
-        return replace(answer, cost=record["cost"], trace=read_trace(final))
+        return replace(answer, cost=record["cost"], trace=read_trace(final),
+                       reader=record.get("reader"))
 
     def cost(self, record: dict[str, Any], cpu_s: float) -> dict[str, Any]:
         """What a request cost: this process's CPU seconds, wall time, tokens per model (the
@@ -227,7 +249,7 @@ class Answerer:
         # checks the model file now (the weights load on first use); extractive needs no model,
         # nor does route large (the served model writes; rules pick a repair's short answer)
         generator = None if settings.mode == "extractive" or settings.route == ROUTE_LARGE \
-            else self.generator()
+            or self.uses_reader else self.generator()
         usage: dict[str, dict[str, Any]] = record.setdefault("usage", {})
         store = store or Store.open(settings.store)
         store.require_embedder(self.embedder.id)
@@ -261,6 +283,22 @@ class Answerer:
                           quote=quote.__dict__, verification=_check_record(check),
                           citations=[c.__dict__ for c in citations])
             return answer
+
+        def read() -> Answer:
+            """The extractive reader's best span across the passages (reading.read_passages)."""
+            start = time.perf_counter()
+            picked = read_passages(self.reader(), question, hits, record,
+                                   settings.min_reader_score)
+            timings["read"] = (time.perf_counter() - start) * 1000
+            if isinstance(picked, str):
+                return refuse(picked)
+            bad = failed_claims(picked.short, picked.quote.text)
+            if bad:  # the span is a substring of its quote: never expected, still never shown
+                record["verification"] = {"outcome": "refused", "source": "reader-span",
+                                          "failed": bad}
+                return refuse("unverified_claim: " + "; ".join(bad[:3]))
+            return answered(picked.text, (picked.citation,), hits, short=picked.short,
+                            quote=picked.quote, check=Verification("verified", "reader-span"))
 
         def extracted(failed: Sequence[str] = ()) -> Answer:
             """The extract (the best-covering sentence) and a span of it as the short answer:
@@ -347,8 +385,10 @@ class Answerer:
         if settings.route == ROUTE_LARGE:
             record["route"] = {"policy": ROUTE_LARGE, "taken": ROUTE_LARGE, "escalated": False}
             return replace(generated(self.large(), large=True), route=record["route"])
-        small = extracted() if settings.mode != "generative" else \
-            generated(generator, large=False)  # type: ignore[arg-type]
+        if settings.mode == "generative":
+            small = generated(generator, large=False)  # type: ignore[arg-type]
+        else:
+            small = read() if self.uses_reader else extracted()
         if settings.route != ROUTE_SMALL_FIRST:
             return small
         reason = escalation_reason(small, settings.escalate_below)

@@ -4,6 +4,8 @@
   in the passage text as stored, so a quote carries offsets into the chunk's text.
 - :func:`quote_for` picks the one sentence of a passage that best supports an answer sentence:
   the quote a generated sentence is checked against (claims.py).
+- :func:`quote_span` quotes the sentence(s) of a passage that hold a span the extractive reader
+  chose (runtimes/reader.py), so the short answer is a substring of its quote there too.
 - :func:`choose_span` picks the short answer inside a quote: by the rules alone (spans.rule_spans),
   or by the model's likelihood of each candidate span as the answer (mode ``auto``), plus the rule
   score and a length term. Either way the short answer is a substring of the quote.
@@ -14,8 +16,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ..models import Hit, Quote
+from ..models import Citation, Hit, Quote
+from ..runtimes.reader import Reader, choose
+from ..search.screening import REDACTED
 from ..text import content_terms, coverage
 from .extractive import candidates
 from .guardrails import support
@@ -76,6 +81,72 @@ def quote_for(claim: str, n: int, hit: Hit, question: str = "") -> Quote | None:
     best = max(range(len(sentences)),
                key=lambda i: (support(claim, sentences[i]), coverage(asked, sentences[i]), -i))
     return make_quote(n, hit, sentences[best])
+
+
+SPAN_EDGES = " \t\n*_`|#,;:"
+"""Markup and separators a span read from a passage's Markdown may begin or end with."""
+
+
+def readable(text: str) -> str:
+    """``text`` as the reader reads it: each redaction marker blanked to as many spaces, so that
+    offsets in it are offsets in ``text`` and no span can hold the marker's words."""
+    return text.replace(REDACTED, " " * len(REDACTED))
+
+
+def quote_span(n: int, hit: Hit, start: int, end: int) -> tuple[str, Quote]:
+    """The sentence(s) of passage ``n`` that hold ``hit.text[start:end]`` (a span the reader
+    chose), as shown (markup removed) and as a quote with offsets into the passage. A span that
+    runs over a sentence boundary gets the sentences it runs over; one outside any sentence found
+    (a heading, a code line) gets its line."""
+    located = []
+    for sentence, _ in candidates(hit):
+        where = locate(sentence, hit.text)
+        if where is not None and where[1] > start and where[0] < end:
+            located.append((where, sentence))
+    if located:
+        begin = min(start, located[0][0][0])
+        finish = max(end, located[-1][0][1])
+        shown = " ".join(s for _, s in located)
+    else:
+        begin = hit.text.rfind("\n", 0, start) + 1
+        newline = hit.text.find("\n", end)
+        finish = len(hit.text) if newline < 0 else newline
+        shown = " ".join(hit.text[begin:finish].split())
+    return shown, Quote(n, hit.chunk_id, hit.text[begin:finish], begin, finish)
+
+
+@dataclass(frozen=True)
+class Read:
+    """What the extractive reader picked, ready to show: the short answer, the cited sentence(s)
+    (``text``, with its marker), the quote and the citation."""
+
+    short: str
+    text: str
+    quote: Quote
+    citation: Citation
+
+
+def read_passages(reader: Reader, question: str, hits: Sequence[Hit], record: dict[str, Any],
+                  min_score: float) -> Read | str:
+    """The reader's best span across ``hits``, quoted with the sentence that holds it; or, when it
+    scores below ``min_score`` (the passages do not seem to answer), the refusal reason. Records
+    the reader and its choice (``reader``, ``span_choice``) in ``record``."""
+    spans = reader.read(question, [readable(hit.text) for hit in hits])
+    best = choose(spans)
+    record["reader"] = reader.record()
+    ranked = sorted(spans, key=lambda s: (-s.score, s.passage, s.start))[:5]
+    record["span_choice"] = {"method": "reader", "chosen": best.text if best else None,
+                             "score": best.score if best else None,
+                             "candidates": [[s.text, s.score, s.passage + 1] for s in ranked]}
+    if best is None or best.score < min_score:
+        score = "no span" if best is None else f"its best span scores {best.score:.3f}"
+        return f"low_reader_score: {score}, below min_reader_score {min_score:.3f}"
+    n = best.passage + 1
+    hit = hits[best.passage]
+    sentence, quote = quote_span(n, hit, best.start, best.end)
+    text = sentence if sentence.endswith((".", "!", "?", "```")) else sentence + "."
+    return Read(" ".join(best.text.strip(SPAN_EDGES).split()), f"{text} [{n}]", quote,
+                Citation(n, hit.chunk_id, hit.doc_id, hit.source, hit.title, "extract"))
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from ..audit.trace import INTERRUPTED, STARTED, Trace
 from ..errors import ModelChangedError, ModelError, TraceNotFoundError, UsageError, VersionGoneError
 from ..runtimes.embedder import Embedder
 from ..runtimes.generator import Generator
+from ..runtimes.reader import get_reader
 from ..search.retrieval import effective_groups
 from ..settings import Settings
 from ..store.store import Store
@@ -84,6 +85,16 @@ def replay(record: Trace, *, against: str, embedder: Embedder,
     else:
         question = record["question"]
     settings = Settings.from_json(record.get("settings", {}))
+    if "span_reader" not in record.get("settings", {}):  # before the reader, auto meant the model
+        settings = replace(settings, span_reader="gguf")
+    recorded_reader = record.get("reader")
+    if recorded_reader:
+        reader = get_reader(settings.span_reader)
+        shipped = reader.record()["weights_sha256"]
+        if shipped != recorded_reader.get("weights_sha256"):
+            raise ModelChangedError(f"reader {reader.id} changed: weights SHA-256 "
+                                    f"{shipped[:12]}..., recorded "
+                                    f"{str(recorded_reader.get('weights_sha256'))[:12]}...")
     models = [record.get("model") or {}] + [a.get("model") or {} for a in record.get("attempts", [])
                                             if isinstance(a, dict)]
     served = next((m.get("endpoint") for m in models if m.get("backend") == "openai"), None)

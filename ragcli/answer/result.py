@@ -36,6 +36,7 @@ class Answer:
     verification: Verification | None = None  # None: refused before any answer was produced
     route: dict[str, Any] | None = None  # route small-first / large: which model answered, and why
     cost: dict[str, Any] = field(default_factory=dict)  # CPU seconds, tokens, USD (answering.py)
+    reader: dict[str, Any] | None = None  # the extractive reader that read the passages, if one did
     trace: Trace | None = field(default=None, compare=False, repr=False)  # its audit record
 
     def to_json(self) -> dict[str, object]:
@@ -74,4 +75,5 @@ class Answer:
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "route": self.route,
             "cost": self.cost,
+            "reader": self.reader,
         }

@@ -71,6 +71,15 @@ class ModelTrace(TypedDict, total=False):
     attempts: int  # HTTP attempts the answer took (1 + retries)
 
 
+class ReaderTrace(TypedDict):
+    """The extractive reader that chose the short answer (runtimes/reader.py)."""
+
+    id: str
+    weights_sha256: str  # the shipped weights file (ragcli/runtimes/weights/)
+    onnx_sha256: str  # the ONNX file set-up built from it, which ran
+    runtime: str
+
+
 class OutputTrace(TypedDict):
     raw: str
     tokens: int
@@ -148,6 +157,7 @@ class Trace(TypedDict, total=False):
     output: OutputTrace
     guardrails: dict[str, Any]
     span_choice: dict[str, Any]
+    reader: ReaderTrace
     route: RouteTrace
     attempts: list[dict[str, Any]]  # small-first: each model's attempt (the fields above)
     usage: dict[str, UsageTrace]

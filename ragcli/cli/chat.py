@@ -155,8 +155,9 @@ class Session:
                 render.stderr().print("^C")
 
     def _warm(self) -> None:
-        """Load what the first question would: the embedder, and the model in the modes that
-        use it (with mode auto's shared span prompt in the model's cache), and the store's vectors
+        """Load what the first question would: the embedder, the reader (mode auto) or the model
+        in the modes that use it (with the shared span prompt in the model's cache under
+        ``span_reader = gguf``), and the store's vectors
         (``Store.hold_vectors``)."""
         self.store.hold_vectors(self.answerer.settings.hold_max_rows)
         self.answerer.prefetch()

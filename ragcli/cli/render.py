@@ -237,6 +237,12 @@ def trace(record: Trace) -> None:
         adapter = model.get("adapter")
         if adapter:
             out.print(f"adapter: {adapter.get('path')} sha256 {adapter.get('sha256', '')[:16]}...")
+    reader = record.get("reader")
+    if reader:
+        choice = record.get("span_choice") or {}
+        out.print(f"reader: {reader.get('id')} weights sha256 {reader.get('weights_sha256', '')[:16]}... "
+                  f"onnx sha256 {reader.get('onnx_sha256', '')[:16]}... best span "
+                  f"{choice.get('chosen')!r} score {choice.get('score')}")
     if record.get("prompt"):
         out.print("prompt:")
         out.print(Text(record["prompt"]["text"]))
@@ -365,6 +371,33 @@ def calibration(report: dict[str, Any]) -> None:
               f"{best['error_rate']:.3f}; " + ", ".join(
                   f"{n}: {best[n]['wrong_refusals']:.0f} wrong refusals, "
                   f"{best[n]['wrong_answers']:.0f} wrong answers" for n in names) + ")")
+    if report.get("reader"):
+        reader_calibration(report["reader"])
+
+
+def reader_calibration(report: dict[str, Any]) -> None:
+    """The reader's risk-coverage per set, and the min_reader_score chosen."""
+    out = stdout()
+    for name, rows in report["risk_coverage"].items():
+        out.print(risk_coverage_table(name, rows))
+    best = report["best"]
+    out.print(f"best min_reader_score: {best['threshold']:.3f} (mean error rate "
+              f"{best['error_rate']:.3f}; current {report['current']:.3f}; " + ", ".join(
+                  f"{n}: {r['answered']:.0%} answered, wrong rate {r['wrong_rate']:.3f}"
+                  for n, r in report["at_best"].items() if r) + ")")
+
+
+def risk_coverage_table(name: str, rows: list[dict[str, Any]]) -> Table:
+    """Wrong-answer rate at each share of answerable questions answered (reader score order)."""
+    table = Table(title=f"{name}: risk-coverage of the reader's score", title_justify="left",
+                  box=None)
+    for title in ("answered", "min_reader_score", "right", "wrong", "wrong rate", "absent answered"):
+        table.add_column(title, justify="right")
+    for row in rows:
+        table.add_row(f"{row['answered']:.0%}", f"{row['threshold']:.3f}", f"{row['right']:.0f}",
+                      f"{row['wrong']:.0f}", f"{row['wrong_rate']:.3f}",
+                      f"{row['absent_answered']:.0f}")
+    return table
 
 
 def tune_table(rows: list[dict[str, Any]]) -> None:

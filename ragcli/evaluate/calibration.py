@@ -137,7 +137,8 @@ def run_calibration(goldens: Path, answerer: Answerer, *,
     (:func:`calibrate_routes`); otherwise the refusal threshold over ``goldens`` (on the
     configured store) and each (golden set, corpus) of ``extra_sets`` (each corpus indexed into
     a store of its own beside the configured one), one threshold for all
-    (:func:`calibrate_sets`). The report says which (``kind``)."""
+    (:func:`calibrate_sets`), and with the extractive reader its ``min_reader_score`` over the
+    same sets (:func:`calibrate_reader`, under ``reader``). The report says which (``kind``)."""
     from ..errors import UsageError
     from .goldens import load_goldens, set_name
 
@@ -162,4 +163,74 @@ def run_calibration(goldens: Path, answerer: Answerer, *,
         store = corpus_store(corpus, Path(settings.store) / ".." / "calibrate" / name,
                              answerer.embedder, progress)
         sets.append((name, load_goldens(path), store))
-    return {"kind": "min_confidence", **calibrate_sets(sets, answerer, settings.min_confidence)}
+    report = {"kind": "min_confidence", **calibrate_sets(sets, answerer, settings.min_confidence)}
+    if answerer.uses_reader:  # the reader's bar, over the same sets (docs/answers.md)
+        report["reader"] = calibrate_reader(sets, answerer)
+    return report
+
+
+def reader_sweep(results: Sequence[CaseResult]) -> list[dict[str, float]]:
+    """What each ``min_reader_score`` would do to cases answered with none (every case the reader
+    read, with its best span's score): for each threshold (every score seen), the share of
+    answerable cases answered, the wrong answers among those answered (the short answer holds no
+    expected answer), the right ones, and the must-refuse cases answered."""
+    read = [r for r in results if r.reader_score is not None and not r.error]
+    answerable = sum(1 for r in results if r.answerable)
+    rows = []
+    for threshold in sorted({r.reader_score for r in read if r.reader_score is not None}):
+        kept = [r for r in read if r.reader_score is not None and r.reader_score >= threshold]
+        right = sum(1 for r in kept if r.answerable and r.short_correct)
+        wrong = sum(1 for r in kept if r.answerable and r.short_correct is False)
+        absent = sum(1 for r in kept if r.golden.must_refuse)
+        given = right + wrong
+        rows.append({"threshold": threshold, "answered": given / answerable if answerable else 0.0,
+                     "right": float(right), "wrong": float(wrong), "absent_answered": float(absent),
+                     "wrong_rate": wrong / given if given else 0.0})
+    return rows
+
+
+def risk_coverage(results: Sequence[CaseResult],
+                  shares: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)) -> list[dict[str, float]]:
+    """The wrong-answer rate at each share of answerable cases answered (the highest-scoring
+    ones first): the rows of :func:`reader_sweep` whose answered share is the first at or above
+    each of ``shares`` (those the reader reaches)."""
+    rows = sorted(reader_sweep(results), key=lambda r: (r["answered"], -r["threshold"]))
+    out = []
+    for share in shares:
+        row = next((r for r in rows if r["answered"] >= share - 1e-9), None)
+        if row is not None:
+            out.append({"share": share, **row})
+    return out
+
+
+def calibrate_reader(sets: Sequence[tuple[str, Sequence[Golden], Store]],
+                     answerer: Answerer) -> dict[str, Any]:
+    """``min_reader_score`` over the golden sets: each set answered once with no reader bar, then
+    the threshold with the lowest mean over the sets of (wrong answers + must-refuse cases
+    answered + right answers lost) per case, i.e. refuse where the reader is more often wrong
+    than right. Returns {"current", "best", "sweep": rows of the chosen threshold per set,
+    "risk_coverage": {set: rows}}."""
+    open_settings = replace(answerer.settings, min_reader_score=-1e9)
+    per_set = {}
+    for name, goldens, store in sets:
+        probe = answerer.with_settings(replace(open_settings, store=store.path))
+        per_set[name] = evaluate(goldens, probe).cases
+    scores = sorted({r.reader_score for cases in per_set.values() for r in cases
+                     if r.reader_score is not None})
+    current = answerer.settings.min_reader_score
+    rows = []
+    for threshold in [min(scores, default=0.0) - 1.0, *scores]:
+        row: dict[str, Any] = {"threshold": threshold}
+        for name, cases in per_set.items():
+            kept = [r for r in cases if r.reader_score is not None and r.reader_score >= threshold]
+            lost = [r for r in cases if r.reader_score is not None and r.reader_score < threshold]
+            errors = (sum(1 for r in kept if r.short_correct is False or r.golden.must_refuse)
+                      + sum(1 for r in lost if r.short_correct))
+            row[name] = errors / max(1, len(cases))
+        row["error_rate"] = statistics.fmean(row[name] for name in per_set)
+        rows.append(row)
+    best = min(rows, key=lambda r: (round(r["error_rate"], 9), abs(r["threshold"] - current)))
+    return {"current": current, "best": best,
+            "risk_coverage": {name: risk_coverage(cases) for name, cases in per_set.items()},
+            "at_best": {name: next((r for r in reader_sweep(cases) if r["threshold"] >= best["threshold"]),
+                                   None) for name, cases in per_set.items()}}

@@ -47,6 +47,7 @@ class CaseResult:
     escalated: bool = False  # small-first handed it to the large model (whatever was shown)
     failed_checks: str | None = None  # why small-first would escalate it whatever the band
     cost: dict[str, Any] = field(default_factory=dict)  # Answer.cost: cpu_s, tokens, usd
+    reader_score: float | None = None  # the extractive reader's best span's score (mode auto)
 
     @property
     def answerable(self) -> bool:
@@ -208,6 +209,8 @@ def run_case(answerer: Answerer, golden: Golden, repeat: int) -> CaseResult:
         result.failed_checks = escalation_reason(answer, 0.0)
         result.cost = dict(answer.cost)
         result.tokens = int(record["output"]["tokens"]) if "output" in record else 0
+        choice = record.get("span_choice") or {}
+        result.reader_score = choice.get("score") if choice.get("method") == "reader" else None
         seen_text = json.dumps(record.get("prompt") or {}) + " ".join(result.retrieved_docs) + \
             " ".join(result.cited_docs)
         prompt_text = ((record.get("prompt") or {}).get("text") or "").lower()

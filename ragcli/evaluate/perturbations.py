@@ -10,6 +10,7 @@ from ..answer.answering import Answerer
 from ..errors import UsageError
 from ..runtimes.embedder import Embedder
 from ..runtimes.generator import Generator
+from ..runtimes.reader import Reader
 
 QUERY_NOISE = 1e-3
 """Norm of the random vector added to every (unit) query vector by the ``query-noise``
@@ -51,17 +52,24 @@ def _one_thread(answerer: Answerer) -> Answerer:
         rethread = getattr(built, "with_batch_threads", None)
         return rethread(1) if rethread else built
 
+    def reader() -> Reader:
+        built = answerer.reader()
+        rethread = getattr(built, "with_threads", None)
+        return rethread(1) if rethread else built
+
     rethread = getattr(answerer.embedder, "with_threads", None)
     embedder = rethread(1) if rethread else answerer.embedder
-    return Answerer(replace(answerer.settings, batch_threads=1), embedder, generator)
+    return Answerer(replace(answerer.settings, batch_threads=1), embedder, generator,
+                    reader_factory=reader)
 
 
 def _query_noise(answerer: Answerer) -> Answerer:
-    return Answerer(answerer.settings, NoisyQueries(answerer.embedder), answerer.generator_factory)
+    return Answerer(answerer.settings, NoisyQueries(answerer.embedder), answerer.generator_factory,
+                    reader_factory=answerer.reader_factory)
 
 
 PERTURBATIONS: dict[str, Callable[[Answerer], Answerer]] = {
-    "threads": _one_thread,  # prefill and the embedder on one thread instead of every core
+    "threads": _one_thread,  # prefill, the embedder and the reader on one thread, not every core
     "query-noise": _query_noise,  # QUERY_NOISE on every query vector
 }
 

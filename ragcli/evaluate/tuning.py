@@ -238,8 +238,8 @@ def compare_adapter(evals: Sequence[tuple[Path, Path]], settings: Any, embedder:
         cases = load_goldens(goldens)[:limit or None]
         pair = []
         for label, choice in (("base", "none"), ("adapter", str(adapter))):
-            run = replace(settings, store=store.path, mode=mode, adapter=choice,
-                          audit=work / "eval-audit.sqlite3")
+            run = replace(settings, store=store.path, mode=mode, adapter=choice,  # auto: the
+                          audit=work / "eval-audit.sqlite3", span_reader="gguf")  # model's span
             answerer = Answerer(run, embedder, partial(generator_for, run))
             start = time.perf_counter()
             metrics = evaluate(cases, answerer).metrics

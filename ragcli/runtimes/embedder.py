@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ModelError
 from ..paths import model_cache
+from .onnx import cpu_session
 
 if TYPE_CHECKING:
     import numpy as np
@@ -179,25 +180,7 @@ class OnnxMiniLMEmbedder(MiniLMEmbedder):
         path = self.onnx_path
         if not path.is_file():
             export_onnx(self.model_dir, path, self.variant, self.max_tokens + 2)
-        try:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            if self.threads:
-                options.intra_op_num_threads = self.threads
-            for key, value in ONNX_VARIANTS[self.variant].session_config.items():
-                options.add_session_config_entry(key, value)
-            # its threads sleep once a run ends instead of spinning on the cores the model's
-            # threads are about to use (generation.scoring_threads counts running threads);
-            # the same vectors either way
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except ImportError:
-            raise ModelError("onnxruntime is not installed", hint="pip install onnxruntime") from None
-        except Exception as exc:  # a damaged cache file: say where it is
-            raise ModelError(f"cannot load {path}: {exc}",
-                             hint="delete the file to export it again") from None
+        return cpu_session(path, self.threads, ONNX_VARIANTS[self.variant].session_config)
 
     @cached_property
     def _batch_tokenizer(self) -> Any:
