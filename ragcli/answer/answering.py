@@ -3,10 +3,11 @@ writes its audit record.
 
 Refusal is decided here, by the system, before any model runs: no readable evidence, or evidence
 below ``Settings.min_confidence``, means "I don't know" and the closest sources searched. Then, by
-mode: ``auto`` lets a reader choose the short answer: the extractive reader trained here reads the
-passages and picks the best span across them, quoted with the sentence that holds it (reading.py,
-runtimes/reader.py; its score below ``min_reader_score`` is a refusal), or with ``span_reader =
-gguf`` the model scores spans of the best sentence; ``extractive`` lets rules choose (no model);
+mode: ``auto`` lets a reader choose the short answer: the model scores the spans of the best
+sentence (``span_reader = gguf``, the default; reading.py), or the extractive reader trained here
+reads the passages and picks the best span across them, quoted with the sentence that holds it
+(``span_reader = minilm``; runtimes/reader.py; a score below ``min_reader_score`` is a refusal);
+``extractive`` lets rules choose (no model);
 ``generative`` has the model write, and checks every claim of it against the one sentence it
 cites (claims.py): a failure is repaired with the verified extract, or refused, never shown. An
 answer that declines, or of which no sentence is supported, is a refusal too. Every request,

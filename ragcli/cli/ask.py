@@ -59,9 +59,9 @@ def ask(
     min_confidence: Annotated[float | None, typer.Option("--min-confidence",
                               help="Refuse below this evidence score.",
                               show_default=False)] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="auto (a reader picks the short "
-                    "answer: the extractive reader by default, span_reader), generative (the model "
-                    "writes; claims checked) or extractive (rules, no model).",
+    mode: Annotated[str | None, typer.Option("--mode", help="auto (the model, or with "
+                    "span_reader minilm the extractive reader, picks the short answer), generative "
+                    "(the model writes; claims checked) or extractive (rules, no model).",
                     show_default=False)] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
