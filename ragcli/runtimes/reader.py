@@ -20,7 +20,6 @@ kernels, ~1e-6) cannot change which span wins.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -314,11 +313,6 @@ class OnnxReader:
         """What an audit record says of the reader: the shipped weights and the file that ran."""
         return {"id": self.id, "weights_sha256": self.weights_sha256,
                 "onnx_sha256": self.onnx_sha256, "runtime": "onnxruntime-fp32"}
-
-
-def weights_summary(path: Path) -> dict[str, Any]:
-    """The training summary the weights file carries (scripts/train_reader.py writes it)."""
-    return json.loads(weights_metadata(path).get("ragcli.training", "{}"))
 
 
 READERS: dict[str, Callable[[], Reader]] = {"minilm": OnnxReader}
