@@ -49,6 +49,7 @@ from ragcli.runtimes.reader import (  # noqa: E402
     encode_windows,
     load_tokenizer,
     quiet_pretrained,
+    write_weights,
 )
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad-a"
@@ -180,7 +181,6 @@ def tensors(items: list, batch: list[int]):
 
 def train(args: argparse.Namespace) -> None:
     import torch
-    from safetensors.torch import save_file
     from transformers import AutoModelForQuestionAnswering
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -233,19 +233,19 @@ def train(args: argparse.Namespace) -> None:
         if not param.requires_grad:
             continue
         if name.startswith("qa_outputs."):
-            shipped[f"full.{name}"] = param.detach().float().contiguous()
+            shipped[f"full.{name}"] = param.detach().float().numpy()
         else:
-            shipped[f"delta.{name}"] = (param.detach() - base[name]).half().contiguous()
+            shipped[f"delta.{name}"] = (param.detach() - base[name]).half().numpy()
     summary = {"data": str(args.data), "data_sha256": {
         f: file_sha256(args.data / f)[:16] for f in ("corpus.jsonl", "queries.jsonl", "goldens.jsonl")},
         "counts": counts, "windows": len(items), "seed": args.seed, "epochs": args.epochs,
         "batch": args.batch, "lr": args.lr, "negatives": args.negatives, "steps": steps,
         "threads": torch.get_num_threads(), "torch": torch.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(shipped, str(args.out), metadata={
+    write_weights(shipped, args.out, {
         "ragcli.format": str(WEIGHTS_FORMAT),
         "ragcli.base_sha256": file_sha256(model_dir / "model.safetensors"),
-        "ragcli.training": json.dumps(summary, sort_keys=True)})
+        "ragcli.training": json.dumps(summary, sort_keys=True)})  # the same tensors, the same bytes
     print(f"trained in {minutes:.1f} min; wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) "
           f"sha256 {file_sha256(args.out)}", flush=True)
 

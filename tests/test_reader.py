@@ -230,3 +230,17 @@ def test_risk_coverage_counts_wrong_answers_at_each_share_answered() -> None:
     table = risk_coverage(results, shares=(0.3, 0.4, 1.0))  # 1.0 is out of reach: not a row
     assert [(r["share"], r["threshold"], r["wrong_rate"]) for r in table] == [(0.3, 7.0, 0.0),
                                                                               (0.4, 5.0, 1 / 3)]
+
+
+def test_the_same_tensors_are_written_as_the_same_bytes(tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from ragcli.runtimes.reader import weights_metadata, write_weights
+
+    tensors = {"delta.b": np.arange(6, dtype=np.float16).reshape(2, 3), "full.a": np.ones(3, np.float32)}
+    write_weights(tensors, tmp_path / "one.safetensors", {"ragcli.format": "1"})
+    write_weights(dict(reversed(tensors.items())), tmp_path / "two.safetensors", {"ragcli.format": "1"})
+    assert (tmp_path / "one.safetensors").read_bytes() == (tmp_path / "two.safetensors").read_bytes()
+    back = load_file(str(tmp_path / "one.safetensors"))
+    assert all(np.array_equal(back[k], v) and back[k].dtype == v.dtype for k, v in tensors.items())
+    assert weights_metadata(tmp_path / "one.safetensors") == {"ragcli.format": "1"}

@@ -20,6 +20,7 @@ kernels, ~1e-6) cannot change which span wins.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -147,6 +148,27 @@ def choose(spans: Sequence[ReadSpan]) -> ReadSpan | None:
     position (a stable order, whatever order the windows ran in)."""
     found = [s for s in spans if s.text.strip()]
     return min(found, key=lambda s: (-s.score, s.passage, s.start, s.end)) if found else None
+
+
+def write_weights(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
+    """Write ``tensors`` as safetensors with the header's entries and the data in name order, so
+    that the same tensors give the same bytes (safetensors' own writer orders its header as its
+    hash map iterates: two runs that trained identical tensors wrote files with other SHA-256)."""
+    import struct
+
+    dtypes = {"float16": "F16", "float32": "F32"}
+    header: dict[str, Any] = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        data = tensors[name]
+        raw = data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
+        header[name] = {"dtype": dtypes[data.dtype.name], "shape": list(data.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
 
 
 def weights_metadata(path: Path) -> dict[str, str]:
