@@ -38,7 +38,7 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-def _offline() -> None:
+def offline() -> None:
     # the weights ship in a Python package: nothing is ever fetched from a hub, nothing reported
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
         if not os.environ.get(name):
@@ -95,7 +95,7 @@ class MiniLMEmbedder:
 
     @cached_property
     def _model(self) -> Any:
-        _offline()
+        offline()
         try:
             from sentence_transformers import SentenceTransformer
 
@@ -284,7 +284,7 @@ def export_onnx(model_dir: Path, path: Path, variant: str, max_length: int) -> N
     with FileLock(str(path) + ".lock"):
         if path.is_file():
             return
-        _offline()
+        offline()
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
         fp32 = tmp.with_name(tmp.stem + ".fp32.onnx")
         try:

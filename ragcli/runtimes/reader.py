@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ModelError
 from ..paths import cached_file_sha256, model_cache
+from .embedder import offline
 from .onnx import cpu_session
 
 if TYPE_CHECKING:
@@ -186,8 +187,7 @@ def quiet_pretrained(kind: Any, model_dir: Path) -> Any:
     new, the sentence-transformers pooler unused: both expected)."""
     from transformers.utils import logging
 
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
-        os.environ.setdefault(name, "1")
+    offline()
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     return kind.from_pretrained(str(model_dir))
