@@ -25,6 +25,11 @@ CorpusOpt = Annotated[str | None, typer.Option("--corpus", help="Name of the cor
                                                "different corpora never share an identity; "
                                                "naming a known corpus at a new place moves it.",
                                                show_default=False)]
+FollowOpt = Annotated[bool, typer.Option("--follow-symlinks", help="Also index files that a "
+                                         "symbolic link in the corpus points to outside it, "
+                                         "under the link's name, with the ACL the rules give "
+                                         "the target (by default such links are skipped and "
+                                         "counted). Links to directories are never followed.")]
 RayAddressOpt = Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to use with "
                                                    "--engine ray (default: a local Ray on this "
                                                    "machine's cores).", show_default=False)]
@@ -47,7 +52,7 @@ def _engine(engine: str, ray_address: str | None) -> Any:
 def _index(paths: list[Path], store: str | None, config: Path | None, as_json: bool,
            *, delete_missing: bool, rebuild: bool = False, allow_empty: bool = False,
            engine: str = "local", ray_address: str | None = None,
-           corpus: str | None = None) -> None:
+           corpus: str | None = None, follow_symlinks: bool = False) -> None:
     from ..errors import UsageError
     from ..ingest.indexing import index_paths
     from ..runtimes.embedder import get_embedder
@@ -59,7 +64,8 @@ def _index(paths: list[Path], store: str | None, config: Path | None, as_json: b
     embedder = get_embedder(settings.embedder)
     report = index_paths(paths, settings.store, embedder, delete_missing=delete_missing,
                          rebuild=rebuild, allow_empty=allow_empty, progress=progress_bar(as_json),
-                         engine=runner, default_acl=settings.default_acl, corpus=corpus)
+                         engine=runner, default_acl=settings.default_acl, corpus=corpus,
+                         follow_symlinks=follow_symlinks)
     if as_json:
         render.print_json(report.to_json())
     else:
@@ -70,10 +76,11 @@ def _index(paths: list[Path], store: str | None, config: Path | None, as_json: b
 
 def ingest(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
            as_json: JsonOpt = False, engine: EngineOpt = "local",
-           ray_address: RayAddressOpt = None, corpus: CorpusOpt = None) -> None:
+           ray_address: RayAddressOpt = None, corpus: CorpusOpt = None,
+           follow_symlinks: FollowOpt = False) -> None:
     """Index Markdown, text, HTML, PDF and JSONL files (only new or changed ones are embedded)."""
     _index(paths, store, config, as_json, delete_missing=False, engine=engine,
-           ray_address=ray_address, corpus=corpus)
+           ray_address=ray_address, corpus=corpus, follow_symlinks=follow_symlinks)
 
 
 def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
@@ -84,10 +91,11 @@ def reindex(paths: PathsArg, store: StoreOpt = None, config: ConfigOpt = None,
             allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Delete the documents "
                                                       "of a corpus directory that is now empty.")]
             = False, engine: EngineOpt = "local", ray_address: RayAddressOpt = None,
-            corpus: CorpusOpt = None) -> None:
+            corpus: CorpusOpt = None, follow_symlinks: FollowOpt = False) -> None:
     """Bring the store in line with its sources: add, update and delete; safe to run from cron."""
     _index(paths, store, config, as_json, delete_missing=True, rebuild=rebuild,
-           allow_empty=allow_empty, engine=engine, ray_address=ray_address, corpus=corpus)
+           allow_empty=allow_empty, engine=engine, ray_address=ray_address, corpus=corpus,
+           follow_symlinks=follow_symlinks)
 
 
 def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False,

@@ -98,9 +98,11 @@ def token_stream() -> Callable[[str], None] | None:
 
 
 def index_summary(report: Any, verb: str) -> None:
-    """One line for cron logs; skipped files as warnings on stderr."""
+    """One line for cron logs; skipped files and links not followed as warnings on stderr."""
     for skipped in report.skipped:
         warning(f"skipped {skipped.source}: {skipped.reason}")
+    for link in report.links:
+        warning(f"not followed {link.source}: {link.reason}")
     version = "store has no chunks yet" if report.version is None \
         else f"store version {report.version}"
     total = report.added + report.changed + report.acl_changed + report.unchanged
@@ -109,7 +111,8 @@ def index_summary(report: Any, verb: str) -> None:
                    f"{report.acl_changed} acl changed, {report.deleted} deleted, "
                    f"{report.unchanged} unchanged), {report.chunks_written} chunks written "
                    f"({report.chunks_embedded} embedded), {len(report.skipped)} skipped, "
-                   f"{version}{rebuilt}, {report.seconds:.1f} s")
+                   + (f"{len(report.links)} symbolic links not followed, " if report.links else "")
+                   + f"{version}{rebuilt}, {report.seconds:.1f} s")
 
 
 def answer(result: Any) -> None:

@@ -57,6 +57,7 @@ class IndexReport:
     skipped: tuple[Skipped, ...] = field(default=())
     ignored: int = 0  # files of unsupported types found in directories
     rebuilt: bool = False  # every chunk was embedded again (--rebuild, or a new embedder or format)
+    links: tuple[Skipped, ...] = ()  # symbolic links not followed (sources.follow_link), and why
 
     def to_json(self) -> dict[str, object]:
         return {"run_id": self.run_id, "added": self.added, "changed": self.changed,
@@ -65,7 +66,8 @@ class IndexReport:
                 "chunks_embedded": self.chunks_embedded, "version": self.version,
                 "seconds": round(self.seconds, 3), "ignored": self.ignored,
                 "rebuilt": self.rebuilt,
-                "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped]}
+                "skipped": [{"source": s.source, "reason": s.reason} for s in self.skipped],
+                "links_not_followed": [{"source": s.source, "reason": s.reason} for s in self.links]}
 
 
 def chunk_documents(documents: Sequence[Document], embedder: Embedder) -> list[Chunk]:
@@ -125,7 +127,7 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
                 progress: ProgressCallback | None = None,
                 retention: timedelta = timedelta(days=7), engine: Any = None,
                 default_acl: tuple[str, ...] = (PUBLIC_GROUP,),
-                corpus: str | None = None) -> IndexReport:
+                corpus: str | None = None, follow_symlinks: bool = False) -> IndexReport:
     """Bring the store at ``store_path`` in line with the files under ``paths``.
 
     A corpus root in which nothing is found is an error (exit 4): for ``ingest`` always, for
@@ -138,6 +140,8 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
     indexed, and how it is written, does not depend on it. ``default_acl`` is what a document
     that no acl.toml rule or front matter gives an ACL gets (sources.AclResolver). ``corpus``
     names the corpus of a new root (sources.Corpora; by default its basename).
+    ``follow_symlinks`` also reads file links whose target is outside their corpus root (by
+    default they are skipped and reported in ``links``; sources.follow_link).
     A format-2 store is migrated in place first, embedding nothing (Store.migrate)."""
     import numpy as np
 
@@ -147,28 +151,31 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
         known = Store.open(store_path).manifest.corpora if Store.exists(store_path) else ()
     except StoreError:
         known = ()
-    loaded = load_documents(paths, default_acl, Corpora(dict(known)), corpus)
+    loaded = load_documents(paths, default_acl, Corpora(dict(known)), corpus,
+                            follow_symlinks=follow_symlinks)
     skipped = tuple(loaded.skipped)
     if not delete_missing and not loaded.documents and not skipped:
         raise InputError(f"no supported files in {', '.join(map(str, paths))}"
-                         + (f" ({loaded.ignored} files of other types ignored)" if loaded.ignored else ""),
+                         + (f" ({loaded.ignored} files of other types ignored)" if loaded.ignored else "")
+                         + (f" ({len(loaded.links)} symbolic links not followed: "
+                            f"{loaded.links[0].reason})" if loaded.links else ""),
                          hint="ragcli reads .md, .markdown, .txt, .html, .htm, .pdf and BEIR .jsonl")
     if not loaded.documents and not Store.exists(store_path):
         return IndexReport(run_id, 0, 0, 0, 0, 0, 0, 0, None, time.perf_counter() - started,
-                           skipped, loaded.ignored)
+                           skipped, loaded.ignored, links=tuple(loaded.links))
     store = Store.open_for_rebuild(store_path, embedder.id, embedder.dim) if rebuild \
         else Store.open_or_create(store_path, embedder.id, embedder.dim)
     with store.writer_lock():
         migrated = store.migrate()  # format 2 -> 3 in place, nothing embedded
         if migrated:  # name the corpora as the migration did
             loaded = load_documents(paths, default_acl, Corpora(dict(store.manifest.corpora)),
-                                    corpus)
+                                    corpus, follow_symlinks=follow_symlinks)
         rebuilt = rebuild or store.manifest.embedder != embedder.id or store.manifest.format != FORMAT
         if rebuilt:
             if not delete_missing:
                 store.require_embedder(embedder.id)  # raise, with a hint
                 store.require_current()
-            loaded = _with_other_corpora(store, loaded, paths, default_acl, corpus)
+            loaded = _with_other_corpora(store, loaded, paths, default_acl, corpus, follow_symlinks)
             reason = "--rebuild" if rebuild else \
                 f"embedder {store.manifest.embedder} -> {embedder.id}" \
                 if store.manifest.embedder != embedder.id else \
@@ -224,7 +231,8 @@ def index_paths(paths: Sequence[Path], store_path: Path | str, embedder: Embedde
         version = store.version if store.has_table() else None
         report = IndexReport(run_id, len(added), len(changed), len(acl_only), len(deleted),
                              len(documents) - len(todo), written, embedded, version,
-                             time.perf_counter() - started, skipped, loaded.ignored, rebuilt)
+                             time.perf_counter() - started, skipped, loaded.ignored, rebuilt,
+                             tuple(loaded.links))
         store.record_run({"finished_at": datetime.now(UTC).isoformat(),
                           "command": "reindex" if delete_missing else "ingest",
                           "paths": [str(p.resolve()) for p in paths], **report.to_json()})
@@ -277,7 +285,7 @@ def staleness(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> S
     """Compare the store with its sources on disk: content (mtime first, then content hash) and
     permissions (the acl.toml rules and ``default_acl`` as they are now; a document whose rules
     disagree with the store is read, so that its front matter still wins)."""
-    from .sources import LOADERS, AclResolver, SkipFile, Source, walk
+    from .sources import LOADERS, AclResolver, SkipFile, Source, follow_link, walk
 
     resolver = AclResolver(default_acl)
     docs = store.documents()  # doc_key -> entry
@@ -295,6 +303,12 @@ def staleness(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> S
         if not path.is_file():
             deleted.extend(keys)
             continue
+        try:
+            target = follow_link(path, Path(root), corpora.nested(Path(root)), False) \
+                if path.is_symlink() and path != Path(root) else None
+        except SkipFile:  # a link reindex would not follow (without --follow-symlinks)
+            deleted.extend(keys)
+            continue
         jsonl = path.suffix.lower() == ".jsonl"
         try:
             rules = {k: resolver.resolve(path, docs[k]["doc_id"] if jsonl else None).groups
@@ -309,7 +323,7 @@ def staleness(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> S
             relative = path.name if path == Path(root) else path.relative_to(root).as_posix()
             decided = resolver.resolve(path)
             source = Source(path, Path(root), relative, True, decided.groups, decided.rule,
-                            resolver if jsonl else None, corpus)
+                            resolver if jsonl else None, corpus, target)
             fresh = {d.doc_key: d for d in loader(source)} if loader else {}
         except (SkipFile, ValueError, InputError):
             continue  # unreadable now: a reindex would skip it, not change it
@@ -330,10 +344,24 @@ def staleness(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,)) -> S
                 key = f"{corpus}:{file.relative_to(root).as_posix()}"
                 if file.suffix.lower() in LOADERS and key not in docs \
                         and str(file) not in known_files \
-                        and not any(other in file.parents for other in others):
+                        and not any(other in file.parents for other in others) \
+                        and _followed(file, Path(root), others):
                     new.append(key)
     return Staleness(tuple(changed), tuple(deleted), tuple(new),
                      tuple(sorted(acl_changed, key=lambda c: c.doc_id)))
+
+
+def _followed(file: Path, root: Path, others: Sequence[Path]) -> bool:
+    """Whether a reindex (without --follow-symlinks) would read ``file``."""
+    from .sources import SkipFile, follow_link
+
+    if not file.is_symlink():
+        return True
+    try:
+        follow_link(file, root, others, False)
+    except SkipFile:
+        return False
+    return True
 
 
 def _refuse_empty_roots(loaded: Loaded, existing: dict[str, dict[str, Any]]) -> None:
@@ -352,7 +380,8 @@ def _refuse_empty_roots(loaded: Loaded, existing: dict[str, dict[str, Any]]) -> 
 
 
 def _with_other_corpora(store: Store, loaded: Loaded, paths: Sequence[Path],
-                        default_acl: tuple[str, ...], corpus: str | None) -> Loaded:
+                        default_acl: tuple[str, ...], corpus: str | None,
+                        follow_symlinks: bool = False) -> Loaded:
     """A rebuild embeds everything again: the documents of corpora the paths given do not cover
     are read again from the very files the store holds for them, so no corpus vanishes. A file
     that is gone is an error naming it (a store too damaged to list its documents cannot say;
@@ -373,7 +402,8 @@ def _with_other_corpora(store: Store, loaded: Loaded, paths: Sequence[Path],
                          f"their files are gone: {', '.join(gone[:5])}",
                          hint="reindex their corpus first (it deletes what is gone), then rebuild")
     return load_documents([*paths, *map(Path, files)], default_acl,
-                          Corpora(dict(store.manifest.corpora)), corpus)
+                          Corpora(dict(store.manifest.corpora)), corpus,
+                          follow_symlinks=follow_symlinks)
 
 
 def status_document(store: Store, default_acl: tuple[str, ...] = (PUBLIC_GROUP,),

@@ -14,15 +14,19 @@ run goes on. A path that does not exist at all is an InputError.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import re
+import stat
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import InputError, UsageError, first_line
 from ..models import (
@@ -62,6 +66,12 @@ class Source:
     acl_rule: str = ""  # which rule gave ``acl``
     resolver: AclResolver | None = None  # per-row rules of a JSONL corpus
     corpus: str = ""  # the name of the corpus ``root`` is
+    target: Path | None = None  # a followed symbolic link's resolved target: what is read
+
+    @property
+    def read_path(self) -> Path:
+        """The file whose bytes are read: the link's target for a followed link."""
+        return self.target or self.path
 
 
 Loader = Callable[[Source], Iterable[Document]]
@@ -71,15 +81,36 @@ def content_hash(title: str, text: str) -> str:
     return hashlib.sha256(f"{title}\n\x00{text}".encode()).hexdigest()
 
 
-def _read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+def _open(path: Path, limit: int) -> BinaryIO:
+    """``path`` opened for reading without following a symbolic link in its last component
+    (O_NOFOLLOW): a file swapped for a link after it was found is refused, not followed. It must
+    be a regular file of at most ``limit`` bytes."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        if path.stat().st_size > limit:
-            raise SkipFile(f"larger than {limit // (1024 * 1024)} MiB")
-        return path.read_bytes()
+        fd = os.open(path, flags)
     except PermissionError:
         raise SkipFile("permission denied") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SkipFile("became a symbolic link after it was found; not followed") from None
         raise SkipFile(f"unreadable: {exc.strerror or exc}") from None
+    handle = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        handle.close()
+        raise SkipFile("not a regular file")
+    if info.st_size > limit:
+        handle.close()
+        raise SkipFile(f"larger than {limit // (1024 * 1024)} MiB")
+    return handle
+
+
+def _read_bytes(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    with _open(path, limit) as handle:
+        try:
+            return handle.read()
+        except OSError as exc:
+            raise SkipFile(f"unreadable: {exc.strerror or exc}") from None
 
 
 def _decode(raw: bytes) -> str:
@@ -120,7 +151,7 @@ def load_markdown(source: Source) -> Iterator[Document]:
     import frontmatter  # small, but only needed when ingesting
     import yaml
 
-    text = _read_text(source.path)
+    text = _read_text(source.read_path)
     try:
         post = frontmatter.loads(text)
     except (yaml.YAMLError, ValueError) as exc:
@@ -135,7 +166,7 @@ def load_markdown(source: Source) -> Iterator[Document]:
 
 
 def load_text(source: Source) -> Iterator[Document]:
-    text = _read_text(source.path)
+    text = _read_text(source.read_path)
     title = next((ln.strip() for ln in text.splitlines() if ln.strip()), source.path.stem)[:120]
     yield _document(source, title, text, "text")
 
@@ -191,7 +222,7 @@ def _html_to_markdown(node: object) -> str:
 def load_html(source: Source) -> Iterator[Document]:
     from selectolax.lexbor import LexborHTMLParser
 
-    tree = LexborHTMLParser(_read_text(source.path))
+    tree = LexborHTMLParser(_read_text(source.read_path))
     for junk in tree.css(_HTML_DROP):
         junk.decompose()
     main = tree.css_first("main") or tree.css_first("article") or tree.css_first("[role=main]") \
@@ -210,10 +241,10 @@ def load_pdf(source: Source) -> Iterator[Document]:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
-    _read_bytes(source.path)  # size and permission checks
+    raw = _read_bytes(source.read_path)  # size and permission checks, no link followed
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
-        reader = PdfReader(str(source.path))
+        reader = PdfReader(io.BytesIO(raw))
         if reader.is_encrypted:
             raise SkipFile("encrypted PDF")
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
@@ -230,11 +261,11 @@ def load_pdf(source: Source) -> Iterator[Document]:
 
 def load_jsonl(source: Source) -> Iterator[Document]:
     """A BEIR-style corpus: one document per line; doc_id is the ``_id``."""
-    _read_bytes(source.path, MAX_JSONL_BYTES)
+    opened = _open(source.read_path, MAX_JSONL_BYTES)  # streamed, not read whole
     mtime = source.path.stat().st_mtime
     seen: set[str] = set()
     try:
-        with source.path.open(encoding="utf-8") as handle:
+        with io.TextIOWrapper(opened, encoding="utf-8") as handle:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -375,13 +406,44 @@ class AclResolver:
         return decision
 
 
-def walk(root: Path) -> Iterator[Path]:
-    """Files below root in a stable order; follows no symlinked directories (no loops)."""
+def walk(root: Path, links: list[Path] | None = None) -> Iterator[Path]:
+    """Files below root in a stable order (file links among them). A symbolic link to a
+    directory is never followed, inside the root or out of it (no loops, no way out): it is
+    appended to ``links`` when given."""
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            if os.path.islink(os.path.join(dirpath, name)):
+                if links is not None:
+                    links.append(Path(dirpath) / name)
+            else:
+                kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if not name.startswith(".") and name != ACL_FILE:
                 yield Path(dirpath) / name
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def follow_link(link: Path, root: Path, others: Sequence[Path], follow_symlinks: bool) -> Path:
+    """The target to read for the file symbolic link ``link`` found under ``root``, or SkipFile
+    saying why it is not indexed. The corpus root is a boundary: a link whose target is outside
+    it (or inside a nested corpus) is skipped unless ``follow_symlinks``. A link that is read
+    gets the ACL the rules give its target (AclResolver resolves links), never a looser one."""
+    try:
+        target = Path(os.path.realpath(link, strict=True))
+    except (OSError, RuntimeError):  # dangling, or a loop of links
+        raise SkipFile("broken symbolic link") from None
+    if not target.is_file():
+        raise SkipFile(f"symbolic link to {target}, not a regular file")
+    inside = _within(target, root) and not any(_within(target, o) for o in others)
+    if not inside and not follow_symlinks:
+        raise SkipFile(f"symbolic link to {target}, outside the corpus root {root} "
+                       "(--follow-symlinks indexes it)")
+    return target
 
 
 CORPUS_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -429,13 +491,17 @@ class Corpora:
 
 
 def discover(paths: Iterable[Path], resolver: AclResolver | None = None,
-             corpora: Corpora | None = None, name: str | None = None) -> Iterator[Source]:
+             corpora: Corpora | None = None, name: str | None = None, *,
+             follow_symlinks: bool = False, links: list[Skipped] | None = None) -> Iterator[Source]:
     """Yield a Source for every file under the given paths, with its corpus and ACL.
 
     A path that does not exist raises InputError before anything is yielded. See
     :class:`Corpora` for which corpus a path lands in; doc_ids are relative to that corpus's root
-    (a JSONL file's rows are its ``_id`` values).
+    (a JSONL file's rows are its ``_id`` values). Symbolic links found in a directory are
+    followed only as :func:`follow_link` allows; those that are not are appended to ``links``
+    with the reason (a path named on the command line is the user's choice: it is resolved).
     """
+    skipped_links = links if links is not None else []
     resolver = resolver or AclResolver()
     corpora = corpora if corpora is not None else Corpora()
     paths = list(paths)
@@ -455,9 +521,21 @@ def discover(paths: Iterable[Path], resolver: AclResolver | None = None,
         corpus, root = corpora.place(path, name)
         if path.is_dir():
             others = corpora.nested(path)
-            for file in walk(path):
-                if not any(other in file.parents for other in others):
+            directories: list[Path] = []
+            for file in walk(path, directories):
+                if any(other in file.parents for other in others):
+                    continue
+                if not file.is_symlink():
                     yield source(file, root, corpus, False)
+                    continue
+                try:
+                    target = follow_link(file, root, others, follow_symlinks)
+                except SkipFile as exc:
+                    skipped_links.append(Skipped(str(file), str(exc)))
+                    continue
+                yield replace(source(file, root, corpus, False), target=target)
+            skipped_links += [Skipped(str(d), "symbolic link to a directory: never followed")
+                              for d in directories]
         else:
             yield source(path, root, corpus, True)
 
@@ -471,16 +549,20 @@ class Loaded:
     # corpus root); reindex deletes a stored document under a scope only if it was not found there
     scopes: set[tuple[str, str]] = field(default_factory=set)
     unreadable: set[str] = field(default_factory=set)  # doc_keys of files skipped: never delete
+    links: list[Skipped] = field(default_factory=list)  # symbolic links not followed, and why
     corpora: Corpora = field(default_factory=Corpora)  # the store's corpora, with any new ones
 
 
 def load_documents(paths: Iterable[Path], default_acl: tuple[str, ...] = (PUBLIC_GROUP,),
-                   corpora: Corpora | None = None, name: str | None = None) -> Loaded:
-    """Load every supported file under ``paths`` into its corpus; say what was skipped and why."""
+                   corpora: Corpora | None = None, name: str | None = None, *,
+                   follow_symlinks: bool = False) -> Loaded:
+    """Load every supported file under ``paths`` into its corpus; say what was skipped and why.
+    A link that is not followed is not a document (reindex deletes one indexed before)."""
     paths = list(paths)
     loaded = Loaded(corpora=corpora if corpora is not None else Corpora())
     documents: dict[str, Document] = {}
-    for source in discover(paths, AclResolver(default_acl), loaded.corpora, name):
+    for source in discover(paths, AclResolver(default_acl), loaded.corpora, name,
+                           follow_symlinks=follow_symlinks, links=loaded.links):
         loader = LOADERS.get(source.path.suffix.lower())
         if loader is None:
             if source.named:
