@@ -38,18 +38,21 @@ sys.path.insert(0, str(ROOT))
 
 from ragcli.evaluate.answer_metrics import best_f1, exact_match  # noqa: E402
 from ragcli.paths import file_sha256  # noqa: E402
+from ragcli.runtimes.finetuned import (  # noqa: E402
+    WEIGHTS_FORMAT,
+    base_model_dir,
+    load_tokenizer,
+    quiet_pretrained,
+    trained_tensors,
+    write_weights,
+)
 from ragcli.runtimes.reader import (  # noqa: E402
     READER_WEIGHTS,
-    WEIGHTS_FORMAT,
     Window,
-    base_model_dir,
     best_span,
     build_model,
     choose,
     encode_windows,
-    load_tokenizer,
-    quiet_pretrained,
-    write_weights,
 )
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad-a"
@@ -228,14 +231,7 @@ def train(args: argparse.Namespace) -> None:
                       flush=True)
                 running = 0.0
     minutes = (time.perf_counter() - began) / 60
-    shipped = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith("qa_outputs."):
-            shipped[f"full.{name}"] = param.detach().float().numpy()
-        else:
-            shipped[f"delta.{name}"] = (param.detach() - base[name]).half().numpy()
+    shipped = trained_tensors(model, base, "qa_outputs.")
     summary = {"data": str(args.data), "data_sha256": {
         f: file_sha256(args.data / f)[:16] for f in ("corpus.jsonl", "queries.jsonl", "goldens.jsonl")},
         "counts": counts, "windows": len(items), "seed": args.seed, "epochs": args.epochs,

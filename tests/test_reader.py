@@ -19,17 +19,16 @@ from ragcli.answer.replay import replay
 from ragcli.audit.trace import AuditLog
 from ragcli.errors import ModelChangedError, ModelError
 from ragcli.models import Hit
+from ragcli.runtimes.finetuned import base_model_dir, load_tokenizer
 from ragcli.runtimes.reader import (
     MAX_ANSWER_TOKENS,
     WINDOW_TOKENS,
     ReadSpan,
     Window,
-    base_model_dir,
     best_span,
     build_model,
     choose,
     encode_windows,
-    load_tokenizer,
 )
 from ragcli.schema import schema_problems
 from ragcli.search.screening import REDACTED
@@ -235,7 +234,7 @@ def test_risk_coverage_counts_wrong_answers_at_each_share_answered() -> None:
 def test_the_same_tensors_are_written_as_the_same_bytes(tmp_path: Path) -> None:
     from safetensors.numpy import load_file
 
-    from ragcli.runtimes.reader import weights_metadata, write_weights
+    from ragcli.runtimes.finetuned import weights_metadata, write_weights
 
     tensors = {"delta.b": np.arange(6, dtype=np.float16).reshape(2, 3), "full.a": np.ones(3, np.float32)}
     write_weights(tensors, tmp_path / "one.safetensors", {"ragcli.format": "1"})
