@@ -262,7 +262,7 @@ def load_pdf(source: Source) -> Iterator[Document]:
 def load_jsonl(source: Source) -> Iterator[Document]:
     """A BEIR-style corpus: one document per line; doc_id is the ``_id``."""
     opened = _open(source.read_path, MAX_JSONL_BYTES)  # streamed, not read whole
-    mtime = source.path.stat().st_mtime
+    mtime = os.fstat(opened.fileno()).st_mtime
     seen: set[str] = set()
     try:
         with io.TextIOWrapper(opened, encoding="utf-8") as handle:
