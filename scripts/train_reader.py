@@ -29,23 +29,17 @@ import os
 import random
 import re
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+
+from _training import Trainer, padded, read_jsonl  # noqa: E402
 
 from ragcli.evaluate.answer_metrics import best_f1, exact_match  # noqa: E402
 from ragcli.paths import file_sha256  # noqa: E402
-from ragcli.runtimes.finetuned import (  # noqa: E402
-    WEIGHTS_FORMAT,
-    base_model_dir,
-    load_tokenizer,
-    quiet_pretrained,
-    trained_tensors,
-    write_weights,
-)
+from ragcli.runtimes.finetuned import base_model_dir, load_tokenizer, quiet_pretrained  # noqa: E402
 from ragcli.runtimes.reader import (  # noqa: E402
     READER_WEIGHTS,
     Window,
@@ -63,11 +57,6 @@ STOP = frozenset("a an the of in on at to for and or is was were are be by with 
 
 def words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in STOP}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def load(data: Path) -> tuple[dict[str, dict], list[dict], set[str], dict[str, str]]:
@@ -167,16 +156,7 @@ def batches(items: list, size: int, rng: random.Random) -> list[list]:
 def tensors(items: list, batch: list[int]):
     import torch
 
-    width = max(len(items[i][0].ids) for i in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.long)
-    types = torch.zeros_like(ids)
-    mask = torch.zeros_like(ids)
-    for row, i in enumerate(batch):
-        window = items[i][0]
-        n = len(window.ids)
-        ids[row, :n] = torch.tensor(window.ids)
-        types[row, :n] = torch.tensor(window.type_ids)
-        mask[row, :n] = 1
+    ids, types, mask = padded([(items[i][0].ids, items[i][0].type_ids) for i in batch])
     starts = torch.tensor([items[i][1] for i in batch])
     ends = torch.tensor([items[i][2] for i in batch])
     return ids, types, mask, starts, ends
@@ -195,55 +175,24 @@ def train(args: argparse.Namespace) -> None:
         items = items[:args.limit]
     print(f"data {args.data}: {json.dumps(counts)}; {len(items)} windows", flush=True)
     model = quiet_pretrained(AutoModelForQuestionAnswering, model_dir)
-    base = {k: v.detach().clone() for k, v in model.named_parameters()}
-    for name, param in model.named_parameters():
-        param.requires_grad = not name.startswith("bert.embeddings.")
-    trainable = [p for p in model.parameters() if p.requires_grad]
     rng = random.Random(args.seed)
     plan = [batches(items, args.batch, rng) for _ in range(args.epochs)]
     steps = sum(len(p) for p in plan)
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.01)
-    warmup = max(1, int(steps * 0.1))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    trainer = Trainer(model, args.lr, steps)
     print(f"training: seed {args.seed}, {args.epochs} epoch(s), batch {args.batch}, lr {args.lr}, "
           f"{steps} steps, {torch.get_num_threads()} threads", flush=True)
-    began = time.perf_counter()
-    model.train()
-    step = 0
     for epoch, epoch_batches in enumerate(plan):
-        running = 0.0
         for batch in epoch_batches:
             ids, types, mask, starts, ends = tensors(items, batch)
             out = model(input_ids=ids, token_type_ids=types, attention_mask=mask,
                         start_positions=starts, end_positions=ends)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            step += 1
-            running += out.loss.item()
-            if step % 50 == 0 or step == steps:
-                elapsed = time.perf_counter() - began
-                print(f"  epoch {epoch + 1} step {step}/{steps} loss {running / 50:.3f} "
-                      f"{elapsed / 60:.1f} min (~{elapsed / step * (steps - step) / 60:.0f} min left)",
-                      flush=True)
-                running = 0.0
-    minutes = (time.perf_counter() - began) / 60
-    shipped = trained_tensors(model, base, "qa_outputs.")
-    summary = {"data": str(args.data), "data_sha256": {
-        f: file_sha256(args.data / f)[:16] for f in ("corpus.jsonl", "queries.jsonl", "goldens.jsonl")},
+            trainer.update(out.loss, f"epoch {epoch + 1} ")
+    trainer.ship("qa_outputs.", args.out, model_dir, {
+        "data": str(args.data), "data_sha256": {
+            f: file_sha256(args.data / f)[:16] for f in ("corpus.jsonl", "queries.jsonl", "goldens.jsonl")},
         "counts": counts, "windows": len(items), "seed": args.seed, "epochs": args.epochs,
         "batch": args.batch, "lr": args.lr, "negatives": args.negatives, "steps": steps,
-        "threads": torch.get_num_threads(), "torch": torch.__version__}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_weights(shipped, args.out, {
-        "ragcli.format": str(WEIGHTS_FORMAT),
-        "ragcli.base_sha256": file_sha256(model_dir / "model.safetensors"),
-        "ragcli.training": json.dumps(summary, sort_keys=True)})  # the same tensors, the same bytes
-    print(f"trained in {minutes:.1f} min; wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) "
-          f"sha256 {file_sha256(args.out)}", flush=True)
+        "threads": torch.get_num_threads(), "torch": torch.__version__})
 
 
 def report(args: argparse.Namespace) -> None:

@@ -592,7 +592,7 @@ def redacted_text(text: str) -> str:
 
 def _retrieval_record(found: Retrieval, flagged: dict[str, tuple[str, ...]],
                       confidence: float) -> dict[str, Any]:
-    return {
+    record = {
         "index_version": found.version,
         "vector_leg": found.vector_leg,  # memory | lance: replay searches the same way
         "acl_filter": found.acl_filter,
@@ -600,6 +600,10 @@ def _retrieval_record(found: Retrieval, flagged: dict[str, tuple[str, ...]],
         "confidence": confidence,  # after screening: removed text is no evidence
         "retrieved": [{"chunk_id": h.chunk_id, "doc_id": h.doc_id, "chunk_hash": h.chunk_hash,
                        "score": h.score, "vector_score": h.vector_score,
-                       "fts_score": h.fts_score, "flags": list(flagged.get(h.chunk_id, ()))}
+                       "fts_score": h.fts_score, "flags": list(flagged.get(h.chunk_id, ())),
+                       **({} if h.rerank_score is None else {"rerank_score": h.rerank_score})}
                       for h in found.hits],
     }
+    if found.reranker is not None:
+        record["reranker"] = found.reranker
+    return record

@@ -21,7 +21,7 @@ from ..errors import ModelChangedError, ModelError, TraceNotFoundError, UsageErr
 from ..runtimes.embedder import Embedder
 from ..runtimes.generator import Generator
 from ..runtimes.reader import get_reader
-from ..search.retrieval import effective_groups
+from ..search.retrieval import effective_groups, load_reranker, reranker_record
 from ..settings import Settings
 from ..store.store import Store
 from .answering import Answerer, redact, redacted_text
@@ -95,6 +95,14 @@ def replay(record: Trace, *, against: str, embedder: Embedder,
             raise ModelChangedError(f"reader {reader.id} changed: weights SHA-256 "
                                     f"{shipped[:12]}..., recorded "
                                     f"{str(recorded_reader.get('weights_sha256'))[:12]}...")
+    recorded_reranker = record.get("reranker") or {}
+    if recorded_reranker.get("weights_sha256"):  # a shipped reranker: the same file, or no replay
+        current_reranker = reranker_record(load_reranker(settings.reranker, settings.rerank_depth))
+        shipped = (current_reranker or {}).get("weights_sha256", "none")
+        if shipped != recorded_reranker["weights_sha256"]:
+            raise ModelChangedError(f"reranker {recorded_reranker.get('id')} changed: weights "
+                                    f"SHA-256 {shipped[:12]}..., recorded "
+                                    f"{recorded_reranker['weights_sha256'][:12]}...")
     models = [record.get("model") or {}] + [a.get("model") or {} for a in record.get("attempts", [])
                                             if isinstance(a, dict)]
     served = next((m.get("endpoint") for m in models if m.get("backend") == "openai"), None)

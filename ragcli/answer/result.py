@@ -66,7 +66,8 @@ class Answer:
                  "score": round(h.score, 6),
                  "vector_score": None if h.vector_score is None else round(h.vector_score, 6),
                  "fts_score": None if h.fts_score is None else round(h.fts_score, 6),
-                 "evidence": round(h.evidence, 6)}
+                 "evidence": round(h.evidence, 6),
+                 **({} if h.rerank_score is None else {"rerank_score": h.rerank_score})}
                 for h in self.retrieved
             ],
             "invalid_citations": list(self.invalid_citations),

@@ -42,6 +42,7 @@ class RetrievedTrace(TypedDict):
     vector_score: float | None
     fts_score: float | None
     flags: list[str]
+    rerank_score: NotRequired[float]  # the reranker's, when one reordered the hits
 
 
 class PromptTrace(TypedDict, total=False):
@@ -144,6 +145,7 @@ class Trace(TypedDict, total=False):
     effective_groups: list[str]
     confidence: float
     retrieved: list[RetrievedTrace]
+    reranker: dict[str, Any]  # search/retrieval.reranker_record: who reordered the hits
     screening: dict[str, dict[str, list[str]]]
     refusal_reason: str
     answer: str

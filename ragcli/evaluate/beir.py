@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from .metrics import mrr_at_k, ndcg_at_k, recall_at_k, unique
+from .metrics import hit_at_k, mrr_at_k, ndcg_at_k, recall_at_k, unique
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -47,13 +47,16 @@ def load_split(root: Path, split: str) -> BeirSplit:
 
 def score_rankings(rankings: Mapping[str, Sequence[str]],
                    qrels: dict[str, dict[str, int]]) -> dict[str, float]:
-    """Mean nDCG@10, recall@100 and MRR@10 over the judged queries (missing = empty ranking)."""
-    totals = {"ndcg@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
+    """Mean nDCG@10, recall@10 and @100, MRR@10 and hit@3 over the judged queries (missing =
+    empty ranking)."""
+    totals = {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0, "hit@3": 0.0}
     for query_id, relevant in qrels.items():
         ranked = unique(rankings.get(query_id, []))
         totals["ndcg@10"] += ndcg_at_k(ranked, relevant, 10)
+        totals["recall@10"] += recall_at_k(ranked, relevant, 10)
         totals["recall@100"] += recall_at_k(ranked, relevant, 100)
         totals["mrr@10"] += mrr_at_k(ranked, relevant, 10)
+        totals["hit@3"] += hit_at_k(ranked, relevant, 3)
     return {k: v / max(len(qrels), 1) for k, v in totals.items()}
 
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError, UsageError
 from ..models import GROUP_NAME, PUBLIC_GROUP, Hit
@@ -45,6 +45,7 @@ class Retrieval:
     version: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     vector_leg: str = "lance"  # memory | lance (Legs.vector_leg)
+    reranker: dict[str, Any] | None = None  # reranker_record: who reordered the hits, if any
 
 
 def effective_groups(groups: Sequence[str]) -> tuple[str, ...]:
@@ -234,16 +235,21 @@ def deduplicate(hits: Sequence[Hit]) -> list[Hit]:
 
 
 Reranker = Callable[[str, list[Hit]], list[Hit]]
+OFF = ("", "none")
 
 
-def load_reranker(spec: str) -> Reranker:
-    """``module:function`` taking (question, hits) and returning the hits reordered (or fewer).
-
-    ragcli ships no cross-encoder (no PyPI package carries one's weights); this is the seam
-    for a user who has one.
-    """
+def load_reranker(spec: str | None, depth: int = 20) -> Reranker | None:
+    """The reranker ``spec`` names: None or ``none`` (off: fusion's order), a shipped one
+    (``minilm``: runtimes/reranker.py, reordering the best ``depth`` hits), or ``module:function``
+    taking (question, hits) and returning the hits reordered (or fewer)."""
     import importlib
 
+    if spec is None or spec.strip().lower() in OFF:
+        return None
+    if ":" not in spec:
+        from ..runtimes.reranker import get_reranker
+
+        return cast(Reranker, get_reranker(spec.strip(), depth))
     module_name, _, attribute = spec.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), attribute)
@@ -251,7 +257,18 @@ def load_reranker(spec: str) -> Reranker:
         raise ConfigError(f"reranker {spec!r} cannot be loaded: {exc}") from None
     if not callable(function):
         raise ConfigError(f"reranker {spec!r} is not callable")
-    return function
+    return cast(Reranker, function)
+
+
+def reranker_record(reranker: Reranker | None) -> dict[str, Any] | None:
+    """What an audit record says of the reranker: a shipped one's files (by hash), a user's
+    function by name; None when fusion's order stood."""
+    if reranker is None:
+        return None
+    record = getattr(reranker, "record", None)
+    if callable(record):
+        return cast(dict[str, Any], record())
+    return {"id": f"{getattr(reranker, '__module__', '?')}:{getattr(reranker, '__qualname__', '?')}"}
 
 
 def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[str], *,
@@ -270,7 +287,7 @@ def retrieve(store: Store, embedder: Embedder, question: str, groups: Sequence[s
     hits = [replace(h, evidence=evidence(question, h)) for h in hits[:top_k]]
     confidence = max((h.evidence for h in hits), default=0.0)
     return Retrieval(tuple(hits), confidence, allowed, acl_filter(allowed), store.version, timings,
-                     legs.vector_leg)
+                     legs.vector_leg, reranker_record(reranker))
 
 
 def retrieve_configured(store: Store, embedder: Embedder, question: str, groups: Sequence[str],
@@ -279,4 +296,4 @@ def retrieve_configured(store: Store, embedder: Embedder, question: str, groups:
     return retrieve(store, embedder, question, groups, top_k=settings.top_k,
                     candidates=settings.candidates, mode=settings.retrieval,
                     fts_weight=settings.fts_weight, rrf_k=settings.rrf_k,
-                    reranker=load_reranker(settings.reranker) if settings.reranker else None)
+                    reranker=load_reranker(settings.reranker, settings.rerank_depth))
