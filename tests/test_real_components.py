@@ -617,6 +617,44 @@ def test_the_reader_reads_each_window_alone_whatever_the_threads_or_the_other_pa
     assert best is not None and best.passage == 0 and "16 weeks" in best.text
 
 
+def test_a_reranker_file_is_built_into_onnx_and_scores_each_pair_alone(tmp_path: Path) -> None:
+    """The reranker's runtime on a weights file in the trained format (no reranker ships yet:
+    zero deltas, a seeded random head): built to fp32 ONNX, the same scores on one thread as on
+    every core, a pair's score independent of the others, and the hits reordered by it."""
+    from ragcli.models import Hit
+    from ragcli.paths import file_sha256
+    from ragcli.runtimes.finetuned import WEIGHTS_FORMAT, base_model_dir, write_weights
+    from ragcli.runtimes.reranker import OnnxReranker, passage_text
+
+    rng = np.random.default_rng(0)
+    weights = tmp_path / "reranker.safetensors"
+    write_weights({"delta.bert.encoder.layer.0.output.dense.bias": np.zeros(384, np.float16),
+                   "full.classifier.weight": rng.normal(size=(1, 384)).astype(np.float32),
+                   "full.classifier.bias": np.zeros(1, np.float32)}, weights,
+                  {"ragcli.format": str(WEIGHTS_FORMAT),
+                   "ragcli.base_sha256": file_sha256(base_model_dir() / "model.safetensors")})
+    reranker = OnnxReranker(weights, cache_dir=tmp_path / "cache", depth=3)
+    passages = ["Non-birthing parents receive 16 weeks of fully paid leave.",
+                "The office closes at 6 p.m. on Fridays.", "Expenses are filed within 30 days.",
+                "A fourth passage, past the depth."]
+    question = "How many weeks of paid parental leave do non-birthing parents get?"
+    scores = reranker.scores(question, passages)
+    assert reranker.onnx_path.is_file() and len(set(scores)) == 4
+    assert reranker.with_threads(1).scores(question, passages) == scores
+    assert reranker.with_threads(1).depth == 3
+    assert [reranker.scores(question, [p])[0] for p in passages] == scores
+    hits = [Hit(f"c{i}", f"d{i}", "s", "Handbook", "", p, "h", ("public",), 1.0 - i / 10)
+            for i, p in enumerate(passages)]
+    ranked = reranker(question, hits)
+    read = reranker.scores(question, [passage_text("Handbook", "", p) for p in passages[:3]])
+    top = sorted(range(3), key=lambda i: -read[i])
+    assert [h.chunk_id for h in ranked] == [f"c{i}" for i in top] + ["c3"]
+    assert [h.rerank_score for h in ranked[:3]] == [read[i] for i in top]
+    assert ranked[3].rerank_score is None
+    assert reranker.record()["weights_sha256"] == file_sha256(weights)
+    assert reranker.record()["onnx_sha256"] == file_sha256(reranker.onnx_path)
+
+
 def test_batch_workers_share_the_reader_and_answer_as_one_worker(store: Path, tmp_path: Path) -> None:
     golden = [json.loads(line) for line in
               (HANDBOOK.parents[1] / "goldens" / "handbook.jsonl").read_text().splitlines()]

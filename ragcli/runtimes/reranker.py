@@ -74,6 +74,9 @@ class OnnxReranker(FineTuned):
         super().__init__(weights, model_dir, cache_dir, threads)
         self.depth = depth
 
+    def with_threads(self, threads: int) -> OnnxReranker:
+        return OnnxReranker(self.weights, self.model_dir, self.cache_dir, threads, self.depth)
+
     def export(self, path: Path) -> None:
         export_onnx(lambda: build_model(self.model_dir, self.weights), lambda out: out.logits[:, 0],
                     path, ["relevance"], {"input_ids": {1: "tokens"}, "token_type_ids": {1: "tokens"}})
