@@ -239,7 +239,7 @@ OFF = ("", "none")
 
 
 def load_reranker(spec: str | None, depth: int = 20) -> Reranker | None:
-    """The reranker ``spec`` names: None or ``none`` (off: fusion's order), a shipped one
+    """The reranker ``spec`` names: None or ``none`` (off: fusion's order), one trained here
     (``minilm``: runtimes/reranker.py, reordering the best ``depth`` hits), or ``module:function``
     taking (question, hits) and returning the hits reordered (or fewer)."""
     import importlib
