@@ -35,6 +35,7 @@ class ExitCode(IntEnum):
     BACKEND_REFUSED = 20  # the large model's server refused the request (key, model name, input)
     BACKEND_INVALID = 21  # the large model's server answered with something not OpenAI-shaped
     UNVERIFIABLE = 22  # replay: the same retrieval and prompt, but a served model answered
+    AUDIT_TAMPERED = 23  # traces verify / replay / prune: the audit log's hash chain is broken
 
 
 WHEN = {
@@ -55,7 +56,8 @@ WHEN = {
     ExitCode.PARTIAL: "ingest/reindex finished but skipped some files (each listed with its "
                       "reason on stderr)",
     ExitCode.DRIFTED: "replay: retrieval, prompt, output or answer differ from the record",
-    ExitCode.TRACE_NOT_FOUND: "no audit record with that request ID",
+    ExitCode.TRACE_NOT_FOUND: "no audit record with that request ID; `traces verify`/`prune`: no "
+                              "audit log at the path",
     ExitCode.MODEL_CHANGED: "replay: the recorded model or adapter file is missing or its SHA-256 "
                             "changed",
     ExitCode.VERSION_GONE: "replay: the recorded store version no longer exists, or the store was "
@@ -81,6 +83,10 @@ WHEN = {
     ExitCode.UNVERIFIABLE: "replay: retrieval and prompt are the same as recorded, but the answer "
                            "came from a served model whose weights cannot be checked, so the "
                            "re-asked output cannot prove the record (never reported as identical)",
+    ExitCode.AUDIT_TAMPERED: "`traces verify`, `traces prune` or `replay`: the audit log's hash "
+                             "chain is broken: a record was edited, deleted, reordered or "
+                             "inserted, or the chain's head or a prune checkpoint was changed "
+                             "(the message names the first; a key that is missing is exit 3)",
 }
 """When each exit code happens; docs/exit-codes.md is generated from it (scripts/reference.py)."""
 
@@ -144,6 +150,10 @@ class LockedError(RagError):
 
 class TraceNotFoundError(RagError):
     exit_code = ExitCode.TRACE_NOT_FOUND
+
+
+class AuditTamperedError(RagError):
+    exit_code = ExitCode.AUDIT_TAMPERED
 
 
 class ModelChangedError(RagError):

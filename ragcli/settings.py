@@ -58,6 +58,7 @@ class Settings:
     identity: str = "caller"  # caller (trust --user/--groups) | os (the OS account; identity.py)
     users_file: Path | None = None  # users.toml: user = [groups], added to OS groups (identity = os)
     audit: Path = dataclasses.field(default_factory=default_audit)  # the audit log (SQLite)
+    audit_key_env: str = "RAGCLI_AUDIT_KEY"  # the variable holding the key that seals the log (if set)
     route: str = "local"  # local (the GGUF model only) | small-first (escalate) | large (docs/routing.md)
     large_url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1
     large_model: str = "default"  # the model name sent to that server
@@ -142,6 +143,9 @@ DOCS = {
                  "account; flags only narrow); locked by `/etc/ragcli/ragcli.toml`"),
     "users_file": ("none", "`users.toml` mapping users to extra groups, for `identity = \"os\"`"),
     "audit": ("`~/.local/state/ragcli/audit.sqlite3` ($XDG_STATE_HOME)", "audit log (SQLite)"),
+    "audit_key_env": (None, "name of the environment variable holding the secret that seals the "
+                      "audit log's hash chain (HMAC-SHA-256; unset: SHA-256, which catches edits "
+                      "but not a forger who recomputes it); docs/observability.md"),
     "route": (None, "`local` (the GGUF model), `small-first` (the GGUF model, then the large one "
               "when the small answer fails verification or its confidence is below "
               "`escalate_below`) or `large` (the large one only); `--model large` on `ask`/`chat` "
@@ -177,7 +181,7 @@ _TYPES: dict[str, type] = {
     "max_answer_chars": int,
     "redact_audit": bool, "default_acl": tuple, "identity": str, "users_file": Path,
     "span_reader": str, "min_reader_score": float, "route": str, "large_url": str,
-    "large_model": str, "large_api_key_env": str,
+    "large_model": str, "large_api_key_env": str, "audit_key_env": str,
     "large_timeout": float, "large_retries": int, "large_context_tokens": int,
     "escalate_below": float, "usd_per_1k_prompt": float, "usd_per_1k_completion": float,
     "usd_per_cpu_hour": float,
@@ -250,8 +254,8 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             check_url(result)
         except ValueError as exc:
             raise ConfigError(f"{origin}: large_url {exc}") from None
-    if name == "large_api_key_env" and not result.replace("_", "").isalnum():
-        raise ConfigError(f"{origin}: large_api_key_env must be an environment variable's name "
+    if name in ("large_api_key_env", "audit_key_env") and not result.replace("_", "").isalnum():
+        raise ConfigError(f"{origin}: {name} must be an environment variable's name "
                           f"(the key itself is never configured), got {result!r}")
     if name in ("min_confidence", "temperature", "fts_weight", "escalate_below") \
             and not 0.0 <= result <= 2.0:

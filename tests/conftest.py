@@ -113,3 +113,29 @@ def ask_json(question: str, *groups: str) -> dict:  # type: ignore[type-arg]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def reseal_from(path: Path, first: int, tamper: str | None = None) -> None:
+    """What a forger without the key can do: edit (``tamper``, SQL), then recompute the links
+    from sequence number ``first`` on and the head with SHA-256, as ragcli would have."""
+    import sqlite3
+
+    from ragcli.audit import chain
+
+    signer = chain.Signer()
+    with sqlite3.connect(path) as connection:
+        if tamper:
+            connection.execute(tamper)
+        rows = connection.execute("SELECT request_id, created_at, user, status, refused, record, "
+                                  "seq, prev FROM traces WHERE seq >= ? ORDER BY seq",
+                                  (first,)).fetchall()
+        prev = rows[0][7]
+        for request_id, created_at, user, status, refused, text, seq, _ in rows:
+            link = signer.seal("record", chain.record_header(seq, prev, request_id, created_at,
+                                                             user, status, refused), text.encode())
+            connection.execute("UPDATE traces SET prev = ?, link = ? WHERE request_id = ?",
+                               (prev, link, request_id))
+            prev = link
+        head = chain.read_head(connection)
+        assert head is not None
+        chain._write_head(connection, signer, chain.Head(rows[-1][6], prev, head.began))

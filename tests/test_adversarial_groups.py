@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import reseal_from
 from fakes import HashEmbedder
 from ragcli.cli.app import app
 from ragcli.errors import ExitCode
@@ -77,6 +78,11 @@ def test_a_tampered_record_is_not_replayed_with_its_groups(tmp_path: Path) -> No
         record["groups"] = ["x') OR true --"]
         connection.execute("UPDATE traces SET record = ? WHERE request_id = ?",
                            (json.dumps(record), request_id))
+        seq = connection.execute("SELECT seq FROM traces WHERE request_id = ?",
+                                 (request_id,)).fetchone()[0]
+    refused = runner.invoke(app, ["replay", request_id, "--json"])
+    assert refused.exit_code == ExitCode.AUDIT_TAMPERED and "was edited" in refused.stderr
+    reseal_from(tmp_path / "audit.sqlite3", seq)  # a forger who recomputes the unkeyed chain
     result = runner.invoke(app, ["replay", request_id, "--json"])
     assert result.exit_code == ExitCode.USAGE
     assert result.stderr.strip().startswith("ragcli: error: invalid group name")

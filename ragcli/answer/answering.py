@@ -160,7 +160,7 @@ class Answerer:
         started = time.perf_counter()
         cpu = self.cpu_time()
         record = self._base_record(request_id, question, user, groups)
-        audit = AuditLog(self.settings.audit)
+        audit = AuditLog.of(self.settings)
 
         def kept(data: dict[str, Any]) -> dict[str, Any]:
             return redact(data) if self.settings.redact_audit else data

@@ -21,12 +21,16 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from ..errors import StoreError
+from . import chain
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 TRACE_FORMAT = 2
 """The audit record's format: 1 = records before ragcli wrote ``format`` (no ``usage``, ``cost``,
@@ -187,15 +191,30 @@ CREATE TABLE IF NOT EXISTS traces (
     user TEXT,
     status TEXT NOT NULL,
     refused INTEGER NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    seq INTEGER,
+    prev TEXT,
+    link TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS traces_created ON traces (created_at);
 """
 
 
 class AuditLog:
-    def __init__(self, path: Path) -> None:
+    """The log at ``path``; completed records are sealed into its hash chain (chain.py) with
+    ``key`` when one is given (HMAC), else with SHA-256."""
+
+    def __init__(self, path: Path, key: bytes | None = None,
+                 key_env: str = "RAGCLI_AUDIT_KEY") -> None:
         self.path = path
+        self.signer = chain.Signer(key or None)
+        self.key_env = key_env  # where the key came from, for messages
+
+    @classmethod
+    def of(cls, settings: Settings, env: dict[str, str] | None = None) -> AuditLog:
+        """The log the settings name, keyed by the variable ``audit_key_env`` names (if set)."""
+        value = (os.environ if env is None else env).get(settings.audit_key_env, "")
+        return cls(settings.audit, value.encode() or None, settings.audit_key_env)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -212,7 +231,8 @@ class AuditLog:
                 try:
                     connection.execute("PRAGMA journal_mode=WAL")
                     connection.execute("PRAGMA synchronous=FULL")
-                    connection.executescript(_SCHEMA)
+                    connection.executescript(_SCHEMA + chain.CHAIN_SCHEMA)
+                    chain.migrate(connection)
                     break
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -224,12 +244,17 @@ class AuditLog:
         return connection
 
     def append(self, record: dict[str, Any]) -> None:
-        """Write one finished record in one transaction; an existing request ID is never
-        overwritten."""
+        """Write one record in one transaction (a finished one sealed into the chain); an
+        existing request ID is never overwritten."""
+        row = _row(record)
         with closing(self._connect()) as connection:
-            connection.execute(
-                "INSERT INTO traces (request_id, created_at, user, status, refused, record) "
-                "VALUES (?, ?, ?, ?, ?, ?)", _row(record))
+            if record["status"] == STARTED:
+                connection.execute(
+                    "INSERT INTO traces (request_id, created_at, user, status, refused, record) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", row)
+            else:
+                _sealing(connection, lambda: chain.seal_row(connection, self.signer, row,
+                                                            update=False))
 
     def start(self, record: dict[str, Any]) -> None:
         """Write the record of a request that is starting (``status = "started"``)."""
@@ -240,12 +265,17 @@ class AuditLog:
         the record's own). A completed record is never changed again."""
         data = record if final else {**record, "status": STARTED}
         data = {**data, "pid": os.getpid(), "host": socket.gethostname()}
-        request_id, created_at, user, status, refused, text = _row(data)
+        row = _row(data)
+        request_id, created_at, user, status, refused, text = row
         with closing(self._connect()) as connection:
-            changed = connection.execute(
-                "UPDATE traces SET status = ?, refused = ?, record = ? "
-                "WHERE request_id = ? AND status = ?",
-                (status, refused, text, request_id, STARTED)).rowcount
+            if final:
+                changed = _sealing(connection, lambda: chain.seal_row(
+                    connection, self.signer, row, update=True))
+            else:
+                changed = connection.execute(
+                    "UPDATE traces SET status = ?, refused = ?, record = ? "
+                    "WHERE request_id = ? AND status = ?",
+                    (status, refused, text, request_id, STARTED)).rowcount > 0
         if not changed:
             raise StoreError(f"audit record {request_id} is not open for writing")
 
@@ -268,6 +298,57 @@ class AuditLog:
         if record is None:
             raise TraceNotFoundError(f"no audit record {request_id} in {self.path}")
         return record
+
+    def verify(self) -> chain.ChainReport:
+        """Walk the whole hash chain (``traces verify``): the report names the first problem."""
+        with closing(self._existing()) as connection:
+            return self._keyed(lambda: chain.verify(connection, self.signer))
+
+    def verified(self, request_id: str) -> tuple[Trace, str]:
+        """The record of ``request_id`` and its place in the chain, ``sealed`` or ``legacy``
+        (written before the chain) or ``unsealed`` (never completed), after checking its seal
+        and its links to its neighbours (replay's check); AuditTamperedError when they fail."""
+        from ..errors import AuditTamperedError
+
+        record = self.require(request_id)
+        with closing(self._connect()) as connection:
+            state = self._keyed(lambda: chain.check_one(connection, self.signer, request_id))
+        if isinstance(state, chain.Problem):
+            raise AuditTamperedError(f"audit log {self.path}: {state.message}",
+                                     hint="`ragcli traces verify` checks the whole log")
+        return record, state
+
+    def prune(self, cutoff: str, keep: set[str], *, dry_run: bool = False) -> chain.Pruned:
+        """Remove records created before ``cutoff`` (ISO-8601) but ``keep``, leaving a sealed
+        checkpoint; the whole chain is verified first, and a broken one is not pruned."""
+        from datetime import UTC, datetime
+
+        from ..errors import AuditTamperedError
+
+        report = self.verify()
+        if report.problem is not None:
+            raise AuditTamperedError(f"audit log {self.path}: {report.problem.message}; "
+                                     "nothing was pruned")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with closing(self._existing()) as connection:
+            connection.execute("PRAGMA secure_delete = ON")  # removed records leave no trace
+            return chain.prune(connection, self.signer, cutoff, keep, now, dry_run=dry_run)
+
+    def _existing(self) -> sqlite3.Connection:
+        from ..errors import TraceNotFoundError
+
+        if not self.path.exists():
+            raise TraceNotFoundError(f"no audit log at {self.path}")
+        return self._connect()
+
+    def _keyed(self, work: Callable[[], Any]) -> Any:
+        from ..errors import ConfigError
+
+        try:
+            return work()
+        except chain.KeyNeeded as exc:
+            raise ConfigError(f"audit log {self.path} is sealed with key {exc.key_id}: set "
+                              f"{self.key_env} to that key to verify it") from None
 
     def recent(self, limit: int | None = 20, *, user: str | None = None,
                since: str | None = None, status: str | None = None) -> Iterator[Trace]:
@@ -295,6 +376,19 @@ class AuditLog:
 
 STARTED = "started"
 INTERRUPTED = "interrupted"
+
+
+def _sealing(connection: sqlite3.Connection, seal: Callable[[], bool]) -> bool:
+    """Run ``seal`` (chain.seal_row) in one IMMEDIATE transaction: the writers of one log seal
+    one after another, each after the head the one before left."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        done = seal()
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return done
 
 
 def _row(record: dict[str, Any]) -> tuple[Any, ...]:

@@ -349,7 +349,8 @@ class Session:
         from ..answer.replay import replay_request
         from ..audit.trace import AuditLog
 
-        record = AuditLog(self.answerer.settings.audit).require(arg or self._need_last().request_id)
+        record, _ = AuditLog.of(self.answerer.settings).verified(
+            arg or self._need_last().request_id)
         render.replay(replay_request(record, embedder=self.answerer.embedder,
                                      generator_factory=lambda path, s: gguf_generator(s, path)))
 

@@ -182,6 +182,42 @@ def trace_stats(rows: list[dict[str, Any]], since: str) -> None:
               style="dim")
 
 
+def chain_report(path: str, report: Any, key_env: str) -> None:
+    """``traces verify``: what was checked, then the first problem (on stderr) if any."""
+    out = stdout()
+    sealing = (f"sealed with key {', '.join(report.keys)}" if report.keys else
+               f"unkeyed SHA-256 (set {key_env} to seal with a key)")
+    if report.keys and report.unkeyed:
+        sealing += f"; {report.unkeyed} sealed before the key was set"
+    head = report.head
+    out.print(f"audit log {path}: {report.sealed} records checked, {sealing}")
+    if report.pruned or report.checkpoints:
+        out.print(f"{report.pruned} records pruned, explained by {report.checkpoints} "
+                  "checkpoint(s)")
+    if report.legacy:
+        out.print(Text(f"{report.legacy} records written before the chain began (an older "
+                       "ragcli): readable, not verifiable", style="yellow"))
+    if report.unsealed:
+        out.print(f"{report.unsealed} records never completed (started or interrupted): not sealed")
+    if head is not None:
+        out.print(f"head: seq {head.seq} {head.link}", style="dim")
+    if report.problem is None:
+        out.print("chain intact")
+    else:
+        error(f"audit log {path}: {report.problem.message}")
+
+
+def prune_report(data: dict[str, Any]) -> None:
+    verb = "would remove" if data["dry_run"] else "removed"
+    line = (f"{verb} {data['removed']} sealed records and {data['unsealed_removed']} unsealed "
+            f"ones created before {data['older_than']}")
+    if data["checkpoint"] is not None and not data["dry_run"]:
+        line += f"; checkpoint {data['checkpoint']} keeps the rest verifiable"
+    stdout().print(line)
+    if data["kept"]:
+        stdout().print(f"kept (--keep): {', '.join(data['kept'])}")
+
+
 def status(data: dict[str, Any]) -> None:
     out = stdout()
     table = Table(show_header=False, box=None)

@@ -1,4 +1,4 @@
-"""traces (list, show, export) and replay."""
+"""traces (list, show, stats, export, verify, prune) and replay."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def traces(
         _check_since(since)
     settings = settings_from(config, audit=audit)
     status = "refused" if refused else "failed" if failed else "started" if interrupted else None
-    records = list(AuditLog(settings.audit).recent(limit, user=user, since=since, status=status))
+    records = list(AuditLog.of(settings).recent(limit, user=user, since=since, status=status))
     if as_json:
         render.print_json([_trace_summary(r) for r in records])
     else:
@@ -104,7 +104,7 @@ def traces_stats(
     else:
         _check_since(since)
     settings = settings_from(config, audit=audit)
-    rows = daily_stats(AuditLog(settings.audit).recent(None, user=user, since=since))
+    rows = daily_stats(AuditLog.of(settings).recent(None, user=user, since=since))
     if as_json:
         render.print_json(rows)
     else:
@@ -119,14 +119,79 @@ def traces_export(audit: AuditOpt = None, config: ConfigOpt = None) -> None:
     from ..audit.trace import AuditLog
 
     settings = settings_from(config, audit=audit)
-    for record in reversed(list(AuditLog(settings.audit).recent(None))):
+    for record in reversed(list(AuditLog.of(settings).recent(None))):
         sys.stdout.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+@traces_app.command("verify")
+def traces_verify(audit: AuditOpt = None, config: ConfigOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Walk the audit log's hash chain: exit 0 when intact, 23 naming the first record edited,
+    deleted, reordered or inserted."""
+    from ..audit.trace import AuditLog
+
+    log = AuditLog.of(settings_from(config, audit=audit))
+    report = log.verify()
+    if as_json:
+        render.print_json({"audit": str(log.path), **report.to_json()})
+    else:
+        render.chain_report(str(log.path), report, log.key_env)
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.AUDIT_TAMPERED))
+
+
+@traces_app.command("prune")
+def traces_prune(
+    older_than: Annotated[str, typer.Option("--older-than", help="Remove records created before "
+                          "this long ago (90d, 12h, 2w) or before this ISO-8601 time.",
+                          show_default=False)],
+    keep: Annotated[list[str] | None, typer.Option("--keep", help="A request ID to keep (a "
+                    "baseline or an open incident pins it); repeatable.", show_default=False)
+                    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove "
+                       "nothing.")] = False,
+    audit: AuditOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove old records, leaving a sealed checkpoint so the rest still verifies (the chain is
+    verified first: a broken one is not pruned)."""
+    from ..audit.trace import AuditLog
+
+    cutoff = _cutoff(older_than)
+    log = AuditLog.of(settings_from(config, audit=audit))
+    pruned = log.prune(cutoff, set(keep or ()), dry_run=dry_run)
+    data = {"audit": str(log.path), "older_than": cutoff, "dry_run": dry_run, **pruned.to_json()}
+    if as_json:
+        render.print_json(data)
+    else:
+        render.prune_report(data)
+
+
+def _cutoff(older_than: str) -> str:
+    """``--older-than`` as an ISO-8601 UTC time: a duration back from now, or a time."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    from ..errors import UsageError
+
+    match = re.fullmatch(r"(\d+)([hdw])", older_than.strip())
+    if match:
+        hours = int(match[1]) * {"h": 1, "d": 24, "w": 168}[match[2]]
+        return (datetime.now(UTC) - timedelta(hours=hours)).isoformat(timespec="seconds")
+    try:
+        when = datetime.fromisoformat(older_than)
+    except ValueError:
+        raise UsageError(f"--older-than must be a duration such as 90d, 12h or 2w, or an "
+                         f"ISO-8601 time such as 2026-09-01, got {older_than!r}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC).isoformat(
+        timespec="seconds")
 
 
 def _find_record(request_id: str, config: Path | None, audit: Path | None) -> Trace:
     from ..audit.trace import AuditLog
 
-    return AuditLog(settings_from(config, audit=audit).audit).require(request_id)
+    return AuditLog.of(settings_from(config, audit=audit)).require(request_id)
 
 
 def replay(
@@ -148,7 +213,13 @@ def replay(
 
     if against not in ("recorded", "latest"):
         raise UsageError("--against must be 'recorded' or 'latest'")
-    report = replay_request(_find_record(request_id, config, audit), against=against,
+    from ..audit.trace import AuditLog
+
+    record, sealed = AuditLog.of(settings_from(config, audit=audit)).verified(request_id)
+    if sealed == "legacy":
+        render.warning(f"record {request_id} was written before the audit log's hash chain: it "
+                    "cannot be verified")
+    report = replay_request(record, against=against,
                             question=question,
                             generator_factory=lambda path, s: gguf_generator(s, path))
     if as_json:
