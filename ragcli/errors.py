@@ -36,6 +36,7 @@ class ExitCode(IntEnum):
     BACKEND_INVALID = 21  # the large model's server answered with something not OpenAI-shaped
     UNVERIFIABLE = 22  # replay: the same retrieval and prompt, but a served model answered
     AUDIT_TAMPERED = 23  # traces verify / replay / prune: the audit log's hash chain is broken
+    EXPORT_FAILED = 24  # traces export --otlp: the OTLP receiver cannot be reached or refused
 
 
 WHEN = {
@@ -87,6 +88,9 @@ WHEN = {
                              "chain is broken: a record was edited, deleted, reordered or "
                              "inserted, or the chain's head or a prune checkpoint was changed "
                              "(the message names the first; a key that is missing is exit 3)",
+    ExitCode.EXPORT_FAILED: "`traces export --otlp`: the OTLP receiver cannot be reached, timed "
+                            "out or did not take the spans, or the `otel` extra is not installed "
+                            "(records sent before the failure are counted in the message)",
 }
 """When each exit code happens; docs/exit-codes.md is generated from it (scripts/reference.py)."""
 
@@ -154,6 +158,10 @@ class TraceNotFoundError(RagError):
 
 class AuditTamperedError(RagError):
     exit_code = ExitCode.AUDIT_TAMPERED
+
+
+class ExportFailedError(RagError):
+    exit_code = ExitCode.EXPORT_FAILED
 
 
 class ModelChangedError(RagError):

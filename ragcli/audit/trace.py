@@ -209,12 +209,19 @@ class AuditLog:
         self.path = path
         self.signer = chain.Signer(key or None)
         self.key_env = key_env  # where the key came from, for messages
+        self.export: Callable[[dict[str, Any]], None] | None = None  # each finished record
 
     @classmethod
     def of(cls, settings: Settings, env: dict[str, str] | None = None) -> AuditLog:
         """The log the settings name, keyed by the variable ``audit_key_env`` names (if set)."""
         value = (os.environ if env is None else env).get(settings.audit_key_env, "")
-        return cls(settings.audit, value.encode() or None, settings.audit_key_env)
+        log = cls(settings.audit, value.encode() or None, settings.audit_key_env)
+        if settings.otlp_endpoint:
+            from . import telemetry
+
+            log.export = telemetry.live(settings.otlp_endpoint, timeout=settings.otlp_timeout,
+                                        content=settings.otlp_content).submit
+        return log
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -255,6 +262,8 @@ class AuditLog:
             else:
                 _sealing(connection, lambda: chain.seal_row(connection, self.signer, row,
                                                             update=False))
+        if record["status"] != STARTED and self.export is not None:
+            self.export(record)
 
     def start(self, record: dict[str, Any]) -> None:
         """Write the record of a request that is starting (``status = "started"``)."""
@@ -278,6 +287,8 @@ class AuditLog:
                     (status, refused, text, request_id, STARTED)).rowcount > 0
         if not changed:
             raise StoreError(f"audit record {request_id} is not open for writing")
+        if final and self.export is not None:
+            self.export(data)
 
     def complete(self, record: dict[str, Any]) -> None:
         self.update(record, final=True)

@@ -112,15 +112,52 @@ def traces_stats(
 
 
 @traces_app.command("export")
-def traces_export(audit: AuditOpt = None, config: ConfigOpt = None) -> None:
-    """Every record as JSON Lines on stdout, oldest first."""
+def traces_export(
+    otlp: Annotated[str | None, typer.Option("--otlp", help="Send the records as OpenTelemetry "
+                    "traces to this OTLP/HTTP receiver (e.g. http://127.0.0.1:6006) instead of "
+                    "printing JSON Lines.", show_default=False)] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only requests at or after this "
+                     "ISO-8601 time.", show_default=False)] = None,
+    audit: AuditOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Every record, oldest first: JSON Lines on stdout, or traces to an OTLP receiver (--otlp;
+    content only with the otlp_content setting)."""
     import sys
 
     from ..audit.trace import AuditLog
 
+    if since is not None:
+        _check_since(since)
     settings = settings_from(config, audit=audit)
-    for record in reversed(list(AuditLog.of(settings).recent(None))):
-        sys.stdout.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+    records = list(reversed(list(AuditLog.of(settings).recent(None, since=since))))
+    if otlp is None:
+        for record in records:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        return
+    finished = [r for r in records if r["status"] not in ("started", "interrupted")]
+    _export_otlp(finished, otlp, settings.otlp_timeout, settings.otlp_content)
+
+
+def _export_otlp(records: list[Trace], url: str, timeout: float, content: bool) -> None:
+    from ..audit import telemetry
+    from ..errors import ExportFailedError, UsageError
+    from ..settings import check_url
+
+    try:
+        check_url(url)
+    except ValueError as exc:
+        raise UsageError(f"--otlp {exc}") from None
+    sent = spans = 0
+    for begin in range(0, len(records), 100):
+        batch = records[begin:begin + 100]
+        try:
+            spans += telemetry.send(batch, url, timeout=timeout, content=content)
+        except telemetry.ExportError as exc:
+            raise ExportFailedError(f"{exc} ({sent} of {len(records)} records sent before)"
+                                    ) from None
+        sent += len(batch)
+    render.stdout().print(f"sent {sent} records ({spans} spans) to {telemetry.traces_url(url)}")
 
 
 @traces_app.command("verify")
