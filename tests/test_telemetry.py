@@ -123,6 +123,22 @@ def test_live_export_sends_each_answer_while_answering(
     assert traces == {first["request_id"].replace("-", ""), second["request_id"].replace("-", "")}
 
 
+def test_a_one_shot_ask_sends_its_trace_before_the_process_ends(
+        env: dict[str, str]) -> None:
+    """The last export of an ``ask`` runs while the interpreter shuts down (no new thread pools
+    then): the trace must still arrive, with no warning."""
+    with Receiver() as receiver:
+        proc = subprocess.run([sys.executable, str(RUNNER), "ask", QUESTION, "--mode",
+                               "extractive", "--json"],
+                              env={**os.environ, **env, "RAGCLI_OTLP_ENDPOINT": receiver.url},
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    request_id = json.loads(proc.stdout)["request_id"]
+    assert {s["trace_id"] for s in receiver.spans} == {request_id.replace("-", "")}
+    assert {"ask", "retrieve", "retrieve.vector", "retrieve.fts", "extract"} <= {
+        s["name"] for s in receiver.spans}
+
+
 def test_a_collector_that_is_down_costs_an_answer_nothing_but_one_warning(
         env: dict[str, str], tmp_path: Path) -> None:
     url = closed_port()

@@ -255,7 +255,10 @@ def _readable(record: Mapping[str, Any], content: bool) -> list[Any]:
 
     from .. import __version__
 
-    resource = Resource.create({"service.name": "ragcli", "service.version": __version__})
+    # the constructor, not Resource.create: that runs detectors on a thread pool, which fails
+    # once the interpreter is shutting down (where a one-shot ask's last export runs)
+    resource = Resource({"service.name": "ragcli", "service.version": __version__,
+                         "telemetry.sdk.language": "python", "telemetry.sdk.name": "opentelemetry"})
     scope = InstrumentationScope("ragcli", __version__)
     trace = trace_id(str(record["request_id"]))
 
