@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import acl, ask, chat, evaluate, index, traces, tune
+from . import acl, ask, chat, evaluate, index, models, traces, tune
 from .common import RagGroup
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command()(chat.chat)
 app.command()(index.status)
 app.command()(acl.acl)
 app.add_typer(traces.traces_app, name="traces")
+app.add_typer(models.models_app, name="models")
 app.command()(traces.replay)
 app.command("eval")(evaluate.eval_command)
 app.command()(tune.tune)

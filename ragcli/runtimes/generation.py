@@ -74,6 +74,18 @@ def default_model_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / DEFAULT_MODEL_FILE
 
 
+def resolve_model(path: Path | None) -> Path:
+    """The GGUF file a ``model`` setting names: a path, a model ``ragcli models install`` put in
+    place by its name (``qwen-0.5b``), or the shipped default (None)."""
+    if path is None:
+        return default_model_path()
+    from .catalog import CATALOG, installed_path
+
+    if str(path) in CATALOG and not path.exists():
+        return installed_path(str(path))
+    return path
+
+
 def check_model_file(path: Path, what: str = "model") -> Path:
     if path.is_dir():
         raise ModelError(f"{what} path {path} is a directory, not a GGUF file")
@@ -166,7 +178,7 @@ class LlamaCppGenerator:
     def __init__(self, model_path: Path | None, *, context_tokens: int = 2048,
                  threads: int = 1, batch_threads: int = 0, seed: int = 42,
                  adapter: Path | None = None) -> None:
-        self.model_path = check_model_file(model_path or default_model_path())
+        self.model_path = check_model_file(resolve_model(model_path))
         self.adapter_path = check_model_file(adapter, "adapter") if adapter else None
         self._adapter_sha256: str | None = None
         self.context_tokens = context_tokens
@@ -187,7 +199,7 @@ class LlamaCppGenerator:
         does with a recorded path), with the LoRA adapter its ``adapter`` setting names; the
         weights load on first use."""
         path = model if model is not None else settings.model
-        path = check_model_file(path or default_model_path())
+        path = check_model_file(resolve_model(path))
         return cls(path, context_tokens=settings.context_tokens, threads=settings.threads,
                    batch_threads=settings.batch_threads, seed=settings.seed,
                    adapter=resolve_adapter(getattr(settings, "adapter", "none"), path))
