@@ -265,3 +265,77 @@ def test_an_ask_seals_its_record_with_the_key_in_the_configured_variable(
     unkeyed = runner.invoke(app, ["traces", "verify"])
     assert unkeyed.exit_code == ExitCode.CONFIG and "set MY_AUDIT_SECRET" in unkeyed.stderr
     assert runner.invoke(app, ["replay", request_id]).exit_code == ExitCode.CONFIG
+
+
+COLUMNS = ("request_id", "created_at", "user", "status", "refused", "record", "seq", "prev",
+           "link")
+
+
+@pytest.fixture
+def real_log(handbook_store: Path, cli_env: dict[str, str], tmp_path: Path) -> Path:
+    """A log written by real asks (answered and refused, in two modes), as users get one."""
+    for question, mode in (("How many weeks of paid parental leave do non-birthing parents get?",
+                            "extractive"), ("What is the capital of France?", "extractive"),
+                           ("What is the hostname of the office print server?", "extractive"),
+                           ("How long is a final written warning valid?", "extractive")):
+        result = runner.invoke(app, ["ask", question, "--mode", mode])
+        assert result.exit_code == 0, result.output
+    path = tmp_path / "audit.sqlite3"
+    assert verify_cli(path).exit_code == 0
+    return path
+
+
+def _edit(path: Path, seq: int, column: str) -> None:
+    with sqlite3.connect(path) as connection:
+        value = connection.execute(f"SELECT {column} FROM traces WHERE seq = ?",
+                                   (seq,)).fetchone()[0]
+        changed = (value + 1000 if isinstance(value, int) and column == "seq" else
+                   1 - value if isinstance(value, int) else
+                   value.replace("a", "e", 1) if "a" in value else value + " ")
+        connection.execute(f"UPDATE traces SET {column} = ? WHERE seq = ?", (changed, seq))
+
+
+@pytest.mark.parametrize("column", COLUMNS)
+@pytest.mark.parametrize("seq", [1, 2, 4])  # the first, one in the middle, the last
+def test_editing_any_field_of_any_record_of_a_real_log_is_found(
+        real_log: Path, column: str, seq: int) -> None:
+    _edit(real_log, seq, column)
+    result = verify_cli(real_log, "--json")
+    assert result.exit_code == ExitCode.AUDIT_TAMPERED, (column, seq)
+    assert json.loads(result.stdout)["problem"]["kind"] in ("edited", "deleted", "reordered",
+                                                             "head")
+
+
+def test_swapping_two_records_or_appending_a_forged_one_to_a_real_log_is_found(
+        real_log: Path) -> None:
+    with sqlite3.connect(real_log) as connection:  # swap the contents of records 2 and 3
+        rows = {seq: row for seq, *row in connection.execute(
+            "SELECT seq, request_id, created_at, user, status, refused, record FROM traces "
+            "WHERE seq IN (2, 3)")}
+        connection.execute("UPDATE traces SET request_id = 'tmp' WHERE seq = 3")
+        for seq, other in ((2, 3), (3, 2)):
+            connection.execute("UPDATE traces SET request_id = ?, created_at = ?, user = ?, "
+                               "status = ?, refused = ?, record = ? WHERE seq = ?",
+                               (*rows[other], seq))
+    swapped = json.loads(verify_cli(real_log, "--json").stdout)["problem"]
+    assert swapped["kind"] == "edited" and swapped["seq"] == 2
+
+
+def test_a_forged_record_appended_to_a_real_log_is_found(real_log: Path) -> None:
+    with sqlite3.connect(real_log) as connection:
+        request_id, created_at, text, link = connection.execute(
+            "SELECT request_id, created_at, record, link FROM traces WHERE seq = 4").fetchone()
+        connection.execute(  # a copy of the last record, chained after it with a made-up seal
+            "INSERT INTO traces (request_id, created_at, user, status, refused, record, seq, "
+            "prev, link) VALUES (?, ?, 'mallory', 'answered', 0, ?, 5, ?, ?)",
+            (request_id[:-4] + "beef", created_at, text, link, "sha256:" + "0" * 64))
+    forged = json.loads(verify_cli(real_log, "--json").stdout)["problem"]
+    assert forged["kind"] == "edited" and forged["seq"] == 5
+    with sqlite3.connect(real_log) as connection:  # now sealed as ragcli would, head left alone
+        row = connection.execute("SELECT request_id, created_at, user, status, refused, record "
+                                 "FROM traces WHERE seq = 5").fetchone()
+        seal = chain.Signer().seal("record", chain.record_header(5, link, *row[:5]),
+                                   row[5].encode())
+        connection.execute("UPDATE traces SET link = ? WHERE seq = 5", (seal,))
+    unmoved = json.loads(verify_cli(real_log, "--json").stdout)["problem"]
+    assert unmoved["kind"] == "head"  # the head still names record 4 as the last
