@@ -339,3 +339,24 @@ def test_a_forged_record_appended_to_a_real_log_is_found(real_log: Path) -> None
         connection.execute("UPDATE traces SET link = ? WHERE seq = 5", (seal,))
     unmoved = json.loads(verify_cli(real_log, "--json").stdout)["problem"]
     assert unmoved["kind"] == "head"  # the head still names record 4 as the last
+
+
+def test_prunes_one_after_another_keep_the_rest_verifiable(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite3"
+    log = AuditLog(path, KEY.encode())
+    for n in range(1, 11):  # r001 oldest ... r010 newest, a day apart
+        log.append(record(n, days_ago=11 - n))
+    first = log.prune((datetime(2026, 12, 1, tzinfo=UTC) - timedelta(days=7)).isoformat(),
+                      {"r002"})
+    assert first.removed == 2 and first.kept == ["r002"]  # r001 and r003 go
+    second = log.prune((datetime(2026, 12, 1, tzinfo=UTC) - timedelta(days=4)).isoformat(),
+                       {"r006"})
+    # --keep holds for its own prune: r002 goes now, with r004 and r005 (runs [2] and [4, 5]
+    # between the first prune's runs [1] and [3])
+    assert second.removed == 3 and [r[:2] for r in second.runs] == [[2, 2], [4, 5]]
+    report = log.verify()
+    assert report.ok and report.checkpoints == 2 and report.pruned == 5 and report.sealed == 5
+    assert sorted(r["request_id"] for r in log.recent(None)) == [
+        "r006", "r007", "r008", "r009", "r010"]
+    for kept in ("r006", "r007", "r010"):
+        assert log.verified(kept)[1] == "sealed"
