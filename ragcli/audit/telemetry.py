@@ -98,7 +98,9 @@ def _documents(prefix: str, hits: Iterable[tuple[str, float]]) -> dict[str, Any]
 
 
 def spans(record: Mapping[str, Any], *, content: bool = False) -> list[SpanSpec]:
-    """The spans of one finished audit record (an unfinished one has no end: none)."""
+    """The spans of one finished audit record (a started or interrupted one has no end: the
+    callers send finished ones only). A leg's span holds the kept hits that leg found, with its
+    own scores: the record keeps the fused top k, not each leg's whole candidate list."""
     request_id = str(record["request_id"])
     timings = {k: float(v) for k, v in (record.get("timings_ms") or {}).items()}
     begin = _ns(str(record["created_at"]))
