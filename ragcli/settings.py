@@ -46,6 +46,8 @@ class Settings:
     reranker: str | None = None  # None/"none" (off) | "minilm" (train_reranker.py) | "module:function"
     rerank_depth: int = 20  # the reranker reorders this many fused candidates
     min_confidence: float = 0.50  # refuse below this evidence (eval --calibrate, handbook + squad-a)
+    prompt_style: str = "auto"  # auto | compact (SmolLM2's) | instruct: how the GGUF model is prompted
+    large_prompt_style: str = "auto"  # the same for the large route's served model (auto: compact)
     context_tokens: int = 2048  # the model's context window (n_ctx)
     max_tokens: int = 200  # generated tokens at most
     temperature: float = 0.0  # 0 = greedy
@@ -161,6 +163,12 @@ DOCS = {
                      "timings and decisions only; passage text is never exported)"),
     "otlp_timeout": (None, "seconds an export may take; a collector that is down is known at once, "
                      "a slow one delays a process's exit at most this, never an answer"),
+    "prompt_style": (None, "how mode `generative` prompts the GGUF model: `compact` (the "
+                     "two-sentence instruction SmolLM2 follows best), `instruct` (a plain system "
+                     "line, the passages, the question, then what to write: what Qwen2.5 needs), "
+                     "or `auto` (`instruct` for a Qwen GGUF, else `compact`); docs/routing.md"),
+    "large_prompt_style": (None, "the same for the large route's served model; `auto` is "
+                           "`compact` there (a served model's architecture cannot be seen)"),
     "large_url": ("none", "base URL of an OpenAI-compatible server for the large model "
                   "(llama.cpp, llama-cpp-python, vLLM, Ollama, LM Studio), e.g. "
                   "`http://127.0.0.1:8080/v1`"),
@@ -194,13 +202,16 @@ _TYPES: dict[str, type] = {
     "span_reader": str, "min_reader_score": float, "route": str, "large_url": str,
     "large_model": str, "large_api_key_env": str, "audit_key_env": str,
     "otlp_endpoint": str, "otlp_content": bool, "otlp_timeout": float,
+    "prompt_style": str, "large_prompt_style": str,
     "large_timeout": float, "large_retries": int, "large_context_tokens": int,
     "escalate_below": float, "usd_per_1k_prompt": float, "usd_per_1k_completion": float,
     "usd_per_cpu_hour": float,
 }
 _CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("auto", "generative", "extractive"),
             "span_reader": ("minilm", "gguf"),
-            "identity": ("caller", "os"), "route": ("local", "small-first", "large")}
+            "identity": ("caller", "os"), "route": ("local", "small-first", "large"),
+            "prompt_style": ("auto", "compact", "instruct"),
+            "large_prompt_style": ("auto", "compact", "instruct")}
 SYSTEM_CONFIG = Path("/etc/ragcli/ragcli.toml")
 """A deployment's settings that nothing else overrides: ``LOCKED`` keys read from here win over
 every flag, ``RAGCLI_*`` variable and project ragcli.toml (identity.py)."""

@@ -105,7 +105,8 @@ def main() -> None:
     routes = args.routes.split(",")
     base = Settings(usd_per_1k_prompt=args.usd_per_1k_prompt,
                     usd_per_1k_completion=args.usd_per_1k_completion,
-                    usd_per_cpu_hour=args.usd_per_cpu_hour, large_model="large")
+                    usd_per_cpu_hour=args.usd_per_cpu_hour, large_model="large",
+                    large_prompt_style="instruct")  # the served model is the Qwen GGUF
     server, url = serve(large, args.threads, base.large_context_tokens) \
         if {"small-first", "large-served"} & set(routes) else (None, None)
     embedder = get_embedder(base.embedder)

@@ -137,3 +137,49 @@ def test_the_installed_qwen_answers_with_a_checked_answer_named_by_hash(
     assert "16 weeks" in data["answer"] and data["verification"]["outcome"] == "verified"
     record = AuditLog(tmp_path / "audit.sqlite3").require(data["request_id"])
     assert record["model"]["sha256"] == qwen.sha256
+    generative = runner.invoke(app, ["ask", "How many weeks of paid parental leave do "
+                                     "non-birthing parents get?", "--model", "qwen-0.5b",
+                                     "--mode", "generative", "--json"])
+    assert generative.exit_code == 0, generative.output
+    written = json.loads(generative.stdout)  # prompted in the instruct style (a Qwen GGUF)
+    # checked: what it wrote is shown when every claim holds, else the verified extract
+    assert "16 weeks" in written["answer"]
+    assert written["verification"]["outcome"] in ("verified", "repaired")
+    prompt = AuditLog(tmp_path / "audit.sqlite3").require(written["request_id"])["prompt"]
+    assert prompt["messages"][0][1].startswith("You are a helpful assistant.")
+
+
+class _Model:
+    def __init__(self, architecture: str | None) -> None:
+        if architecture is not None:
+            self.architecture = architecture
+
+    def render(self, messages):  # type: ignore[no-untyped-def]
+        return "\n".join(f"{role}: {content}" for role, content in messages)
+
+
+@pytest.mark.parametrize(("setting", "architecture", "style"), [
+    ("auto", "qwen2", "instruct"), ("auto", "llama", "compact"), ("auto", None, "compact"),
+    ("compact", "qwen2", "compact"), ("instruct", "llama", "instruct")])
+def test_the_prompt_style_follows_the_setting_or_the_gguf_architecture(
+        setting: str, architecture: str | None, style: str) -> None:
+    from ragcli.answer import prompting
+    from ragcli.models import Hit
+
+    assert prompting.prompt_style(setting, _Model(architecture)) == style
+    hit = Hit(chunk_id="c#0", doc_id="c", source="c.md", title="Leave", heading_path="",
+              text="Leave is 16 weeks.", chunk_hash="0" * 64, acl=("public",), score=1.0)
+    prompt = prompting.build_prompt("How long is leave?", [hit], render=_Model(None).render,
+                                    count_tokens=len, context_tokens=4000, answer_tokens=100,
+                                    style=style)
+    (_, system), (_, user) = prompt.messages
+    assert (system == prompting.INSTRUCT_SYSTEM) == (style == "instruct")
+    assert user.endswith(prompting.INSTRUCT_TASK) == (style == "instruct")
+    assert '"""\nLeave is 16 weeks.\n"""' in user and "Question: How long is leave?" in user
+
+
+def test_a_prompt_style_that_does_not_exist_is_a_config_error(
+        cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGCLI_PROMPT_STYLE", "verbose")
+    result = runner.invoke(app, ["ask", "anything"])
+    assert result.exit_code == ExitCode.CONFIG and "prompt_style must be one of" in result.stderr

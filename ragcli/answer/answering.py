@@ -41,7 +41,7 @@ from ..store.store import Store
 from .claims import failed_claims
 from .extractive import extract_answer
 from .guardrails import MARKER, REFUSAL, check_answer, looks_like_refusal, split_sentences
-from .prompting import build_prompt
+from .prompting import build_prompt, prompt_style
 from .reading import Choice, choose_span, make_quote, quote_for, read_passages, span_messages
 from .result import Answer
 from .spans import rule_spans
@@ -339,9 +339,9 @@ class Answerer:
         def generated(model: Generator, *, large: bool) -> Answer:
             """The model writes the answer from the numbered passages; every claim is checked."""
             start = time.perf_counter()
-            prompt = build_prompt(question, hits, render=model.render,
-                                  count_tokens=model.count_tokens,
-                                  context_tokens=model.context_tokens,
+            style = prompt_style(settings.large_prompt_style if large else settings.prompt_style, model)
+            prompt = build_prompt(question, hits, render=model.render, style=style,
+                                  count_tokens=model.count_tokens, context_tokens=model.context_tokens,
                                   answer_tokens=settings.max_tokens)
             timings["prompt"] = (time.perf_counter() - start) * 1000
             record["prompt"] = {"text": prompt.text, "tokens": prompt.tokens,

@@ -487,6 +487,13 @@ class LlamaCppGenerator:
                                    bos_token=token_text(llama.token_bos()),
                                    add_generation_prompt=True)
 
+    @property
+    def architecture(self) -> str:
+        """The GGUF file's ``general.architecture`` (``llama`` for SmolLM2, ``qwen2`` for
+        Qwen2.5): what ``prompt_style = "auto"`` goes by."""
+        llama = self.__dict__.get("_scorer") or self._llama
+        return str(llama.metadata.get("general.architecture", ""))
+
     def model_sha256(self) -> str:
         if self._sha256 is None:
             self._sha256 = cached_file_sha256(self.model_path)
