@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from otlp_receiver import Receiver  # noqa: E402
+from otlp_receiver import Receiver, closed_url  # noqa: E402
 
 
 def chat(store: Path, mode: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -43,12 +42,6 @@ def one(proc: subprocess.Popen[str], question: str) -> float:
     proc.stdin.flush()
     json.loads(proc.stdout.readline())
     return (time.perf_counter() - start) * 1000
-
-
-def closed_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
 
 
 def main() -> None:
@@ -81,7 +74,7 @@ def main() -> None:
                           "none_p50_ms": statistics.median(times["none"][1:]),
                           "delta_p50_ms": statistics.median(deltas),
                           "traces_received": len({s["trace_id"] for s in receiver.spans})}
-    down = closed_port()
+    down = closed_url()
     cold: dict[str, list[float]] = {"down": [], "none": []}
     for n in range(args.cold):
         for name in (("down", "none") if n % 2 else ("none", "down")):

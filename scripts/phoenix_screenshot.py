@@ -12,24 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from otlp_receiver import start_phoenix  # noqa: E402
+
 QUESTIONS = ["How many weeks of paid parental leave do non-birthing parents get?",
              "How long is a final written warning valid?",
              "What is the capital of France?"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main() -> None:
@@ -41,23 +37,11 @@ def main() -> None:
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ragcli-phoenix-"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PHOENIX_WORKING_DIR": str(work), "PHOENIX_HOST": "127.0.0.1",
-           "PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(free_port()),
-           "PHOENIX_TELEMETRY_ENABLED": "false"}
-    phoenix = subprocess.Popen([str(args.phoenix), "serve"], env=env,
-                               stdout=(work / "phoenix.log").open("w"), stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=2).close()  # noqa: S310
-                break
-            except OSError:
-                if phoenix.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("phoenix serve did not start: " + (work / "phoenix.log").read_text())
-                time.sleep(0.5)
+        phoenix, url = start_phoenix(args.phoenix, work)
+    except RuntimeError as exc:
+        sys.exit(str(exc))
+    try:
         ids = []
         for question in QUESTIONS:
             out = subprocess.run([sys.executable, "-m", "ragcli", "ask", question, "--json",

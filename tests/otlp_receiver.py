@@ -1,13 +1,55 @@
-"""A small OTLP/HTTP receiver on 127.0.0.1 for the tests: it decodes what ragcli sends with the
-OpenTelemetry protobuf definitions (what every collector does first) and keeps the spans. It can
-also be told to answer slowly or with an error, which a real collector does when overloaded."""
+"""Collectors on 127.0.0.1 for the tests and benchmarks: a small OTLP/HTTP receiver that decodes
+what ragcli sends with the OpenTelemetry protobuf definitions (what every collector does first)
+and keeps the spans, told to answer slowly or with an error if wanted (a real collector does when
+overloaded); Arize Phoenix started as a process (:func:`start_phoenix`); ports, free or closed."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def closed_url() -> str:
+    """The URL of a port nothing listens on (bound, then let go): a collector that is down."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def start_phoenix(executable: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``phoenix serve`` on 127.0.0.1 with its data in ``work``, once it answers; its URL.
+    RuntimeError with the end of its log when it does not start within 3 minutes."""
+    port = free_port()
+    env = {**os.environ, "PHOENIX_WORKING_DIR": str(work), "PHOENIX_HOST": "127.0.0.1",
+           "PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(free_port()),
+           "PHOENIX_TELEMETRY_ENABLED": "false"}
+    log = work / "phoenix.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(executable), "serve"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=2).close()  # noqa: S310
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("phoenix serve did not start: "
+                                   + log.read_text(errors="replace")[-2000:]) from None
+            time.sleep(0.5)
 
 
 def _value(v: Any) -> Any:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from otlp_receiver import start_phoenix
 from ragcli.audit.trace import AuditLog
 from ragcli.cli import ask as ask_command
 from ragcli.cli.app import app
@@ -33,12 +32,6 @@ runner = CliRunner()
 QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - 127.0.0.1
         return json.loads(response.read())  # type: ignore[no-any-return]
@@ -48,30 +41,13 @@ def get(url: str) -> dict:
 def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not PHOENIX.is_file():
         pytest.skip(f"Arize Phoenix is not installed at {PHOENIX} (scripts/test installs it)")
-    work = tmp_path_factory.mktemp("phoenix")
-    port = free_port()
-    env = {**os.environ, "PHOENIX_WORKING_DIR": str(work), "PHOENIX_HOST": "127.0.0.1",
-           "PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(free_port()),
-           "PHOENIX_TELEMETRY_ENABLED": "false"}
-    log = (work / "phoenix.log").open("w")
-    proc = subprocess.Popen([str(PHOENIX), "serve"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2):  # noqa: S310
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("phoenix serve did not start: "
-                            + (work / "phoenix.log").read_text()[-2000:])
-            time.sleep(0.5)
+    try:
+        proc, url = start_phoenix(PHOENIX, tmp_path_factory.mktemp("phoenix"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield url
     proc.terminate()
     proc.wait(timeout=30)
-    log.close()
 
 
 def spans_of(url: str, trace_id: str) -> list[dict]:

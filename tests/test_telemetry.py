@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from otlp_receiver import Receiver
+from otlp_receiver import Receiver, closed_url
 from ragcli.audit import telemetry
 from ragcli.audit.trace import AuditLog
 from ragcli.cli import ask as ask_command
@@ -32,13 +31,6 @@ QUESTION = "How many weeks of paid parental leave do non-birthing parents get?"
 @pytest.fixture
 def env(handbook_store: Path, cli_env: dict[str, str]) -> dict[str, str]:
     return cli_env
-
-
-def closed_port() -> str:
-    with socket.socket() as probe:  # a port nothing listens on: bound, then let go
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def asked(mode: str = "extractive", monkeypatch: pytest.MonkeyPatch | None = None) -> dict:
@@ -141,7 +133,7 @@ def test_a_one_shot_ask_sends_its_trace_before_the_process_ends(
 
 def test_a_collector_that_is_down_costs_an_answer_nothing_but_one_warning(
         env: dict[str, str], tmp_path: Path) -> None:
-    url = closed_port()
+    url = closed_url()
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, str(RUNNER), "ask", QUESTION, "--mode", "extractive",
                            "--json"], env={**os.environ, **env, "RAGCLI_OTLP_ENDPOINT": url},
@@ -176,7 +168,7 @@ def test_a_slow_collector_does_not_hold_up_the_answer(
 def test_export_to_a_receiver_that_is_down_or_refuses_is_a_one_line_error(
         env: dict[str, str]) -> None:
     asked()
-    down = runner.invoke(app, ["traces", "export", "--otlp", closed_port()])
+    down = runner.invoke(app, ["traces", "export", "--otlp", closed_url()])
     assert down.exit_code == ExitCode.EXPORT_FAILED
     assert "cannot reach the OTLP receiver" in down.stderr and "0 of 1 records" in down.stderr
     with Receiver(status=500) as receiver:

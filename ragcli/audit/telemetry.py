@@ -261,16 +261,6 @@ class Sender:
             self.exporter = None
 
 
-def send(records: Sequence[Mapping[str, Any]], endpoint: str, *, timeout: float,
-         content: bool = False) -> int:
-    """Export ``records`` in one request (``traces export --otlp``); the number of spans sent."""
-    sender = Sender(endpoint, timeout=timeout, content=content)
-    try:
-        return sender.send(records)
-    finally:
-        sender.close()
-
-
 def _readable(record: Mapping[str, Any], content: bool) -> list[Any]:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -313,8 +303,7 @@ class LiveExport:
         self.timeout = timeout
         self.sender = Sender(endpoint, timeout=timeout, content=content)
         self.queue: queue.Queue[Any] = queue.Queue(QUEUE_SIZE)
-        self.dropped = 0
-        self.exported = 0
+        self.dropped = 0  # records the full queue turned away (said once on stderr)
         self.warned = False
         self.idle = threading.Condition()
         self.pending = 0
@@ -329,6 +318,7 @@ class LiveExport:
                 self.queue.put_nowait(record)
             except queue.Full:
                 self.dropped += 1
+                self._warn(f"{QUEUE_SIZE} records already waiting: this one is not exported")
                 return
             self.pending += 1
 
@@ -364,7 +354,6 @@ class LiveExport:
                     batch.append(item)
             try:
                 self.sender.send(batch)
-                self.exported += len(batch)
             except Exception as exc:  # noqa: BLE001 - export must never fail an answer
                 self._warn(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             finally:

@@ -149,14 +149,18 @@ def _export_otlp(records: list[Trace], url: str, timeout: float, content: bool) 
     except ValueError as exc:
         raise UsageError(f"--otlp {exc}") from None
     sent = spans = 0
-    for begin in range(0, len(records), 100):
-        batch = records[begin:begin + 100]
-        try:
-            spans += telemetry.send(batch, url, timeout=timeout, content=content)
-        except telemetry.ExportError as exc:
-            raise ExportFailedError(f"{exc} ({sent} of {len(records)} records sent before)"
-                                    ) from None
-        sent += len(batch)
+    sender = telemetry.Sender(url, timeout=timeout, content=content)  # one connection for all
+    try:
+        for begin in range(0, len(records), 100):
+            batch = records[begin:begin + 100]
+            try:
+                spans += sender.send(batch)
+            except telemetry.ExportError as exc:
+                raise ExportFailedError(f"{exc} ({sent} of {len(records)} records sent "
+                                        "before)") from None
+            sent += len(batch)
+    finally:
+        sender.close()
     render.stdout().print(f"sent {sent} records ({spans} spans) to {telemetry.traces_url(url)}")
 
 
