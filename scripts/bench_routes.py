@@ -22,21 +22,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
 
 from bench_answers import SQUAD, sets  # noqa: E402
 
+from otlp_receiver import free_port, start_server  # noqa: E402
 from ragcli.answer.answering import Answerer  # noqa: E402
 from ragcli.evaluate.evaluation import compute_metrics, evaluate, load_goldens, route_report  # noqa: E402
 from ragcli.ingest.indexing import reindex  # noqa: E402
@@ -49,31 +48,20 @@ COLUMNS = ("set", "route", "cases", "EM", "F1", "right", "wrong rate", "refused"
            "p95 ms", "mean ms", "CPU s/q", "USD/q", "escalated")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def serve(model: Path, threads: int, context: int) -> tuple[subprocess.Popen[bytes], str]:
     """llama-cpp-python's server for ``model`` on 127.0.0.1; its base URL once it answers."""
     port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="ragcli-serve-")) / "server.log"
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-                             "--host", "127.0.0.1", "--port", str(port), "--model_alias", "large",
-                             "--n_ctx", str(context), "--n_threads", str(threads),
-                             "--seed", "42"], stdout=log.open("wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2).close()  # noqa: S310
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                sys.exit(f"the server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
+    try:
+        proc = start_server([sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+                             "--host", "127.0.0.1", "--port", str(port), "--model_alias", "large",
+                             "--n_ctx", str(context), "--n_threads", str(threads), "--seed", "42"],
+                            url + "/models",
+                            Path(tempfile.mkdtemp(prefix="ragcli-serve-")) / "server.log",
+                            timeout=300)
+    except RuntimeError as exc:
+        sys.exit(str(exc))
+    return proc, url
 
 
 def row(name: str, route: str, cases: int, results: list) -> list[str]:  # type: ignore[type-arg]

@@ -27,29 +27,35 @@ def closed_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
+def start_server(command: list[str], probe: str, log: Path, *, env: dict[str, str] | None = None,
+                 timeout: float = 180) -> subprocess.Popen[bytes]:
+    """Start ``command`` (its output in ``log``) and wait until ``probe`` answers; RuntimeError
+    with the end of the log when it exits first or ``timeout`` seconds pass."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(probe, timeout=2).close()  # noqa: S310 - 127.0.0.1
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{command[0]} did not start: "
+                                   + log.read_text(errors="replace")[-2000:]) from None
+            time.sleep(0.5)
+
+
 def start_phoenix(executable: Path, work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``phoenix serve`` on 127.0.0.1 with its data in ``work``, once it answers; its URL.
-    RuntimeError with the end of its log when it does not start within 3 minutes."""
+    """``phoenix serve`` on 127.0.0.1 with its data in ``work``, once it answers; its URL."""
     port = free_port()
     env = {**os.environ, "PHOENIX_WORKING_DIR": str(work), "PHOENIX_HOST": "127.0.0.1",
            "PHOENIX_PORT": str(port), "PHOENIX_GRPC_PORT": str(free_port()),
            "PHOENIX_TELEMETRY_ENABLED": "false"}
-    log = work / "phoenix.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(executable), "serve"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=2).close()  # noqa: S310
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("phoenix serve did not start: "
-                                   + log.read_text(errors="replace")[-2000:]) from None
-            time.sleep(0.5)
+    proc = start_server([str(executable), "serve"], url + "/healthz", work / "phoenix.log",
+                        env=env)
+    return proc, url
 
 
 def _value(v: Any) -> Any:
