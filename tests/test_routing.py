@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from conftest import HANDBOOK
 from fakes import EchoGenerator, HashEmbedder
 from ragcli.answer.answering import Answerer
+from ragcli.answer.choosing import SERVED_SPAN_TOKENS
 from ragcli.audit.trace import AuditLog, daily_stats
 from ragcli.cli.app import app
 from ragcli.errors import (
@@ -228,13 +229,13 @@ def test_small_first_escalates_low_confidence_band_and_keeps_a_verified_small_an
 
 def test_a_served_answer_repaired_by_the_checks_keeps_its_request_in_the_record(
         settings: Settings, stub: Stub) -> None:
-    """Mode auto, small-first: the served model's answer fails its claim check (6 weeks is not in
-    the passage) and is repaired with the extract, by the rules: the record keeps the request
-    that was sent, not a span prompt of the small model."""
-    routed = replace(settings, route="small-first", mode="auto", escalate_below=1.5)
+    """Mode generative, small-first: the served model's answer fails its claim check (6 weeks is
+    not in the passage) and is repaired with the extract, by the rules: the record keeps the
+    request that was sent."""
+    routed = replace(settings, route="small-first", escalate_below=1.5)
     stub.reply = "Non-birthing parents receive 6 weeks of fully paid leave. [1]"
-    small = EchoGenerator(span="16 weeks")
-    answer = Answerer(routed, HashEmbedder(), lambda: small).ask(QUESTION, user="a", groups=[])
+    answer = Answerer(routed, HashEmbedder(), lambda: EchoGenerator()).ask(
+        QUESTION, user="a", groups=[])
     assert answer.route is not None and answer.route["taken"] == "large"
     assert answer.verification is not None and answer.verification.outcome == "repaired"
     assert " 6 weeks" not in answer.answer and "16 weeks" in answer.answer
@@ -244,7 +245,43 @@ def test_a_served_answer_repaired_by_the_checks_keeps_its_request_in_the_record(
     assert sent == stub.requests[0]["body"]["messages"]
     assert record["model"]["backend"] == "openai" and record["prompt"]["text"] == \
         record["attempts"][1]["prompt"]["text"]
-    assert record["attempts"][0]["prompt"]["purpose"] == "span choice"
+
+
+def test_in_mode_auto_the_served_model_picks_the_span_the_rules_quote(
+        settings: Settings, stub: Stub) -> None:
+    """Mode auto, small-first: escalated, the served model is asked the small model's span
+    question (it cannot score spans through the API); the candidate span of the extract's sentence
+    that best overlaps what it wrote is the short answer, and what it wrote is recorded, never
+    shown. Route large does the same without the small model."""
+    routed = replace(settings, route="small-first", mode="auto", escalate_below=1.5)
+    stub.reply = "Fully paid leave."  # as written: capital, stop (the rules would say 20 weeks)
+    small = EchoGenerator()
+    answer = Answerer(routed, HashEmbedder(), lambda: small).ask(QUESTION, user="a", groups=[])
+    assert answer.route is not None and answer.route["taken"] == "large"
+    assert answer.short_answer == "fully paid leave" and "Fully" not in answer.answer
+    assert answer.verification is not None and answer.verification.outcome == "verified"
+    record = AuditLog(settings.audit).get(answer.request_id)
+    assert record is not None
+    small_try, large_try = record["attempts"]
+    assert small_try["span_choice"]["chosen"] != "fully paid leave"
+    assert large_try["prompt"]["purpose"] == "span choice"
+    assert json.loads(large_try["prompt"]["text"]) == stub.requests[0]["body"]["messages"]
+    assert stub.requests[0]["body"]["max_tokens"] == SERVED_SPAN_TOKENS
+    assert large_try["output"]["raw"] == "Fully paid leave."
+    assert large_try["span_choice"]["by"] == "served answer overlap"
+    assert record["model"]["backend"] == "openai" and record["usage"]["large"]["source"] == "server"
+    # route large: the same question to the server, no small model built
+    only = replace(routed, route="large")
+    answer = Answerer(only, HashEmbedder(), _no_small).ask(QUESTION, user="a", groups=[])
+    assert answer.short_answer == "fully paid leave" and answer.route["taken"] == "large"
+    # an answer sharing no word with any span: the rules' choice, still a span of the quote
+    stub.reply = "I cannot tell."
+    answer = Answerer(only, HashEmbedder(), _no_small).ask(QUESTION, user="a", groups=[])
+    assert not answer.refused and answer.short_answer == "20 weeks"  # the rules' best span
+
+
+def _no_small() -> EchoGenerator:
+    raise AssertionError("route large must not build the small model")
 
 
 def test_small_first_keeps_the_small_result_when_the_server_is_down(settings: Settings) -> None:
@@ -409,7 +446,8 @@ def test_real_server_answers_ask_json_and_fails_cleanly(
     failed = list(AuditLog(Path(cli_env["RAGCLI_AUDIT"])).recent(None, status="failed"))
     assert {r["error"]["exit_code"] for r in failed} == {ExitCode.BACKEND_REFUSED,
                                                          ExitCode.BACKEND_UNAVAILABLE}
-    assert all(r["prompt"]["passages"] for r in failed)
+    # the exact request was on disk before the server was asked (mode auto: the span question)
+    assert all(r["prompt"]["purpose"] == "span choice" and r["prompt"]["text"] for r in failed)
 
 
 @pytest.mark.real
@@ -468,3 +506,30 @@ def test_calibrate_route_chooses_the_best_band_within_the_budget() -> None:
     cheap = calibrate_route(small, large, budget_usd=0.005)
     assert cheap["best"]["escalate_below"] == 0.0 and cheap["best"]["answered_right"] == 2
     assert calibrate_route(small, large, max_escalated=0.1)["best"] is None  # c must escalate
+
+
+def test_calibrate_route_on_the_reader_score_when_the_reader_is_the_small_route() -> None:
+    """The extractive reader as the small route: the band is on its span score
+    (``min_reader_score``), whatever the retrieval confidence; a case the reader found no span
+    for (score None) escalates at every edge."""
+    from ragcli.evaluate.calibration import calibrate_route
+    from ragcli.evaluate.evaluation import CaseResult
+    from ragcli.evaluate.goldens import Golden
+
+    def case(name: str, answer: str, score: float | None, *, refused: bool = False,
+             failed: str | None = None, usd: float = 0.0) -> CaseResult:
+        golden = Golden(name, f"question {name}?", expected_answers=("right",))
+        return CaseResult(golden, refused=refused, answer=answer, short_answer=answer,
+                          confidence=0.99, failed_checks=failed, cost={"usd": usd},
+                          reader_score=score)
+
+    small = [case("a", "right", 6.0), case("b", "wrong", 1.5),
+             case("c", "I don't know.", None, refused=True, failed="small_low_reader_score")]
+    large = [case(n, "right", None, usd=0.01) for n in "abc"]
+    report = calibrate_route(small, large, knob="min_reader_score")
+    assert report["knob"] == "min_reader_score"
+    lowest = report["sweep"][0]
+    assert lowest["min_reader_score"] == 1.5 and lowest["escalated_share"] == pytest.approx(1 / 3)
+    best = report["best"]  # above b's 1.5, below a's 6.0: all three right, two escalated
+    assert 1.5 < best["min_reader_score"] <= 6.0 and best["answered_right"] == 3
+    assert best["token_f1"] == pytest.approx(1.0) and best["escalated_share"] == pytest.approx(2 / 3)

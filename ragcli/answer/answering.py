@@ -31,18 +31,19 @@ from ..errors import BackendError, RagError, UsageError
 from ..ids import new_id
 from ..models import Citation, Hit, Quote, Verification
 from ..runtimes.embedder import Embedder
-from ..runtimes.generator import Generator, PromptTooLong, TokenCallback, model_record
+from ..runtimes.generator import Generator, TokenCallback, model_record
 from ..runtimes.reader import Reader, get_reader
 from ..schema import schema_problems
 from ..search.retrieval import Retrieval, effective_groups, evidence, retrieve_configured
 from ..search.screening import Screened, screen
 from ..settings import Settings
 from ..store.store import Store
+from .choosing import choose_short, usage_of
 from .claims import failed_claims
 from .extractive import extract_answer
 from .guardrails import MARKER, REFUSAL, check_answer, looks_like_refusal, split_sentences
 from .prompting import build_prompt, prompt_style
-from .reading import Choice, choose_span, make_quote, quote_for, read_passages, span_messages
+from .reading import make_quote, quote_for, read_passages, span_messages
 from .result import Answer
 from .spans import rule_spans
 
@@ -248,7 +249,7 @@ class Answerer:
         if settings.route != ROUTE_LOCAL:
             self.large()  # no large model configured fails now, not at the first escalation
         # checks the model file now (the weights load on first use); extractive needs no model,
-        # nor does route large (the served model writes; rules pick a repair's short answer)
+        # nor does route large (the large model writes or picks the span; rules repair)
         generator = None if settings.mode == "extractive" or settings.route == ROUTE_LARGE \
             or self.uses_reader else self.generator()
         usage: dict[str, dict[str, Any]] = record.setdefault("usage", {})
@@ -301,10 +302,10 @@ class Answerer:
             return answered(picked.text, (picked.citation,), hits, short=picked.short,
                             quote=picked.quote, check=Verification("verified", "reader-span"))
 
-        def extracted(failed: Sequence[str] = ()) -> Answer:
+        def extracted(failed: Sequence[str] = (), chooser: Generator | None = None) -> Answer:
             """The extract (the best-covering sentence) and a span of it as the short answer:
-            the model's choice in mode auto, the rules' otherwise. ``failed``: the generated
-            answer this repairs failed those checks."""
+            ``chooser``'s choice (a model: mode auto), the rules' otherwise. ``failed``: the
+            generated answer this repairs failed those checks."""
             start = time.perf_counter()
             extract = extract_answer(question, hits, self.similarity)
             timings["extract"] = (time.perf_counter() - start) * 1000
@@ -315,11 +316,11 @@ class Answerer:
                     return refuse("unverified_claim: " + "; ".join(failed[:3]))
                 return refuse("unsupported_answer: no sentence of the passages covers the question")
             quote = make_quote(extract.n, hits[extract.n - 1], extract.sentence)
-            # the model picks the span in mode auto, but not to repair a generated answer (the
-            # served model's, under routing): its exact request stays the record's prompt
-            choice = self._choose_span(question, extract.sentence, record, timings,
-                                       use_model=settings.mode == "auto" and not failed
-                                       and settings.route != ROUTE_LARGE, checkpoint=checkpoint)
+            start = time.perf_counter()
+            choice = choose_short(chooser, question, extract.sentence, record, seed=settings.seed,
+                                  usage_key=ROUTE_SMALL if chooser is generator else ROUTE_LARGE,
+                                  checkpoint=checkpoint)
+            timings["span"] = (time.perf_counter() - start) * 1000
             short = choice.span.text if choice else extract.sentence
             source = "model-span" if choice and choice.method == "model" else "extract"
             bad = failed_claims(short, quote.text) + failed_claims(extract.sentence, quote.text)
@@ -383,13 +384,17 @@ class Answerer:
                             checked.invalid_markers, checked.unsupported, short=short,
                             quote=quote, check=Verification("verified", "model"))
 
+        def by_large() -> Answer:  # mode auto: the large model picks the span; else it writes
+            return extracted(chooser=self.large()) if settings.mode == "auto" \
+                else generated(self.large(), large=True)
+
         if settings.route == ROUTE_LARGE:
             record["route"] = {"policy": ROUTE_LARGE, "taken": ROUTE_LARGE, "escalated": False}
-            return replace(generated(self.large(), large=True), route=record["route"])
+            return replace(by_large(), route=record["route"])
         if settings.mode == "generative":
             small = generated(generator, large=False)  # type: ignore[arg-type]
         else:
-            small = read() if self.uses_reader else extracted()
+            small = read() if self.uses_reader else extracted(chooser=generator)
         if settings.route != ROUTE_SMALL_FIRST:
             return small
         reason = escalation_reason(small, settings.escalate_below)
@@ -401,7 +406,7 @@ class Answerer:
         record["attempts"] = [{"route": ROUTE_SMALL, **first}]
         record.update(status="failed", refused=False)
         try:
-            large = generated(self.large(), large=True)
+            large = by_large()
         except BackendError as exc:  # the small model's checked result stands; said so
             for k in ATTEMPT_FIELDS:
                 record.pop(k, None)
@@ -427,43 +432,6 @@ class Answerer:
         vectors = np.asarray(self.embedder.embed([question, *sentences]), dtype=np.float64)
         return [float(v @ vectors[0]) for v in vectors[1:]]
 
-    def _choose_span(self, question: str, sentence: str, record: dict[str, Any],
-                     timings: dict[str, float], *, use_model: bool,
-                     checkpoint: Callable[[], None] | None = None) -> Choice | None:
-        """The short answer in ``sentence``; with ``use_model``, the span the model scores best
-        (recorded with its prompt and the top candidates), else (or when the prompt is too long
-        to score) the rules' best."""
-        start = time.perf_counter()
-        scorer = None
-        if use_model:
-            generator = self.generator()
-            messages = span_messages(question, sentence)
-
-            def on_prompt(prompt: str) -> None:
-                record["prompt"] = {"text": prompt, "messages": [list(m) for m in messages],
-                                    "purpose": "span choice"}
-                record["model"] = model_record(generator)
-                if checkpoint is not None:
-                    checkpoint()  # the exact prompt is on disk before the model runs
-
-            def scorer(spans: Sequence[str], bonus: Sequence[float]) -> list[float | None]:
-                scores = generator.score_continuations(messages, spans, on_prompt, bonus=bonus)[1]
-                used = record.setdefault("usage", {}).setdefault(
-                    ROUTE_SMALL, {"prompt_tokens": 0, "completion_tokens": 0, "source": "counted"})
-                used["prompt_tokens"] += int(getattr(generator, "scored_tokens", 0))
-                return scores
-        try:
-            choice = choose_span(question, sentence, scorer)
-        except PromptTooLong:
-            choice = choose_span(question, sentence)
-        timings["span"] = (time.perf_counter() - start) * 1000
-        if choice is not None:
-            record["span_choice"] = {"method": choice.method, "chosen": choice.span.text,
-                                     "candidates": [list(c) for c in choice.scored]}
-            if choice.method == "model":  # the scores do not depend on it: for timings
-                record["span_choice"]["threads"] = getattr(self.generator(), "score_threads", 1)
-        return choice
-
 
 def escalation_reason(small: Answer, escalate_below: float) -> str | None:
     """Why ``small-first`` hands a question to the large model, or None: the small model's answer
@@ -477,17 +445,6 @@ def escalation_reason(small: Answer, escalate_below: float) -> str | None:
     if small.confidence < escalate_below:
         return "confidence_below_escalate_below"
     return None
-
-
-def usage_of(model: Generator, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    """A model call's token counts: the server's when it reported them, else ragcli's."""
-    reported = (getattr(model, "last", None) or {}).get("usage")
-    if reported:
-        return {"prompt_tokens": reported.get("prompt_tokens") or prompt_tokens,
-                "completion_tokens": reported.get("completion_tokens", completion_tokens),
-                "source": reported.get("source", "server")}
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "source": "counted"}
 
 
 def verify_generated(question: str, text: str, passages: Sequence[Hit]) -> list[str] | tuple[str, Quote]:

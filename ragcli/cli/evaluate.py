@@ -107,7 +107,7 @@ def eval_command(
         if as_json:
             render.print_json(report)
         else:
-            (render.route_calibration if report["kind"] == "escalate_below"
+            (render.route_calibration if report["kind"] == "escalation"
              else render.calibration)(report)
         return
     run = run_gate(goldens, answerer, baseline=baseline, update=update_baseline,

@@ -357,17 +357,18 @@ def routes(report: dict[str, dict[str, float]]) -> None:
 
 
 def route_calibration(report: dict[str, Any]) -> None:
-    """eval --calibrate --route small-first: the sweep of escalate_below and the choice."""
+    """eval --calibrate --route small-first: the sweep of the escalation band and the choice."""
     out = stdout()
-    table = Table(title="escalate_below sweep (small-first)", title_justify="left", box=None)
-    for title in ("escalate_below", "pass", "right", "wrong", "escalated", "USD/query"):
+    knob = report["knob"]
+    table = Table(title=f"{knob} sweep (small-first)", title_justify="left", box=None)
+    for title in (knob, "pass", "F1", "right", "wrong", "escalated", "USD/query"):
         table.add_column(title, justify="right")
     sweep = report["sweep"]
     step = max(1, len(sweep) // 20)  # about 20 rows; --json has every one
     shown = [r for i, r in enumerate(sweep) if i % step == 0 or r is report["best"]
              or i == len(sweep) - 1]
     for row in shown:
-        table.add_row(f"{row['escalate_below']:.4f}", f"{row['pass_rate']:.3f}",
+        table.add_row(f"{row[knob]:.4f}", f"{row['pass_rate']:.3f}", f"{row['token_f1']:.3f}",
                       f"{row['answered_right']:.0f}", f"{row['wrong_answers']:.0f}",
                       f"{row['escalated_share']:.2f}", f"{row['usd_per_query']:.6f}")
     out.print(table)
@@ -380,11 +381,11 @@ def route_calibration(report: dict[str, Any]) -> None:
                   f"p50 {row.get('latency_p50_ms', 0):.0f} ms")
     best = report["best"]
     if best is None:
-        out.print(Text("no escalate_below fits the budget (even 0 escalates the questions the "
-                       "small model fails)", style="yellow"))
+        out.print(Text(f"no {knob} fits the budget (even the lowest escalates the questions the "
+                       "small route fails)", style="yellow"))
     else:
-        out.print(f"escalate_below = {best['escalate_below']:.4f}: pass {best['pass_rate']:.3f}, "
-                  f"{best['escalated_share']:.0%} escalated, USD/query "
+        out.print(f"{knob} = {best[knob]:.4f}: pass {best['pass_rate']:.3f}, F1 "
+                  f"{best['token_f1']:.3f}, {best['escalated_share']:.0%} escalated, USD/query "
                   f"{best['usd_per_query']:.6f} (now {report['current']})")
 
 

@@ -1,5 +1,6 @@
 """Calibration: the refusal threshold (``min_confidence``) over one or more golden sets, and the
-escalation band (``escalate_below``) of route small-first for a budget."""
+escalation band of route small-first for a budget (``escalate_below``, or ``min_reader_score``
+when the extractive reader is the small route)."""
 
 from __future__ import annotations
 
@@ -61,33 +62,43 @@ def calibrate_sets(sets: Sequence[tuple[str, Sequence[Golden], Store]], answerer
 
 
 def calibrate_route(small: Sequence[CaseResult], large: Sequence[CaseResult], *,
-                    budget_usd: float | None = None,
-                    max_escalated: float | None = None) -> dict[str, Any]:
-    """``eval --calibrate --route small-first``: choose ``escalate_below`` for a budget.
+                    budget_usd: float | None = None, max_escalated: float | None = None,
+                    knob: str = "escalate_below") -> dict[str, Any]:
+    """``eval --calibrate --route small-first``: choose the escalation band for a budget.
 
-    ``small`` and ``large`` are the same cases answered by the small model alone and by the large
-    one alone. For each candidate band edge (0 and every case's confidence, +1e-6), a case is
-    escalated when the small result failed its checks (``failed_checks``) or its confidence is
-    below the edge; it then shows the large result, unless that is a refusal and the small one a
-    checked answer (``Answerer`` does the same). Each row: the pass rate, right answers, the
-    escalated share and the cost per query (small's, plus large's when escalated). The chosen
-    edge: the best pass rate within the budget (mean USD per query and/or escalated share);
-    ties go to the cheaper."""
-    edges = sorted({0.0, *(round(r.confidence + 1e-6, 6) for r in small)})
+    ``small`` and ``large`` are the same cases answered by the small route alone and by the large
+    model alone. ``knob`` is what the band is on: ``escalate_below`` (the retrieval confidence)
+    or, when the extractive reader is the small route, ``min_reader_score`` (its best span's
+    score: below it the reader does not answer, and small-first asks the large model). For each
+    candidate edge (the lowest, then every case's value +1e-6), a case is escalated when the small
+    result failed its checks (``failed_checks``) or its value is below the edge; it then shows
+    the large result, unless that is a refusal and the small one a checked answer (``Answerer``
+    does the same). Each row: the pass rate, token F1, right and wrong answers, the escalated
+    share and the cost per query (small's, plus large's when escalated). The chosen edge: the
+    best pass rate within the budget (mean USD per query and/or escalated share); ties go to the
+    cheaper."""
+    def value(r: CaseResult) -> float:
+        got = r.confidence if knob == "escalate_below" else r.reader_score
+        return float("-inf") if got is None else float(got)
+
+    floor = 0.0 if knob == "escalate_below" else \
+        min((value(r) for r in small if r.reader_score is not None), default=0.0)
+    edges = sorted({floor, *(round(value(r) + 1e-6, 6) for r in small if value(r) >= floor)})
     rows = []
     for edge in edges:
         shown, escalated, usd = [], 0, 0.0
         for s, g in zip(small, large, strict=True):
             usd += float(s.cost.get("usd") or 0.0)
             if s.error or s.refused and not s.failed_checks or \
-                    not (s.failed_checks or (not s.refused and s.confidence < edge)):
+                    not (s.failed_checks or (not s.refused and value(s) < edge)):
                 shown.append(s)
                 continue
             escalated += 1
             usd += float(g.cost.get("usd") or 0.0)
             shown.append(s if g.refused and not s.refused or g.error else g)
         metrics = compute_metrics(shown)
-        rows.append({"escalate_below": edge, "pass_rate": metrics["pass_rate"],
+        rows.append({knob: edge, "pass_rate": metrics["pass_rate"],
+                     "token_f1": metrics.get("token_f1", 0.0),
                      "answered_right": metrics.get("answered_right", 0.0),
                      "wrong_answers": metrics.get("wrong_answers", 0.0),
                      "escalated_share": escalated / max(1, len(small)),
@@ -97,24 +108,33 @@ def calibrate_route(small: Sequence[CaseResult], large: Sequence[CaseResult], *,
               and (max_escalated is None or r["escalated_share"] <= max_escalated + 1e-12)]
     best = max(within, key=lambda r: (round(r["pass_rate"], 9), -r["usd_per_query"],
                                       -r["escalated_share"])) if within else None
-    return {"budget_usd_per_query": budget_usd, "max_escalated_share": max_escalated,
-            "best": best, "sweep": rows,
+    return {"knob": knob, "budget_usd_per_query": budget_usd,
+            "max_escalated_share": max_escalated, "best": best, "sweep": rows,
             "small_alone": route_report(small).get("all", {}),
             "large_alone": route_report(large).get("all", {})}
+
+
+NO_READER_BAR = -1e9
+"""``min_reader_score`` for the small route's calibration run: every case gets the reader's span."""
 
 
 def calibrate_routes(goldens: Sequence[Golden], settings: Settings, embedder: Embedder,
                      generator_factory: Callable[[], Generator], *,
                      budget_usd: float | None = None,
                      max_escalated: float | None = None) -> dict[str, Any]:
-    """``eval --calibrate --route small-first``: every case answered by the small model alone and
-    by the large one alone, then :func:`calibrate_route`; ``current`` is today's setting."""
-    small = evaluate(goldens, Answerer(replace(settings, route="local"), embedder,
-                                       generator_factory)).cases
+    """``eval --calibrate --route small-first``: every case answered by the small route alone
+    (the extractive reader with no bar, when it is the small route) and by the large model
+    alone, then :func:`calibrate_route`; ``current`` is today's setting."""
+    reader = settings.mode == "auto" and settings.span_reader != "gguf"
+    knob = "min_reader_score" if reader else "escalate_below"
+    alone = replace(settings, route="local",
+                    min_reader_score=NO_READER_BAR if reader else settings.min_reader_score)
+    small = evaluate(goldens, Answerer(alone, embedder, generator_factory)).cases
     large = evaluate(goldens, Answerer(replace(settings, route="large"), embedder,
                                        generator_factory)).cases
-    report = calibrate_route(small, large, budget_usd=budget_usd, max_escalated=max_escalated)
-    report["current"] = settings.escalate_below
+    report = calibrate_route(small, large, budget_usd=budget_usd, max_escalated=max_escalated,
+                             knob=knob)
+    report["current"] = getattr(settings, knob)
     return report
 
 
@@ -149,7 +169,7 @@ def run_calibration(goldens: Path, answerer: Answerer, *,
             raise UsageError("--calibrate-set calibrates min_confidence, not --route small-first")
         report = calibrate_routes(cases, settings, answerer.embedder, answerer.generator_factory,
                                   budget_usd=budget_usd, max_escalated=max_escalated)
-        return {"kind": "escalate_below", **report}
+        return {"kind": "escalation", **report}
     if budget_usd is not None or max_escalated is not None:
         raise UsageError("--budget and --max-escalated go with --calibrate --route small-first")
     sets = [(set_name(goldens), cases, Store.open(settings.store))]

@@ -80,6 +80,7 @@ class OpenAIGenerator:
     model_path: Path | None = None
     adapter_path: Path | None = None
     backend = "openai"
+    scores_spans = False  # no API scores given continuations: it writes a span answer instead
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
