@@ -62,6 +62,28 @@ def test_ingest_then_status_json() -> None:
     again = json.loads(invoke("ingest", str(HANDBOOK), "--json").stdout)
     assert again["unchanged"] == 49 and again["chunks_written"] == 0
     assert again["version"] == data["version"]
+    # the model, by the file hash every audit record names it by
+    from ragcli.paths import file_sha256
+    from ragcli.runtimes.generation import default_model_path
+
+    assert data["model"]["sha256"] == file_sha256(default_model_path())
+    assert "large" not in data
+
+
+def test_status_names_a_missing_model_and_the_large_route(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    assert invoke("ingest", str(HANDBOOK)).exit_code == 0
+    monkeypatch.setenv("RAGCLI_MODEL", str(tmp_path / "gone.gguf"))
+    monkeypatch.setenv("RAGCLI_ROUTE", "small-first")
+    monkeypatch.setenv("RAGCLI_LARGE_URL", "http://127.0.0.1:9/v1")
+    result = invoke("status", "--json")
+    assert result.exit_code == 0, result.output  # the store is still reported
+    data = json.loads(result.stdout)
+    assert "model file not found" in data["model"]["error"] and "sha256" not in data["model"]
+    assert data["large"] == {"route": "small-first", "url": "http://127.0.0.1:9/v1",
+                             "model": "default"}
+    shown = invoke("status")
+    assert "model file not found" in shown.stdout and "small-first" in shown.stdout
 
 
 def test_ingest_missing_path() -> None:

