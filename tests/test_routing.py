@@ -280,22 +280,6 @@ def test_in_mode_auto_the_served_model_picks_the_span_the_rules_quote(
     assert not answer.refused and answer.short_answer == "20 weeks"  # the rules' best span
 
 
-def test_a_served_span_answer_copied_from_the_sentence_is_that_span_exactly() -> None:
-    """Whole words of the sentence, case aside, trimmed of quotes and a stop: that span, in the
-    sentence's own characters (even when the candidate spans do not hold it); part of a word or
-    words not in the sentence: no span (the overlap with the candidates decides)."""
-    from ragcli.answer.choosing import _copied, overlap
-
-    sentence = "Kestrel Day is held on September 1, and 16 weeks of leave are paid."
-    copied = _copied('"september 1."', sentence)
-    assert copied is not None and copied.text == "September 1"
-    assert sentence[copied.start:copied.end] == "September 1"
-    assert _copied("6", sentence) is None  # inside "16": not a word of the sentence
-    assert _copied("sixteen weeks", sentence) is None and _copied("", sentence) is None
-    assert overlap("16 Weeks.", "16 weeks of leave") == pytest.approx(2 * 1 * 0.5 / 1.5)
-    assert overlap("nothing", "16 weeks") == 0.0
-
-
 def _no_small() -> EchoGenerator:
     raise AssertionError("route large must not build the small model")
 

@@ -4,10 +4,9 @@
   likelihood of each as the answer) plus the rules' score and a length term (reading.choose_span).
 - A served model (route ``large``, or ``small-first`` escalating) cannot score given spans through
   an OpenAI-compatible API, so it is asked the same few-shot question (``span_messages``) and
-  writes a short answer: found word for word in the sentence (case aside), that is the span;
-  otherwise the candidate span whose words overlap it best (the rules' score and the length term
-  break ties), or the rules' choice when no word is shared. The short answer is a span of the
-  quote either way: what the served model wrote is recorded, never shown.
+  writes a short answer; the candidate span whose words overlap that answer best is chosen (the
+  rules' score and the length term break ties). The short answer is a span of the quote either
+  way: what the served model wrote is recorded, never shown.
 - No model (or a prompt too long to score): the rules' best span.
 """
 
@@ -21,15 +20,12 @@ from typing import Any
 
 from ..runtimes.generator import Generator, PromptTooLong, model_record
 from .reading import Choice, SpanScorer, choose_span, span_messages
-from .spans import Span
 
 SERVED_SPAN_TOKENS = 24
 """What a served model may write as a span answer: the worked examples' answers are 2-3 words."""
 OVERLAP_WEIGHT = 100.0
 """A served answer's word overlap (0..1) outweighs the rule and length terms (a few units at
 most), which only break ties between spans that overlap it equally."""
-MAX_COPIED_WORDS = 12
-"""A served answer this long or shorter, found word for word in the sentence, is the span itself."""
 _WORDS = re.compile(r"\w+")
 
 
@@ -83,14 +79,19 @@ def choose_short(model: Generator | None, question: str, sentence: str, record: 
             used["prompt_tokens"] += int(getattr(model, "scored_tokens", 0))
             return scores
     else:
-        written = _served_answer(model, messages, on_prompt, record, usage_key, seed)
-        copied = _copied(written, sentence)
-        if copied is not None:  # what it wrote is words of the sentence: that span, exactly
-            return _recorded(Choice(copied, "model", ((copied.text, OVERLAP_WEIGHT),)), record,
-                             model)
-
         def scorer(spans: Sequence[str], bonus: Sequence[float]) -> list[float | None]:
-            overlaps = [overlap(written, s) for s in spans]
+            prompt = model.render(messages)
+            on_prompt(prompt)
+            start = time.perf_counter()
+            written = model.generate(prompt, max_tokens=SERVED_SPAN_TOKENS, temperature=0.0,
+                                     seed=seed)
+            record["model"] = model_record(model)  # what the server said of itself
+            record["output"] = {"raw": written.text, "tokens": written.tokens,
+                                "finish_reason": written.finish_reason,
+                                "ms": round((time.perf_counter() - start) * 1000, 1)}
+            record.setdefault("usage", {})[usage_key] = usage_of(
+                model, model.count_tokens(prompt), written.tokens)
+            overlaps = [overlap(written.text, s) for s in spans]
             if not any(overlaps):  # it wrote nothing the sentence says: the rules choose
                 raise _NoOverlap
             return [OVERLAP_WEIGHT * o for o in overlaps]
@@ -99,35 +100,6 @@ def choose_short(model: Generator | None, question: str, sentence: str, record: 
     except (PromptTooLong, _NoOverlap):
         choice = choose_span(question, sentence)
     return _recorded(choice, record, model)
-
-
-def _served_answer(model: Generator, messages: Sequence[tuple[str, str]],
-                   on_prompt: Callable[[str], None], record: dict[str, Any], usage_key: str,
-                   seed: int) -> str:
-    """What a served model writes as the answer to the span question (recorded, with usage)."""
-    prompt = model.render(messages)
-    on_prompt(prompt)
-    start = time.perf_counter()
-    written = model.generate(prompt, max_tokens=SERVED_SPAN_TOKENS, temperature=0.0, seed=seed)
-    record["model"] = model_record(model)  # what the server said of itself
-    record["output"] = {"raw": written.text, "tokens": written.tokens,
-                        "finish_reason": written.finish_reason,
-                        "ms": round((time.perf_counter() - start) * 1000, 1)}
-    record.setdefault("usage", {})[usage_key] = usage_of(model, model.count_tokens(prompt),
-                                                         written.tokens)
-    return written.text
-
-
-def _copied(written: str, sentence: str) -> Span | None:
-    """``written`` (trimmed of quotes, marks and a final stop) as whole words of ``sentence``,
-    matched case-insensitively; the sentence's own characters, or None."""
-    text = written.strip().strip("\"'`*").rstrip(".").strip()
-    if not text or len(text.split()) > MAX_COPIED_WORDS:
-        return None
-    found = re.search(r"(?<!\w)" + re.escape(text) + r"(?!\w)", sentence, re.IGNORECASE)
-    if found is None:
-        return None
-    return Span(sentence[found.start():found.end()], found.start(), found.end())
 
 
 def _recorded(choice: Choice | None, record: dict[str, Any],
