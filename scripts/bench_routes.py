@@ -19,7 +19,8 @@ mean, CPU seconds and USD per query (the prices below), the share escalated. The
 small-first's F1 and mean latency against always-large's, in process and served.
 Usage: scripts/bench_routes [--sets handbook,squad-a] [--limit N] [--model qwen-0.5b]
        [--routes small,reader,small-first,large,large-served] [--small-first-reader minilm]
-       [--min-reader-score 4.44] [--escalate-below 0] [--usd-per-1k-prompt 0.0005] ...
+       [--min-reader-score 4.44 | handbook=4.33,squad-a=2.56] [--escalate-below 0]
+       [--usd-per-1k-prompt 0.0005] ...
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ def serve(model: Path, threads: int, context: int) -> tuple[subprocess.Popen[byt
     return proc, url
 
 
+def per_set(value: str) -> dict[str, float]:
+    """``4.44`` -> {"": 4.44} (every set); ``handbook=4.33,squad-a=2.56`` -> one per set."""
+    try:
+        if "=" not in value:
+            return {"": float(value)}
+        return {k.strip(): float(v) for k, v in (p.split("=", 1) for p in value.split(","))}
+    except ValueError:
+        sys.exit(f"--min-reader-score: a number, or SET=NUMBER,...: not {value!r}")
+
+
 def row(name: str, route: str, cases: int, results: list) -> list[str]:  # type: ignore[type-arg]
     m = compute_metrics(results)
     costs = route_report(results)["all"]
@@ -89,8 +100,10 @@ def main() -> None:
     parser.add_argument("--routes", default="small,reader,small-first,large,large-served")
     parser.add_argument("--small-first-reader", choices=("minilm", "gguf"), default="minilm",
                         help="small-first's small route: the extractive reader or SmolLM2's span choice")
-    parser.add_argument("--min-reader-score", type=float, default=Settings().min_reader_score,
-                        help="the reader's bar (small-first: below it, escalate)")
+    parser.add_argument("--min-reader-score", default=str(Settings().min_reader_score),
+                        help="the reader's bar (small-first: below it, escalate): one value, or "
+                             "one per set (handbook=4.33,squad-a=2.56: what eval --calibrate "
+                             "--route small-first chose on each)")
     parser.add_argument("--escalate-below", type=float, default=0.0,
                         help="small-first with SmolLM2: escalate below this retrieval confidence")
     parser.add_argument("--usd-per-1k-prompt", type=float, default=0.0005)
@@ -105,7 +118,9 @@ def main() -> None:
                     usd_per_1k_completion=args.usd_per_1k_completion,
                     usd_per_cpu_hour=args.usd_per_cpu_hour, large_model="large",
                     large_prompt_style="instruct",  # the served model is the Qwen GGUF
-                    min_reader_score=args.min_reader_score, escalate_below=args.escalate_below)
+                    escalate_below=args.escalate_below)
+    bars = per_set(args.min_reader_score)
+    shipped = base.min_reader_score  # the reader alone refuses below the shipped bar
     server, url = serve(large, args.threads, base.large_context_tokens) \
         if {"small-first", "large-served"} & set(routes) else (None, None)
     embedder = get_embedder(base.embedder)
@@ -127,6 +142,8 @@ def main() -> None:
                                           "small-first": "small-first",
                                           "large-served": "large"}[route],
                                    span_reader=reader.get(route, "gguf"),
+                                   min_reader_score=bars.get(name, bars.get("", shipped))
+                                   if route == "small-first" else shipped,
                                    model=large if route == "large" else None, large_url=url)
                 answerer = Answerer(settings, embedder,
                                     lambda s=settings: LlamaCppGenerator.from_settings(s))
