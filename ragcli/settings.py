@@ -120,7 +120,9 @@ DOCS = {
                     "worse on the handbook: docs/answers.md)"),
     "min_reader_score": (None, "mode `auto` with `span_reader = minilm`: refuse when the reader's "
                          "best span scores below this (its logits over the no-answer position; "
-                         "`ragcli eval --calibrate` chooses it; docs/answers.md)"),
+                         "`ragcli eval --calibrate` chooses it; docs/answers.md); under "
+                         "`small-first`, escalate instead (`eval --calibrate --route "
+                         "small-first` chooses it for a budget; docs/routing.md)"),
     "fts_weight": (None, "weight of the full-text leg in the fusion (tuned on SciFact train)"),
     "rrf_k": (None, "reciprocal rank fusion constant (tuned on SciFact train)"),
     "reranker": ("none", "`none` (fusion's order), `minilm` (a cross-encoder that "
@@ -151,10 +153,11 @@ DOCS = {
     "audit_key_env": (None, "name of the environment variable holding the secret that seals the "
                       "audit log's hash chain (HMAC-SHA-256; unset: SHA-256, which catches edits "
                       "but not a forger who recomputes it); docs/observability.md"),
-    "route": (None, "`local` (the GGUF model), `small-first` (the GGUF model, then the large one "
-              "when the small answer fails verification or its confidence is below "
-              "`escalate_below`) or `large` (the large one only); `--model large` on `ask`/`chat` "
-              "is `route = large`; docs/routing.md"),
+    "route": (None, "`local` (the GGUF model, or the reader), `small-first` (the small route, "
+              "then the large one when the small answer fails verification, the reader's score "
+              "is below `min_reader_score` or its confidence is below `escalate_below`) or "
+              "`large` (the large one only, doing the mode's task: in `auto` it picks the span); "
+              "`--model large` on `ask`/`chat` is `route = large`; docs/routing.md"),
     "otlp_endpoint": ("none", "OTLP/HTTP receiver (Phoenix, an OpenTelemetry Collector, Jaeger) "
                       "to which each finished request is sent as a trace while answering, e.g. "
                       "`http://127.0.0.1:6006` (`/v1/traces` is added); needs `ragcli[otel]`; "
