@@ -2,7 +2,7 @@
 
 Each golden set (the handbook, squad-a's 300) gets the store bench_answers uses; the larger model
 (``ragcli models install qwen-0.5b`` first) is served by llama-cpp-python's OpenAI-compatible
-server on 127.0.0.1, started here. Four routes answer every case through the same ``evaluate()``
+server on 127.0.0.1, started here. Five routes answer every case through the same ``evaluate()``
 as the gate, in the default mode (``auto``):
 
 - small: the local route, SmolLM2-135M in process choosing the span (today's default);
