@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,14 +30,17 @@ def closed_url() -> str:
 
 def start_server(command: list[str], probe: str, log: Path, *, env: dict[str, str] | None = None,
                  timeout: float = 180) -> subprocess.Popen[bytes]:
-    """Start ``command`` (its output in ``log``) and wait until ``probe`` answers; RuntimeError
-    with the end of the log when it exits first or ``timeout`` seconds pass."""
+    """Start ``command`` (its output in ``log``) and wait until ``probe`` answers (any HTTP
+    status: a server that wants a key answers 401); RuntimeError with the end of the log when it
+    exits first or ``timeout`` seconds pass."""
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while True:
         try:
             urllib.request.urlopen(probe, timeout=2).close()  # noqa: S310 - 127.0.0.1
+            return proc
+        except urllib.error.HTTPError:  # it answered
             return proc
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:

@@ -11,11 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +23,7 @@ from typer.testing import CliRunner
 
 from conftest import HANDBOOK
 from fakes import EchoGenerator, HashEmbedder
+from otlp_receiver import free_port, start_server
 from ragcli.answer.answering import Answerer
 from ragcli.answer.choosing import SERVED_SPAN_TOKENS
 from ragcli.audit.trace import AuditLog, daily_stats
@@ -57,12 +55,6 @@ def settings(tmp_path: Path, handbook_store: Path, stub: Stub) -> Settings:
                     min_confidence=0.3, mode="generative", large_url=stub.url,
                     large_model="big", large_timeout=2.0, large_retries=1,
                     usd_per_1k_prompt=0.5, usd_per_1k_completion=1.5)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_route_large_answers_through_the_server_and_records_it(
@@ -361,7 +353,7 @@ def test_traces_stats_cli(settings: Settings, stub: Stub, cli_env: dict[str, str
 # ---- the real server: llama-cpp-python's OpenAI-compatible server on 127.0.0.1 ---------------
 
 @pytest.fixture(scope="module")
-def real_server() -> Iterator[dict[str, object]]:
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     """``python -m llama_cpp.server`` serving the shipped SmolLM2 GGUF (the "large" model here:
     any GGUF serves), with an API key; stopped at the end of the module."""
     import llama_cpp.server  # noqa: F401 - the dev extra installs it; missing is a failure, not a skip
@@ -372,22 +364,12 @@ def real_server() -> Iterator[dict[str, object]]:
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
                "--host", "127.0.0.1", "--port", str(port), "--model_alias", "served-smollm2",
                "--n_ctx", "2048", "--api_key", KEY, "--n_threads", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            request = urllib.request.Request(f"{url}/models",
-                                             headers={"Authorization": f"Bearer {KEY}"})
-            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("llama_cpp.server did not start")
-        time.sleep(0.3)
+    try:
+        process = start_server(command, f"{url}/models", tmp_path_factory.mktemp("server") /
+                               "server.log", timeout=120)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
     yield {"url": url, "process": process}
     process.kill()
     process.wait()
