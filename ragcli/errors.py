@@ -30,7 +30,7 @@ class ExitCode(IntEnum):
     EVAL_LEAK = 15  # eval: a forbidden document reached retrieval, a prompt or a citation
     EVAL_ERROR = 16  # eval: a case errored (it counts as a failure, never as a skip)
     ENGINE = 17  # --engine ray: a Ray task failed after its retries, or results were lost
-    TUNE_NOT_BETTER = 18  # tune: the adapter did not beat the base model on every --eval set
+    TUNE_NOT_BETTER = 18  # tune: the adapter (or tuned reader) did not beat the base on every --eval set
     BACKEND_UNAVAILABLE = 19  # the large model's server cannot be reached, timed out or broke off
     BACKEND_REFUSED = 20  # the large model's server refused the request (key, model name, input)
     BACKEND_INVALID = 21  # the large model's server answered with something not OpenAI-shaped
@@ -70,8 +70,9 @@ WHEN = {
     ExitCode.EVAL_ERROR: "eval: a case errored",
     ExitCode.ENGINE: "`--engine ray`: a Ray task failed after Ray's retries, or results were lost; "
                      "documents committed before are kept and the same command continues",
-    ExitCode.TUNE_NOT_BETTER: "tune: the adapter was written but is not better than the base "
-                              "model on every `--eval` set",
+    ExitCode.TUNE_NOT_BETTER: "tune: the adapter (`--reader`: the tuned reader) was written but "
+                              "is not better than the base model (the current reader) on every "
+                              "`--eval` set",
     ExitCode.BACKEND_UNAVAILABLE: "the large model's server (`large_url`) cannot be reached, "
                                   "gave no response within `large_timeout` after "
                                   "`large_retries` retries, or broke off mid-answer; the audit "

@@ -39,7 +39,8 @@ class Settings:
     hold_max_rows: int = 200_000  # chat and ask --batch hold a store's vectors up to this; 0 = never
     retrieval: str = "hybrid"  # hybrid | vector | fts
     mode: str = "auto"  # auto (a reader picks the short answer) | generative | extractive
-    span_reader: str = "gguf"  # mode auto: gguf (the model scores spans) | minilm (the reader trained here)
+    span_reader: str = "gguf"  # mode auto: gguf (the model scores spans) | minilm (the reader trained
+    # here) | a reader file ragcli tune --reader wrote (*.safetensors)
     min_reader_score: float = 4.44  # span_reader minilm: refuse below (eval --calibrate, handbook + squad-a)
     fts_weight: float = 0.75  # weight of the full-text leg in RRF (tuned on SciFact train)
     rrf_k: int = 10  # reciprocal rank fusion constant (tuned on SciFact train)
@@ -115,9 +116,10 @@ DOCS = {
              "`generative` (the model writes, claims checked) or `extractive` (no model); "
              "docs/answers.md"),
     "span_reader": (None, "who picks the short answer in mode `auto`: `gguf` (the GGUF model "
-                    "scores spans of the best sentence) or `minilm` (the extractive reader trained "
+                    "scores spans of the best sentence), `minilm` (the extractive reader trained "
                     "here reads the retrieved passages; no GGUF model runs; better on squad-a, "
-                    "worse on the handbook: docs/answers.md)"),
+                    "worse on the handbook: docs/answers.md) or the path of a reader file "
+                    "(`*.safetensors`) that `ragcli tune --reader` fine-tuned on your questions"),
     "min_reader_score": (None, "mode `auto` with `span_reader = minilm`: refuse when the reader's "
                          "best span scores below this (its logits over the no-answer position; "
                          "`ragcli eval --calibrate` chooses it; docs/answers.md); under "
@@ -215,6 +217,7 @@ _CHOICES = {"retrieval": ("hybrid", "vector", "fts"), "mode": ("auto", "generati
             "identity": ("caller", "os"), "route": ("local", "small-first", "large"),
             "prompt_style": ("auto", "compact", "instruct"),
             "large_prompt_style": ("auto", "compact", "instruct")}
+READER_FILE_SUFFIX = ".safetensors"  # span_reader may name a reader file `ragcli tune --reader` wrote
 SYSTEM_CONFIG = Path("/etc/ragcli/ragcli.toml")
 """A deployment's settings that nothing else overrides: ``LOCKED`` keys read from here win over
 every flag, ``RAGCLI_*`` variable and project ragcli.toml (identity.py)."""
@@ -272,8 +275,11 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: {name} must be {_KIND_NAMES[kind]}, got {value!r}") from None
     if name in _MINIMUM and result < _MINIMUM[name]:
         raise ConfigError(f"{origin}: {name} must be at least {_MINIMUM[name]}, got {result}")
-    if name in _CHOICES and result not in _CHOICES[name]:
-        raise ConfigError(f"{origin}: {name} must be one of {', '.join(_CHOICES[name])}, "
+    if name in _CHOICES and result not in _CHOICES[name] \
+            and not (name == "span_reader" and result.endswith(READER_FILE_SUFFIX)):
+        extra = " or a reader file (*.safetensors, ragcli tune --reader)" \
+            if name == "span_reader" else ""
+        raise ConfigError(f"{origin}: {name} must be one of {', '.join(_CHOICES[name])}{extra}, "
                           f"got {result!r}")
     if name in ("large_url", "otlp_endpoint"):
         try:

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from _training import Trainer, padded, read_jsonl  # noqa: E402
+from _training import Trainer, read_jsonl  # noqa: E402
 
 from ragcli.evaluate.answer_metrics import best_f1, exact_match  # noqa: E402
 from ragcli.paths import file_sha256  # noqa: E402
@@ -47,6 +47,12 @@ from ragcli.runtimes.reader import (  # noqa: E402
     build_model,
     choose,
     encode_windows,
+)
+from ragcli.runtimes.training import (  # noqa: E402
+    answer_offset,
+    labelled,
+    length_batches,
+    train_spans,
 )
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad-a"
@@ -70,19 +76,6 @@ def load(data: Path) -> tuple[dict[str, dict], list[dict], set[str], dict[str, s
     return corpus, queries, golden, qrels
 
 
-def answer_offset(text: str, answers: list[str]) -> tuple[int, int] | None:
-    for answer in answers:
-        at = text.find(answer)
-        if at >= 0:
-            return at, at + len(answer)
-    lowered = text.lower()
-    for answer in answers:
-        at = lowered.find(answer.lower())
-        if at >= 0:
-            return at, at + len(answer)
-    return None
-
-
 def hard_negative(question: str, gold: str, corpus: dict[str, dict],
                   by_article: dict[str, list[str]]) -> str | None:
     asked = words(question)
@@ -91,18 +84,6 @@ def hard_negative(question: str, gold: str, corpus: dict[str, dict],
     if not others:
         return None
     return max(others, key=lambda d: (len(asked & words(corpus[d]["text"])), d))
-
-
-def labelled(window: Window, span: tuple[int, int] | None) -> tuple[int, int]:
-    """Token positions of the answer in ``window``, or (0, 0) when it is not wholly inside."""
-    offsets = window.offsets
-    if span is None or not offsets or span[0] < offsets[0][0] or span[1] > offsets[-1][1]:
-        return 0, 0
-    start = next(i for i, (_, end) in enumerate(offsets) if end > span[0])
-    end = max(i for i, (begin, _) in enumerate(offsets) if begin < span[1])
-    if end < start:
-        return 0, 0
-    return window.context_start + start, window.context_start + end
 
 
 def examples(args: argparse.Namespace, tokenizer) -> tuple[list[tuple[Window, int, int]], dict]:
@@ -140,28 +121,6 @@ def examples(args: argparse.Namespace, tokenizer) -> tuple[list[tuple[Window, in
     return out, dict(counts)
 
 
-def batches(items: list, size: int, rng: random.Random) -> list[list]:
-    """Shuffled, then sorted by length within pools of 50 batches (little padding), batches shuffled."""
-    order = list(range(len(items)))
-    rng.shuffle(order)
-    pool = size * 50
-    out = []
-    for begin in range(0, len(order), pool):
-        part = sorted(order[begin:begin + pool], key=lambda i: len(items[i][0].ids))
-        out += [part[i:i + size] for i in range(0, len(part), size)]
-    rng.shuffle(out)
-    return out
-
-
-def tensors(items: list, batch: list[int]):
-    import torch
-
-    ids, types, mask = padded([(items[i][0].ids, items[i][0].type_ids) for i in batch])
-    starts = torch.tensor([items[i][1] for i in batch])
-    ends = torch.tensor([items[i][2] for i in batch])
-    return ids, types, mask, starts, ends
-
-
 def train(args: argparse.Namespace) -> None:
     import torch
     from transformers import AutoModelForQuestionAnswering
@@ -176,17 +135,12 @@ def train(args: argparse.Namespace) -> None:
     print(f"data {args.data}: {json.dumps(counts)}; {len(items)} windows", flush=True)
     model = quiet_pretrained(AutoModelForQuestionAnswering, model_dir)
     rng = random.Random(args.seed)
-    plan = [batches(items, args.batch, rng) for _ in range(args.epochs)]
+    plan = [length_batches(items, args.batch, rng) for _ in range(args.epochs)]
     steps = sum(len(p) for p in plan)
     trainer = Trainer(model, args.lr, steps)
     print(f"training: seed {args.seed}, {args.epochs} epoch(s), batch {args.batch}, lr {args.lr}, "
           f"{steps} steps, {torch.get_num_threads()} threads", flush=True)
-    for epoch, epoch_batches in enumerate(plan):
-        for batch in epoch_batches:
-            ids, types, mask, starts, ends = tensors(items, batch)
-            out = model(input_ids=ids, token_type_ids=types, attention_mask=mask,
-                        start_positions=starts, end_positions=ends)
-            trainer.update(out.loss, f"epoch {epoch + 1} ")
+    train_spans(trainer, items, plan)
     trainer.ship("qa_outputs.", args.out, model_dir, {
         "data": str(args.data), "data_sha256": {
             f: file_sha256(args.data / f)[:16] for f in ("corpus.jsonl", "queries.jsonl", "goldens.jsonl")},

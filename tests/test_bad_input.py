@@ -228,6 +228,17 @@ CASES = [
     Case("ask-batch-workers-negative", ["ask", "--batch", "{w}/q.jsonl", "--workers", "-1"],
          ExitCode.USAGE, "--workers", files={"q.jsonl": "\"why?\"\n"}),
     Case("tune-not-a-training-set", ["tune", "{w}"], ExitCode.USAGE, "is not a training set"),
+    Case("tune-reader-on-a-directory", ["tune", "{w}", "--reader"], ExitCode.USAGE,
+         "--reader trains on a golden set"),
+    Case("tune-reader-out-not-safetensors", ["tune", "{w}/g.jsonl", "--reader", "--out",
+                                             "{w}/r.gguf"], ExitCode.USAGE,
+         "a reader file ends in .safetensors", files={"g.jsonl": GOOD_GOLDEN}),
+    Case("tune-corpus-without-reader", ["tune", "{w}", "--corpus", "{w}"], ExitCode.USAGE,
+         "--corpus is for --reader"),
+    Case("span-reader-unknown", ["ask", Q], ExitCode.CONFIG, "or a reader file",
+         env={"RAGCLI_SPAN_READER": "bert"}),
+    Case("span-reader-file-missing", ["ask", Q, "--mode", "auto"], ExitCode.MODEL,
+         "are missing", env={"RAGCLI_SPAN_READER": "{w}/none.safetensors"}),
 ]
 
 

@@ -206,6 +206,50 @@ def test_training_labels_point_at_the_answer_tokens(tokenizer) -> None:  # type:
     assert outside is None
 
 
+def test_tune_reader_windows_are_what_ask_reads_labelled_with_the_expected_answer(
+        settings: Settings, tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """ragcli tune --reader: each golden question retrieved as ask retrieves it; the windows of
+    the passages holding its expected answer point at it, a must-refuse case's windows at no
+    answer, and a case whose answer retrieval does not bring is left out, counted."""
+    from ragcli.evaluate.goldens import Golden
+    from ragcli.evaluate.tuning import reader_examples
+    from ragcli.store.store import Store
+
+    cases = [Golden("leave", QUESTION, expected_answers=("16 weeks",)),
+             Golden("absent", "What is the capital of Mongolia?", must_refuse=True),
+             Golden("missed", "How many weeks of paid parental leave do parents get?",
+                    expected_answers=("purple elephants",))]
+    items, counts = reader_examples(cases, Store.open(settings.store), settings, HashEmbedder(),
+                                    tokenizer)
+    assert counts["answerable cases"] == 1 and counts["absent-topic cases"] == 1
+    assert counts["skipped: no expected answer in the passages"] == 1
+    answered = [(w, s, e) for w, s, e in items if s]
+    assert answered and len(answered) == counts["answer windows"]
+    for window, start, end in answered:
+        assert window.ids[1:1 + len(tokenizer.encode(QUESTION, add_special_tokens=False).ids)] \
+            == tuple(tokenizer.encode(QUESTION, add_special_tokens=False).ids)
+        assert tokenizer.decode(list(window.ids[start:end + 1])) == "16 weeks"
+    unanswered = [w for w, s, _ in items if not s]
+    assert len(unanswered) == counts["no-answer windows"] >= 1  # the absent-topic case's
+    wider, more = reader_examples(cases, Store.open(settings.store), settings, HashEmbedder(),
+                                  tokenizer, negatives=1.0)  # + its best passage without it
+    assert more["no-answer windows"] > counts["no-answer windows"]
+    assert more["answer windows"] == counts["answer windows"] and len(wider) > len(items)
+
+
+def test_span_reader_names_a_reader_file_and_a_missing_one_is_a_model_error(tmp_path: Path) -> None:
+    from ragcli.errors import UsageError
+    from ragcli.runtimes.reader import get_reader
+    from ragcli.settings import load_settings
+
+    chosen = load_settings({"span_reader": str(tmp_path / "mine.safetensors")})
+    assert chosen.span_reader.endswith("mine.safetensors")
+    with pytest.raises(UsageError, match="or a reader file"):
+        load_settings({"span_reader": "bert"})
+    with pytest.raises(ModelError, match="are missing"):
+        get_reader(str(tmp_path / "mine.safetensors"))
+
+
 # ---- calibration ---------------------------------------------------------------------------------
 def case(score: float | None, short: str, *, absent: bool = False):  # type: ignore[no-untyped-def]
     from ragcli.evaluate.evaluation import CaseResult

@@ -599,6 +599,42 @@ def test_the_trained_reader_answers_and_is_named_by_file_hash(store: Path, tmp_p
     assert replayed.exit_code == 0, replayed.output
 
 
+def test_tune_reader_fine_tunes_the_reader_that_ask_then_runs_and_records_by_hash(
+        store: Path, tmp_path: Path) -> None:
+    """ragcli tune --reader on a few handbook questions (one epoch: the command, not a result):
+    a reader file in the shipped format, its ONNX built; span_reader naming it answers, the
+    record names its hash, replay re-runs it, and replay refuses (exit 12) once it changed."""
+    from ragcli.paths import file_sha256
+    from ragcli.runtimes.finetuned import weights_metadata
+    from ragcli.runtimes.reader import READER_WEIGHTS, OnnxReader
+
+    goldens = tmp_path / "mine.jsonl"
+    lines = (HANDBOOK.parents[1] / "goldens" / "handbook.jsonl").read_text().splitlines()
+    goldens.write_text("\n".join(lines[1:5]) + "\n")  # not the question asked below
+    out = tmp_path / "reader.safetensors"
+    result = runner.invoke(app, ["tune", str(goldens), "--reader", "--epochs", "1", "--out",
+                                 str(out), "--work", str(tmp_path / "work")],
+                           env={"RAGCLI_STORE": str(store)})
+    assert result.exit_code == 0, result.output
+    assert "answer windows" in result.output and "reader written to" in result.output
+    training = json.loads(weights_metadata(out)["ragcli.training"])
+    assert training["tuned_from"] == file_sha256(READER_WEIGHTS) and training["steps"] >= 1
+    assert OnnxReader(weights=out).onnx_path.is_file()  # built by tune, not at the first ask
+    audit = tmp_path / "audit.sqlite3"
+    data = ask(store, audit, "How many weeks of paid parental leave do non-birthing parents get?",
+               RAGCLI_SPAN_READER=str(out), RAGCLI_MIN_READER_SCORE="-100")
+    assert data["reader"]["weights_sha256"] == file_sha256(out) != file_sha256(READER_WEIGHTS)
+    assert not data["refused"] and data["verification"]["source"] == "reader-span"
+    replayed = runner.invoke(app, ["replay", data["request_id"]], env={"RAGCLI_AUDIT": str(audit)})
+    assert replayed.exit_code == 0, replayed.output
+    out.write_bytes(READER_WEIGHTS.read_bytes())  # the same path, other weights
+    changed = subprocess.run([sys.executable, "-m", "ragcli", "replay", data["request_id"]],
+                             capture_output=True, text=True,
+                             env={**__import__("os").environ, "RAGCLI_AUDIT": str(audit)})
+    assert changed.returncode == 12, changed.stderr[-2000:]  # a new process: no reader held
+    assert "changed" in changed.stderr
+
+
 def test_the_reader_reads_each_window_alone_whatever_the_threads_or_the_other_passages() -> None:
     """The shipped reader's spans and scores are the same on one onnxruntime thread as on every
     core, and a passage's best span does not depend on which passages are read beside it."""

@@ -440,9 +440,9 @@ def risk_coverage_table(name: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def tune_table(rows: list[dict[str, Any]]) -> None:
-    """ragcli tune: base model vs adapter on each --eval set."""
-    table = Table(title="base model vs adapter", title_justify="left", box=None)
+def tune_table(rows: list[dict[str, Any]], title: str = "base model vs adapter") -> None:
+    """ragcli tune: base model vs adapter (or current reader vs tuned) on each --eval set."""
+    table = Table(title=title, title_justify="left", box=None)
     columns = (("set", "set", "{}"), ("model", "model", "{}"), ("cases", "cases", "{}"),
                ("EM", "exact_match", "{:.3f}"), ("F1", "token_f1", "{:.3f}"),
                ("right", "answered_right", "{:.0f}"), ("wrong", "wrong_answers", "{:.0f}"),

@@ -1,4 +1,6 @@
-"""tune: train a LoRA grounding adapter for the GGUF model on this CPU (ragcli/runtimes/tuning.py)."""
+"""tune: train a LoRA grounding adapter for the GGUF model on this CPU (ragcli/runtimes/tuning.py),
+or with ``--reader`` fine-tune the extractive reader on your own golden questions
+(runtimes/training.py)."""
 
 from __future__ import annotations
 
@@ -18,10 +20,18 @@ from .common import ConfigOpt, gguf_generator, progress_bar, settings_from
 
 def tune(
     data: Annotated[Path, typer.Argument(help="Training questions: a BEIR-layout directory "
-                    "(corpus.jsonl, queries.jsonl with 'answers', qrels/test.tsv).",
+                    "(corpus.jsonl, queries.jsonl with 'answers', qrels/test.tsv); with --reader "
+                    "a golden set (JSONL, expected_answers) about --corpus.",
                     show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="The adapter file to write (GGUF).")] =
-        Path(".ragcli/tune/adapter.gguf"),
+    reader: Annotated[bool, typer.Option("--reader", help="Fine-tune the extractive reader "
+                      "(span_reader) on DATA's questions instead of training a GGUF adapter.")] =
+        False,
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="With --reader: the documents "
+                      "DATA asks about, indexed into --work [default: the configured store]",
+                      show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="The file to write [default: "
+                   ".ragcli/tune/adapter.gguf; with --reader .ragcli/tune/reader.safetensors]",
+                   show_default=False)] = None,
     work: Annotated[Path, typer.Option("--work", help="Working directory: the training store, "
                     "examples, checkpoint (an interrupted run resumes from it).")] =
         Path(".ragcli/tune"),
@@ -51,17 +61,32 @@ def tune(
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, help="LoRA alpha.")] = 32.0,
     top_layers: Annotated[int, typer.Option("--top-layers", min=1, help="Adapt only the last N "
                           "transformer blocks.")] = 12,
-    learning_rate: Annotated[float, typer.Option("--learning-rate", min=0.0)] = 5e-4,
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 1,
+    learning_rate: Annotated[float | None, typer.Option(
+        "--learning-rate", min=0.0, help="[default: 5e-4; with --reader 3e-5]",
+        show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="[default: 1; with "
+                      "--reader 3]", show_default=False)] = None,
     accumulate: Annotated[int, typer.Option("--accumulate", min=1, help="Examples per "
                           "optimizer step.")] = 8,
     model: Annotated[Path | None, typer.Option("--model", help="GGUF model to adapt [default: "
                      "the shipped SmolLM2-135M-Instruct]", show_default=False)] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Train a LoRA adapter that teaches the model to answer from its passages (exit 0 better
-    than the base model on every --eval set, 18 not better). Needs pip install 'ragcli[tune]'."""
+    """Train a LoRA adapter that teaches the model to answer from its passages, or (--reader)
+    fine-tune the extractive reader on your golden questions (exit 0 better than before on every
+    --eval set, 18 not better). Needs pip install 'ragcli[tune]'."""
     from ..errors import UsageError
+
+    if reader:
+        _tune_reader(data, corpus, out or Path(".ragcli/tune/reader.safetensors"), work,
+                     exclude or [], eval_set or [], eval_limit, seed,
+                     3e-5 if learning_rate is None else learning_rate, epochs or 3, config)
+        return
+    if corpus is not None:
+        raise UsageError("--corpus is for --reader (a BEIR directory holds its own corpus)")
+    out = out or Path(".ragcli/tune/adapter.gguf")
+    learning_rate = 5e-4 if learning_rate is None else learning_rate
+    epochs = epochs or 1
     from ..evaluate.tuning import compare_adapter, eligible_questions, load_questions, prepare_examples
     from ..runtimes.embedder import get_embedder
     from ..runtimes.tuning import TuneConfig, adapter_metadata, require_packages, write_adapter
@@ -110,6 +135,82 @@ def tune(
         render.info("the adapter is better than the base model on every --eval set")
         return
     render.error("the adapter is not better than the base model on every --eval set "
+                 "(F1 must rise and the wrong-answer rate must not)")
+    raise typer.Exit(int(ExitCode.TUNE_NOT_BETTER))
+
+
+def _tune_reader(data: Path, corpus: Path | None, out: Path, work: Path, exclude: list[Path],
+                 eval_set: list[str], eval_limit: int, seed: int, learning_rate: float,
+                 epochs: int, config: Path | None) -> None:
+    """ragcli tune --reader: windows from DATA's golden questions as ask reads them, the reader
+    fine-tuned on them, written beside the shipped one's format, then compared on --eval."""
+    import importlib.util
+    import os
+
+    from ..errors import UsageError
+    from ..evaluate.calibration import corpus_store
+    from ..evaluate.goldens import load_goldens
+    from ..evaluate.tuning import compare_readers, excluded_questions, reader_examples
+    from ..paths import file_sha256
+    from ..runtimes.embedder import get_embedder
+    from ..runtimes.finetuned import base_model_dir, load_tokenizer
+    from ..runtimes.reader import READER_WEIGHTS, OnnxReader
+    from ..runtimes.training import tune_reader
+    from ..store.store import Store
+    from .evaluate import _calibration_pair
+
+    if not data.is_file():
+        raise UsageError(f"{data}: --reader trains on a golden set (a JSONL file of questions "
+                         "with expected_answers)")
+    if out.is_dir() or out.suffix != ".safetensors":
+        raise UsageError(f"--out {out}: a reader file ends in .safetensors")
+    if out.resolve() == READER_WEIGHTS.resolve():
+        raise UsageError(f"--out {out} is the shipped reader (records name it by hash): write "
+                         "your reader elsewhere")
+    evals = [_calibration_pair(spec, "--eval") for spec in eval_set]
+    for package in ("torch", "transformers"):
+        if importlib.util.find_spec(package) is None:
+            raise UsageError(f"ragcli tune --reader needs {package}: run scripts/demo, or pip "
+                             "install 'ragcli[tune]'")
+    settings = settings_from(config)
+    skip = excluded_questions([*exclude, *(g for g, _ in evals)])
+    cases = [c for c in load_goldens(data)
+             if c.id not in skip and " ".join(c.question.lower().split()) not in skip]
+    embedder = get_embedder(settings.embedder)
+    if corpus is not None:
+        store = corpus_store(corpus, work / "reader-store", embedder, progress_bar(False))
+        settings = replace(settings, store=store.path)
+    else:
+        store = Store.open(settings.store)
+        store.require_embedder(embedder.id)
+    start_from = Path(settings.span_reader) if settings.span_reader.endswith(".safetensors") \
+        else READER_WEIGHTS
+    items, counts = reader_examples(cases, store, settings, embedder,
+                                    load_tokenizer(base_model_dir()))
+    render.info(f"{data}: {len(cases)} questions after exclusions; "
+                + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    if not any(start for _, start, _ in items):
+        raise UsageError(f"{data}: no question's expected answer is in the passages retrieval "
+                         "gives it: nothing to train on")
+    tune_reader(items, out, epochs=epochs, lr=learning_rate, batch=16, seed=seed,
+                threads=len(os.sched_getaffinity(0)), start_from=start_from, report=render.info,
+                summary={"goldens": str(data), "goldens_sha256": file_sha256(data)[:16],
+                         "counts": counts, "store_generation": store.manifest.generation,
+                         "command": shlex.join(["ragcli", *sys.argv[1:]])})
+    built = OnnxReader(weights=out)
+    built.build()
+    render.info(f"reader written to {out} ({built.id}); use it with span_reader = \"{out}\" "
+                "(mode auto)")
+    if not evals:
+        return
+    rows, better = compare_readers(evals, settings, embedder, out, work, eval_limit,
+                                   generator_for=gguf_generator,
+                                   index_progress=progress_bar(False))
+    render.tune_table(rows, "current reader vs tuned")
+    if better:
+        render.info("the tuned reader is better than the current one on every --eval set")
+        return
+    render.error("the tuned reader is not better than the current one on every --eval set "
                  "(F1 must rise and the wrong-answer rate must not)")
     raise typer.Exit(int(ExitCode.TUNE_NOT_BETTER))
 

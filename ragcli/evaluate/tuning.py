@@ -222,6 +222,20 @@ def compare_adapter(evals: Sequence[tuple[Path, Path]], settings: Any, embedder:
     """Each (golden set, corpus) answered without and with the adapter (``generator_for(settings)``
     builds the model): one row each, and whether the adapter is better: F1 up on some set, down on
     none, and the wrong-answer rate up on none."""
+    common = {"mode": mode, "span_reader": "gguf"}  # auto: the model's span choice
+    return compare_settings(evals, settings, embedder, work, limit, generator_for,
+                            [("base", {**common, "adapter": "none"}),
+                             ("adapter", {**common, "adapter": str(adapter)})], index_progress)
+
+
+def compare_settings(evals: Sequence[tuple[Path, Path]], settings: Any, embedder: Any,
+                     work: Path, limit: int, generator_for: Callable[[Any], Any],
+                     variants: Sequence[tuple[str, dict[str, Any]]],
+                     index_progress: Callable[[int, int], None] | None = None,
+                     ) -> tuple[list[dict[str, Any]], bool]:
+    """Each (golden set, corpus) answered under each of the two ``variants`` (a label and the
+    settings it changes), each corpus in a store of its own under ``work``: one row each, and
+    whether the second is better than the first on every set (:func:`better_overall`)."""
     from dataclasses import replace
     from functools import partial
 
@@ -237,21 +251,28 @@ def compare_adapter(evals: Sequence[tuple[Path, Path]], settings: Any, embedder:
         store = corpus_store(corpus, work / "eval" / name, embedder, index_progress)
         cases = load_goldens(goldens)[:limit or None]
         pair = []
-        for label, choice in (("base", "none"), ("adapter", str(adapter))):
-            run = replace(settings, store=store.path, mode=mode, adapter=choice,  # auto: the
-                          audit=work / "eval-audit.sqlite3", span_reader="gguf")  # model's span
+        for label, changes in variants:
+            run = replace(settings, store=store.path, audit=work / "eval-audit.sqlite3", **changes)
             answerer = Answerer(run, embedder, partial(generator_for, run))
             start = time.perf_counter()
             metrics = evaluate(cases, answerer).metrics
             rows.append({"set": name, "model": label, "cases": len(cases),
                          "seconds": time.perf_counter() - start, **metrics})
             pair.append(metrics)
-        base, tuned = pair
-        f1 = (tuned.get("token_f1", 0.0), base.get("token_f1", 0.0))
-        wrong = (tuned.get("wrong_answer_rate", 0.0), base.get("wrong_answer_rate", 0.0))
-        verdicts.append((f1[0] > f1[1], f1[0] >= f1[1] and wrong[0] <= wrong[1]))
-    better = any(up for up, _ in verdicts) and all(ok for _, ok in verdicts)
-    return rows, better
+        verdicts.append(verdict(*pair))
+    return rows, better_overall(verdicts)
+
+
+def verdict(base: dict[str, float], tuned: dict[str, float]) -> tuple[bool, bool]:
+    """(F1 rose, neither F1 fell nor the wrong-answer rate rose) from ``base`` to ``tuned``."""
+    f1 = (tuned.get("token_f1", 0.0), base.get("token_f1", 0.0))
+    wrong = (tuned.get("wrong_answer_rate", 0.0), base.get("wrong_answer_rate", 0.0))
+    return f1[0] > f1[1], f1[0] >= f1[1] and wrong[0] <= wrong[1]
+
+
+def better_overall(verdicts: Sequence[tuple[bool, bool]]) -> bool:
+    """Better on every set: F1 up on some, down on none, the wrong-answer rate up on none."""
+    return any(up for up, _ in verdicts) and all(ok for _, ok in verdicts)
 
 
 def eligible_questions(questions: Sequence[Question], exclude: Iterable[Path]) -> list[Question]:
@@ -260,3 +281,70 @@ def eligible_questions(questions: Sequence[Question], exclude: Iterable[Path]) -
     skip = excluded_questions(exclude)
     return [q for q in questions if q.id not in skip and " ".join(q.text.lower().split())
             not in skip]
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+def reader_examples(cases: Sequence[Any], store: Any, settings: Any, embedder: Any,
+                    tokenizer: Any, *, negatives: float = 0.0, seed: int = 0,
+                    ) -> tuple[list[tuple[Any, int, int]], dict[str, int]]:
+    """Training windows for the extractive reader from golden ``cases`` (``ragcli tune
+    --reader``), read exactly as ``ask`` reads them: the case's question retrieved under its
+    groups through the configured retrieval and screening, each of the passages the reader
+    would read cut into its windows. The windows of a passage holding an expected answer (the
+    first found, exact case first) are labelled with it (a window it is not wholly inside, with
+    no answer), and every window of a must-refuse case with no answer; for a ``negatives`` share
+    of the answerable cases (seeded) the best-ranked passage without the answer too, with no
+    answer. ``negatives`` is 0 by default: on the handbook (docs/answers.md) 0.35, the shipped
+    reader's own mixture, made the tuned reader refuse more and answer worse. An answerable
+    case whose passages hold no expected answer is skipped (retrieval missed it: nothing for
+    the reader to learn)."""
+    import random
+
+    from ..answer.answering import screen_retrieval
+    from ..answer.reading import readable
+    from ..runtimes.reader import encode_windows
+    from ..runtimes.training import answer_offset, labelled
+    from ..search.retrieval import retrieve_configured
+
+    rng = random.Random(seed)
+    items: list[tuple[Any, int, int]] = []
+    counts: Counter[str] = Counter()
+    for case in cases:
+        found = retrieve_configured(store, embedder, case.question, list(case.groups), settings)
+        texts = [readable(hit.text) for hit in screen_retrieval(case.question, found)[1]]
+        spans = [None if case.must_refuse else answer_offset(text, case.expected_answers)
+                 for text in texts]
+        if not case.must_refuse and (not case.expected_answers or not any(spans)):
+            counts["skipped: no expected answer in the passages"] += 1
+            continue
+        counts["absent-topic cases" if case.must_refuse else "answerable cases"] += 1
+        read = set(range(len(texts)))
+        if not case.must_refuse:
+            read = {n for n, span in enumerate(spans) if span is not None}
+            without = [n for n, span in enumerate(spans) if span is None]
+            if without and rng.random() < negatives:
+                read.add(without[0])
+        for window in encode_windows(tokenizer, case.question, texts):
+            if window.passage not in read:
+                continue
+            start, end = labelled(window, spans[window.passage])
+            items.append((window, start, end))
+            counts["answer windows" if start else "no-answer windows"] += 1
+    return items, dict(counts)
+
+
+def compare_readers(evals: Sequence[tuple[Path, Path]], settings: Any, embedder: Any,
+                    tuned: Path, work: Path, limit: int, generator_for: Callable[[Any], Any],
+                    index_progress: Callable[[int, int], None] | None = None,
+                    ) -> tuple[list[dict[str, Any]], bool]:
+    """Each (golden set, corpus) answered in mode auto by the current reader (``span_reader``:
+    the shipped one, or the file it names) and by ``tuned``: one row each, and whether the tuned
+    reader is better (compare_adapter's rule: F1 up on some set, down on none, the wrong-answer
+    rate up on none)."""
+    current = settings.span_reader if settings.span_reader != "gguf" else "minilm"
+    common = {"mode": "auto", "route": "local"}
+    return compare_settings(evals, settings, embedder, work, limit, generator_for,
+                            [("current", {**common, "span_reader": current}),
+                             ("tuned", {**common, "span_reader": str(tuned)})], index_progress)

@@ -69,7 +69,12 @@ def write_weights(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str
         offset += len(raw)
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # whole or not at all: a reader in
+    try:  # use (span_reader) is never seen half written
+        tmp.write_bytes(struct.pack("<Q", len(encoded)) + encoded + b"".join(blobs))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def trained_tensors(model: Any, base: dict[str, Any], head: str) -> dict[str, np.ndarray]:

@@ -169,14 +169,28 @@ _sharing = threading.Lock()
 
 
 def get_reader(name: str) -> Reader:
-    """The reader registered under ``name``, one per process: its ONNX session serves every
-    answerer and thread (``ask --batch`` workers, ``chat``)."""
-    try:
+    """The reader registered under ``name``, or the reader file ``name`` is the path of (a
+    ``*.safetensors`` that ``ragcli tune --reader`` wrote, run like the shipped one), one per
+    process: its ONNX session serves every answerer and thread (``ask --batch``, ``chat``)."""
+    factory: Callable[[], Reader]
+    if name in READERS:
         factory = READERS[name]
-    except KeyError:
+    elif name.endswith(".safetensors"):
+        factory = _reader_file(Path(name).expanduser().resolve())
+    else:
         raise ModelError(f"unknown span reader '{name}'",
-                         hint=f"choose one of: {', '.join(sorted(READERS))}, gguf") from None
+                         hint=f"choose one of: {', '.join(sorted(READERS))}, gguf, "
+                              "or a reader file (*.safetensors)")
     with _sharing:
         if (name, factory) not in _shared:
             _shared[name, factory] = factory()
         return _shared[name, factory]
+
+
+_files: dict[Path, Callable[[], Reader]] = {}
+
+
+def _reader_file(path: Path) -> Callable[[], Reader]:
+    """One factory per reader file (so ``get_reader`` shares one session per file)."""
+    with _sharing:
+        return _files.setdefault(path, lambda: OnnxReader(weights=path))
