@@ -46,6 +46,7 @@ class Settings:
     rrf_k: int = 10  # reciprocal rank fusion constant (tuned on SciFact train)
     reranker: str | None = None  # None/"none" (off) | "minilm" (train_reranker.py) | "module:function"
     rerank_depth: int = 20  # the reranker reorders this many fused candidates
+    rerank_weight: float = 1.0  # its order blended with fusion's (1: its order alone)
     min_confidence: float = 0.50  # refuse below this evidence (eval --calibrate, handbook + squad-a)
     prompt_style: str = "auto"  # auto | compact (SmolLM2's) | instruct: how the GGUF model is prompted
     large_prompt_style: str = "auto"  # the same for the large route's served model (auto: compact)
@@ -128,11 +129,14 @@ DOCS = {
     "fts_weight": (None, "weight of the full-text leg in the fusion (tuned on SciFact train)"),
     "rrf_k": (None, "reciprocal rank fusion constant (tuned on SciFact train)"),
     "reranker": ("none", "`none` (fusion's order), `minilm` (a cross-encoder that "
-                 "`scripts/train_reranker.py` trains; none ships yet: it measured worse than "
-                 "fusion, docs/asking.md) or `module:function` taking `(question, hits)`, "
-                 "returning hits"),
+                 "`scripts/train_reranker.py` trains; none ships yet: none measured better than "
+                 "fusion on both SciFact and squad-a, docs/asking.md) or `module:function` "
+                 "taking `(question, hits)`, returning hits"),
     "rerank_depth": (None, "the reranker reorders this many of the fused candidates (each costs "
                      "one encoder pass; the rest keep fusion's order)"),
+    "rerank_weight": (None, "how much the reranker's order counts against fusion's, between 0 "
+                      "and 1 (their reciprocal ranks blended; 1: the reranker's order alone; "
+                      "docs/asking.md)"),
     "min_confidence": (None, "refuse below this evidence (`ragcli eval --calibrate` over the "
                        "handbook and squad-a goldens together; docs/answers.md)"),
     "context_tokens": (None, "model context window"),
@@ -201,7 +205,8 @@ _TYPES: dict[str, type] = {
     "hold_max_rows": int,
     "min_confidence": float, "context_tokens": int, "max_tokens": int, "temperature": float,
     "seed": int, "threads": int, "batch_threads": int, "audit": Path, "retrieval": str,
-    "fts_weight": float, "rrf_k": int, "reranker": str, "rerank_depth": int, "mode": str,
+    "fts_weight": float, "rrf_k": int, "reranker": str, "rerank_depth": int, "rerank_weight": float,
+    "mode": str,
     "max_answer_chars": int,
     "redact_audit": bool, "default_acl": tuple, "identity": str, "users_file": Path,
     "span_reader": str, "min_reader_score": float, "route": str, "large_url": str,
@@ -289,6 +294,8 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
     if name in ("large_api_key_env", "audit_key_env") and not result.replace("_", "").isalnum():
         raise ConfigError(f"{origin}: {name} must be an environment variable's name "
                           f"(the key itself is never configured), got {result!r}")
+    if name == "rerank_weight" and not 0.0 <= result <= 1.0:
+        raise ConfigError(f"{origin}: {name} must be between 0 and 1, got {result}")
     if name in ("min_confidence", "temperature", "fts_weight", "escalate_below") \
             and not 0.0 <= result <= 2.0:
         raise ConfigError(f"{origin}: {name} must be between 0 and 2, got {result}")

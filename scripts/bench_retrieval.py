@@ -15,7 +15,15 @@ from ragcli.evaluate.beir import load_split, score_rankings
 from ragcli.ingest.indexing import reindex
 from ragcli.runtimes.embedder import get_embedder
 from ragcli.runtimes.reranker import OnnxReranker, passage_text
-from ragcli.search.retrieval import Legs, deduplicate, effective_groups, fuse, retrieve, search_legs
+from ragcli.search.retrieval import (
+    BLEND_K,
+    Legs,
+    deduplicate,
+    effective_groups,
+    fuse,
+    retrieve,
+    search_legs,
+)
 from ragcli.settings import Settings
 from ragcli.store.store import Store
 
@@ -90,6 +98,9 @@ def main() -> None:
                         help="reranker depths to measure (the fused candidates it reorders)")
     parser.add_argument("--bm25-python", help="python of the benchmark's venv with bm25s "
                         "(scripts/bench_retrieval makes it); without it no BM25 row")
+    parser.add_argument("--weight", type=float, default=0.3,
+                        help="rerank_weight of the blended rows (the reranker's ranks against "
+                        "fusion's; 1 would repeat the reranker's rows)")
     parser.add_argument("--no-tune", action="store_true", help="skip the fusion grid on SciFact train")
     args = parser.parse_args()
     depths = sorted({int(d) for d in args.depths.split(",")})
@@ -144,17 +155,17 @@ def main() -> None:
                 scores = scored[q][0][:depth]
                 order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
                 rankings[q] = [hits[i].doc_id for i in order] + [h.doc_id for h in hits[depth:]]
-                # the reranker's rank and fusion's rank, fused again (1/(10 + rank) each)
-                mixed = {i: 1 / (10 + i + 1) for i in range(len(scores))}
+                # the reranker's rank and fusion's rank blended (search.retrieval.Blended)
+                mixed = {i: (1 - args.weight) / (BLEND_K + i) for i in range(len(scores))}
                 for rank, i in enumerate(order):
-                    mixed[i] += 1 / (10 + rank + 1)
+                    mixed[i] += args.weight / (BLEND_K + rank)
                 again = sorted(mixed, key=lambda i: (-mixed[i], i))
                 blended[q] = [hits[i].doc_id for i in again] + [h.doc_id for h in hits[depth:]]
             p50 = statistics.median(sum(scored[q][1][:depth]) for q in hybrid)
             rows.append((f"ragcli hybrid + reranker (top {depth})",
                          score_rankings(rankings, judged.qrels), p50))
-            rows.append(("  the same, ranks fused with fusion's", score_rankings(blended, judged.qrels),
-                         p50))
+            rows.append((f"  the same, blended with fusion (w={args.weight})",
+                         score_rankings(blended, judged.qrels), p50))
         print(f"{judged.label}, {len(judged.queries)} queries ({judged.data}); ms/query: retrieval "
               "mean, or the reranker's p50 (what it adds)")
         print(f"{'system':<44}" + "".join(f"{c:>11}" for c in COLUMNS) + f"{'ms/query':>10}")

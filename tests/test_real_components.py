@@ -691,6 +691,54 @@ def test_a_reranker_file_is_built_into_onnx_and_scores_each_pair_alone(tmp_path:
     assert reranker.record()["onnx_sha256"] == file_sha256(reranker.onnx_path)
 
 
+def test_a_smaller_mean_pooled_reranker_runs_as_trained_and_blends_with_fusion(tmp_path: Path) -> None:
+    """A reranker file of the shape scripts/train_reranker.py now writes (the first 3 layers,
+    a head on the mean-pooled tokens, pairs of at most 160 tokens): rebuilt from its metadata,
+    its ONNX scores are the torch module's (rounded), the record says its shape, and blended with
+    fusion (rerank_weight) it orders as search.retrieval.Blended says."""
+    import torch
+
+    from ragcli.models import Hit
+    from ragcli.paths import file_sha256
+    from ragcli.runtimes.finetuned import WEIGHTS_FORMAT, base_model_dir, load_tokenizer, write_weights
+    from ragcli.runtimes.reranker import OnnxReranker, build_model, encode_pair
+    from ragcli.search.retrieval import BLEND_K, Blended
+
+    rng = np.random.default_rng(1)
+    weights = tmp_path / "small.safetensors"
+    write_weights({"delta.bert.encoder.layer.2.output.dense.bias": np.zeros(384, np.float16),
+                   "full.classifier.weight": rng.normal(size=(1, 384)).astype(np.float32),
+                   "full.classifier.bias": np.zeros(1, np.float32)}, weights,
+                  {"ragcli.format": str(WEIGHTS_FORMAT), "ragcli.layers": "3",
+                   "ragcli.pooling": "mean", "ragcli.pair_tokens": "160",
+                   "ragcli.base_sha256": file_sha256(base_model_dir() / "model.safetensors")})
+    reranker = OnnxReranker(weights, cache_dir=tmp_path / "cache", depth=4)
+    assert (reranker.layers, reranker.pair_tokens) == (3, 160)
+    assert {"layers": 3, "pair_tokens": 160}.items() <= reranker.record().items()
+    question = "How many weeks of paid parental leave do non-birthing parents get?"
+    passages = ["Non-birthing parents receive 16 weeks of fully paid leave.",
+                "The office closes at 6 p.m. on Fridays.", "Expenses are filed within 30 days.",
+                "Parental leave must be requested 30 days before it starts. " * 20]
+    scores = reranker.scores(question, passages)
+    model = build_model(base_model_dir(), weights)
+    tokenizer = load_tokenizer(base_model_dir())
+    with torch.no_grad():
+        for passage, score in zip(passages, scores, strict=True):
+            ids, types = encode_pair(tokenizer, question, passage, 160)
+            assert len(ids) <= 160
+            expected = float(model(input_ids=torch.tensor([ids]),
+                                   token_type_ids=torch.tensor([types])).logits[0, 0])
+            assert abs(expected - score) < 2e-3
+    hits = [Hit(f"c{i}", f"d{i}", "s", "", "", p, "h", ("public",), 1.0 - i / 10)
+            for i, p in enumerate(passages)]
+    alone = [h.chunk_id for h in reranker(question, hits)]
+    blended = Blended(reranker, 0.5)
+    score = {c: 0.5 / (BLEND_K + int(c[1:])) + 0.5 / (BLEND_K + alone.index(c)) for c in alone}
+    assert [h.chunk_id for h in blended(question, hits)] == sorted(
+        alone, key=lambda c: (-score[c], int(c[1:])))
+    assert blended.record() == {**reranker.record(), "weight": 0.5}
+
+
 def test_batch_workers_share_the_reader_and_answer_as_one_worker(store: Path, tmp_path: Path) -> None:
     golden = [json.loads(line) for line in
               (HANDBOOK.parents[1] / "goldens" / "handbook.jsonl").read_text().splitlines()]

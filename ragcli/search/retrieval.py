@@ -238,10 +238,11 @@ Reranker = Callable[[str, list[Hit]], list[Hit]]
 OFF = ("", "none")
 
 
-def load_reranker(spec: str | None, depth: int = 20) -> Reranker | None:
+def load_reranker(spec: str | None, depth: int = 20, weight: float = 1.0) -> Reranker | None:
     """The reranker ``spec`` names: None or ``none`` (off: fusion's order), one trained here
     (``minilm``: runtimes/reranker.py, reordering the best ``depth`` hits), or ``module:function``
-    taking (question, hits) and returning the hits reordered (or fewer)."""
+    taking (question, hits) and returning the hits reordered (or fewer); with ``weight`` below 1
+    its order is blended with fusion's (:class:`Blended`)."""
     import importlib
 
     if spec is None or spec.strip().lower() in OFF:
@@ -249,15 +250,39 @@ def load_reranker(spec: str | None, depth: int = 20) -> Reranker | None:
     if ":" not in spec:
         from ..runtimes.reranker import get_reranker
 
-        return cast(Reranker, get_reranker(spec.strip(), depth))
-    module_name, _, attribute = spec.partition(":")
-    try:
-        function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"reranker {spec!r} cannot be loaded: {exc}") from None
-    if not callable(function):
-        raise ConfigError(f"reranker {spec!r} is not callable")
-    return cast(Reranker, function)
+        found = cast(Reranker, get_reranker(spec.strip(), depth))
+    else:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            found = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"reranker {spec!r} cannot be loaded: {exc}") from None
+        if not callable(found):
+            raise ConfigError(f"reranker {spec!r} is not callable")
+    return found if weight >= 1.0 else Blended(found, weight)
+
+
+BLEND_K = 10  # the reciprocal-rank constant of Blended (as fusion's rrf_k)
+
+
+class Blended:
+    """A reranker's order blended with fusion's: each hit it returns scores
+    ``(1 - weight) / (BLEND_K + fusion rank) + weight / (BLEND_K + reranker rank)`` (ranks from 0;
+    ties keep fusion's order). ``weight`` 1 is the reranker's order, 0 fusion's. Ranks, not scores:
+    the reranker's scale does not matter, and the arithmetic is the same on every CPU."""
+
+    def __init__(self, reranker: Reranker, weight: float) -> None:
+        self.reranker, self.weight = reranker, weight
+
+    def __call__(self, question: str, hits: Sequence[Hit]) -> list[Hit]:
+        fused = {h.chunk_id: i for i, h in enumerate(hits)}
+        reranked = list(self.reranker(question, list(hits)))
+        score = {h.chunk_id: (1 - self.weight) / (BLEND_K + fused.get(h.chunk_id, len(hits)))
+                 + self.weight / (BLEND_K + i) for i, h in enumerate(reranked)}
+        return sorted(reranked, key=lambda h: (-score[h.chunk_id], fused.get(h.chunk_id, len(hits))))
+
+    def record(self) -> dict[str, Any]:
+        return {**(reranker_record(self.reranker) or {}), "weight": self.weight}
 
 
 def reranker_record(reranker: Reranker | None) -> dict[str, Any] | None:
@@ -296,4 +321,5 @@ def retrieve_configured(store: Store, embedder: Embedder, question: str, groups:
     return retrieve(store, embedder, question, groups, top_k=settings.top_k,
                     candidates=settings.candidates, mode=settings.retrieval,
                     fts_weight=settings.fts_weight, rrf_k=settings.rrf_k,
-                    reranker=load_reranker(settings.reranker, settings.rerank_depth))
+                    reranker=load_reranker(settings.reranker, settings.rerank_depth,
+                                           settings.rerank_weight))
