@@ -87,8 +87,6 @@ def replay(record: Trace, *, against: str, embedder: Embedder,
     settings = Settings.from_json(record.get("settings", {}))
     if "span_reader" not in record.get("settings", {}):  # before the reader, auto meant the model
         settings = replace(settings, span_reader="gguf")
-    if "rerank_weight" not in record.get("settings", {}):  # before blending: the reranker's order
-        settings = replace(settings, rerank_weight=1.0)
     recorded_reader = record.get("reader")
     if recorded_reader:
         reader = get_reader(settings.span_reader)

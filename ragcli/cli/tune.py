@@ -130,13 +130,7 @@ def tune(
     rows, better = compare_adapter(evals, settings, embedder, out, work, eval_mode, eval_limit,
                                    generator_for=gguf_generator,
                                    index_progress=progress_bar(False))
-    render.tune_table(rows)
-    if better:
-        render.info("the adapter is better than the base model on every --eval set")
-        return
-    render.error("the adapter is not better than the base model on every --eval set "
-                 "(F1 must rise and the wrong-answer rate must not)")
-    raise typer.Exit(int(ExitCode.TUNE_NOT_BETTER))
+    _verdict(rows, better, "the adapter", "the base model", "base model vs adapter")
 
 
 def _tune_reader(data: Path, corpus: Path | None, out: Path, work: Path, exclude: list[Path],
@@ -156,14 +150,15 @@ def _tune_reader(data: Path, corpus: Path | None, out: Path, work: Path, exclude
     from ..runtimes.finetuned import base_model_dir, load_tokenizer
     from ..runtimes.reader import READER_WEIGHTS, OnnxReader
     from ..runtimes.training import tune_reader
+    from ..settings import READER_FILE_SUFFIX
     from ..store.store import Store
     from .evaluate import _calibration_pair
 
     if not data.is_file():
         raise UsageError(f"{data}: --reader trains on a golden set (a JSONL file of questions "
                          "with expected_answers)")
-    if out.is_dir() or out.suffix != ".safetensors":
-        raise UsageError(f"--out {out}: a reader file ends in .safetensors")
+    if out.is_dir() or out.suffix != READER_FILE_SUFFIX:
+        raise UsageError(f"--out {out}: a reader file ends in {READER_FILE_SUFFIX}")
     if out.resolve() == READER_WEIGHTS.resolve():
         raise UsageError(f"--out {out} is the shipped reader (records name it by hash): write "
                          "your reader elsewhere")
@@ -183,7 +178,7 @@ def _tune_reader(data: Path, corpus: Path | None, out: Path, work: Path, exclude
     else:
         store = Store.open(settings.store)
         store.require_embedder(embedder.id)
-    start_from = Path(settings.span_reader) if settings.span_reader.endswith(".safetensors") \
+    start_from = Path(settings.span_reader) if settings.span_reader.endswith(READER_FILE_SUFFIX) \
         else READER_WEIGHTS
     items, counts = reader_examples(cases, store, settings, embedder,
                                     load_tokenizer(base_model_dir()))
@@ -206,11 +201,16 @@ def _tune_reader(data: Path, corpus: Path | None, out: Path, work: Path, exclude
     rows, better = compare_readers(evals, settings, embedder, out, work, eval_limit,
                                    generator_for=gguf_generator,
                                    index_progress=progress_bar(False))
-    render.tune_table(rows, "current reader vs tuned")
+    _verdict(rows, better, "the tuned reader", "the current one", "current reader vs tuned")
+
+
+def _verdict(rows: list[dict[str, Any]], better: bool, tuned: str, base: str, title: str) -> None:
+    """The --eval table, then exit 0 when ``tuned`` beat ``base`` on every set, 18 when not."""
+    render.tune_table(rows, title)
     if better:
-        render.info("the tuned reader is better than the current one on every --eval set")
+        render.info(f"{tuned} is better than {base} on every --eval set")
         return
-    render.error("the tuned reader is not better than the current one on every --eval set "
+    render.error(f"{tuned} is not better than {base} on every --eval set "
                  "(F1 must rise and the wrong-answer rate must not)")
     raise typer.Exit(int(ExitCode.TUNE_NOT_BETTER))
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ModelError
+from ..settings import READER_FILE_SUFFIX
 from .finetuned import FineTuned, build_from, export_onnx
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def get_reader(name: str) -> Reader:
     factory: Callable[[], Reader]
     if name in READERS:
         factory = READERS[name]
-    elif name.endswith(".safetensors"):
+    elif name.endswith(READER_FILE_SUFFIX):
         factory = _reader_file(Path(name).expanduser().resolve())
     else:
         raise ModelError(f"unknown span reader '{name}'",
